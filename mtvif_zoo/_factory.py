@@ -1,0 +1,44 @@
+"""``create_model`` / ``list_models``: thin, validating wrappers around timm's registry.
+
+Every model is registered with timm (``@register_model``), so after ``import mtvif_zoo`` both
+``mtvif_zoo.create_model('mtvif_iii')`` and ``timm.create_model('mtvif_iii')`` work. The wrappers
+add what a zoo user expects: unknown names raise a ``ValueError`` listing the valid ones, and
+``list_models`` only lists this zoo's models.
+"""
+import fnmatch
+from typing import List, Union, Iterable
+
+import timm
+import torch.nn as nn
+from timm.models import split_model_name_tag
+
+from .models.multitaskvif import VARIANTS
+
+__all__ = ['create_model', 'list_models', 'MODULE_NAME']
+
+#: the timm registry module name of the zoo's models
+MODULE_NAME = 'multitaskvif'
+
+
+def list_models(filter: Union[str, Iterable[str]] = '', pretrained: bool = False, **kwargs) -> List[str]:
+    """Names of this zoo's models (``'mtvif*'`` style wildcards), ``pretrained=True``: ``arch.tag`` with weights."""
+    return timm.list_models(filter, module=MODULE_NAME, pretrained=pretrained, **kwargs)
+
+
+def create_model(model_name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build a zoo model by name, e.g. ``create_model('mtvif_iv', head='mth_nohia', in_chans=1)``.
+
+    Keyword arguments: ``backbone``, ``head``, ``in_chans`` (1 or 3), ``num_classes``,
+    ``backbone_args``, ``head_args``, plus timm's ``pretrained_cfg_overlay`` / ``checkpoint_path``
+    / ``cache_dir``. Names may carry a pretrained tag (``mtvif_iii.mfnet220``) or be ``hf-hub:`` /
+    ``local-dir:`` names.
+    """
+    if not isinstance(model_name, str):
+        raise ValueError(f'model_name must be a string, got {type(model_name).__name__}')
+    if ':' not in model_name:
+        arch, _ = split_model_name_tag(model_name)
+        if arch not in VARIANTS:
+            matches = [n for n in VARIANTS if fnmatch.fnmatch(n, f'*{arch}*')]
+            hint = f' (did you mean {", ".join(matches)}?)' if matches else ''
+            raise ValueError(f'unknown model {model_name!r}{hint}; valid models: {", ".join(sorted(VARIANTS))}')
+    return timm.create_model(model_name, pretrained=pretrained, **kwargs)

@@ -1,0 +1,43 @@
+"""The ``mtvif`` command line: ``mtvif <command> --help`` for each command.
+
+Each command lives in its own module exposing ``add_parser(subparsers)``; the module's parser
+sets ``func(args) -> int``. The CLI only imports the library (never the reverse).
+"""
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from ..version import __version__
+
+__all__ = ['main', 'build_parser']
+
+#: command modules, in the order ``mtvif --help`` lists them
+COMMAND_MODULES = ('models',)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='mtvif', description='MultiTaskVIF model zoo: visible + infrared image fusion.')
+    parser.add_argument('--version', action='version', version=f'mtvif_zoo {__version__}')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name in COMMAND_MODULES:
+        importlib.import_module(f'{__name__}.{name}').add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, 'func', None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f'mtvif {args.command}: error: {e}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""``fuse()``: the user-facing inference API (any input kind in, the same kind out).
+
+Input conventions (documented conversions, everything else is a clear error):
+
+* **kinds**: file path (``str`` / ``pathlib.Path``), ``PIL.Image``, ``numpy.ndarray``
+  (``HxW``, ``HxWxC`` or a batch ``BxHxWxC``), ``torch.Tensor`` (``HxW``, ``CxHxW`` or ``BxCxHxW``),
+  or a list / tuple of paths, PIL images or arrays (a batch). The result has the kind and layout of
+  the *visible* input: PIL in -> PIL out, ``HxWxC`` uint8 array in -> ``HxWxC`` uint8 array out,
+  ``CHW`` tensor in -> ``CHW`` float tensor in [0, 1] out (on the input's device), list in -> list
+  out.
+* **value ranges**: uint8 is divided by 255. 16-bit (uint16 arrays, PIL ``I;16`` / ``I`` images,
+  integer tensors) is rescaled explicitly: the infrared image by ``ir_range`` (default
+  ``'minmax'``: per-image min-max to [0, 1], the usual way to display radiometric thermal), the
+  visible image by ``vis_range`` (default ``'full'``: divide by 65535). Either may also be a
+  ``(low, high)`` pair of raw values. Float arrays and tensors must already be in [0, 1].
+* **channels**: visible may be RGB (3) or grayscale (1); RGBA drops alpha, palette images are
+  converted to RGB. Infrared may be 1 or 3 channels; 3-channel infrared is converted to grey
+  (BT.601 luma) because the models were trained on IR replicated from one channel. A grayscale
+  visible input gives a grayscale fused output (the BT.601 luma of a 3-channel model's output).
+* **1-channel models** (``in_chans=1``, Table 6 v): the visible image is converted to YCbCr, Y and
+  IR are fused, and the fused Y is recombined with the visible Cb/Cr.
+* **any size**: inputs are reflect-padded to the backbone's ``pad_multiple`` and cropped back;
+  ``tile=N`` fuses large images in overlapping ``N x N`` tiles blended with linear ramps.
+* **device / precision**: the model's device; ``torch.inference_mode``; on CUDA autocast
+  (bf16 when supported, else fp16) unless ``amp=False``. The model's train/eval mode is restored.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from .color import rgb_to_gray, rgb_to_ycbcr, ycbcr_to_rgb
+
+__all__ = ['fuse', 'load_image', 'to_tensor_image', 'DEFAULT_MODEL']
+
+#: model used by ``fuse()`` / ``mtvif fuse`` when none is given
+DEFAULT_MODEL = 'mtvif_iii'
+
+Range = Union[str, Tuple[float, float]]
+
+
+# --------------------------------------------------------------------------------------------
+# input conversion
+# --------------------------------------------------------------------------------------------
+
+def load_image(path: Union[str, os.PathLike], role: str = 'image') -> np.ndarray:
+    """Read an image file into a numpy array (``HxW`` or ``HxWx3``; uint8 or uint16)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f'{role} image not found: {str(p)!r}')
+    try:
+        with Image.open(p) as im:
+            return _pil_to_array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f'{role} image {str(p)!r} is not a readable image file ({e}); '
+                         'pass a PNG/JPEG/TIFF/BMP file or an array') from None
+
+
+def _pil_to_array(im: Image.Image) -> np.ndarray:
+    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N'):
+        return np.asarray(im, dtype=np.uint16).copy()
+    if im.mode == 'I':
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f'32-bit integer image with values outside 0..65535 ({a.min()}..{a.max()})')
+        return a.astype(np.uint16)
+    if im.mode == 'F':
+        return np.asarray(im, dtype=np.float32).copy()
+    if im.mode in ('L', 'RGB'):
+        return np.asarray(im).copy()
+    if im.mode in ('1', 'LA'):
+        return np.asarray(im.convert('L')).copy()
+    return np.asarray(im.convert('RGB')).copy()  # RGBA (alpha dropped), P, CMYK, YCbCr, ...
+
+
+def _rescale(x: torch.Tensor, rng: Range, role: str) -> torch.Tensor:
+    x = x.float()
+    if isinstance(rng, str):
+        if rng == 'full':
+            return x / 65535.0
+        if rng == 'minmax':
+            lo, hi = x.amin(dim=(-2, -1), keepdim=True), x.amax(dim=(-2, -1), keepdim=True)
+            return (x - lo) / (hi - lo).clamp_min(1e-12)
+        raise ValueError(f"the 16-bit range for the {role} image must be 'minmax', 'full' or a (low, high) pair, "
+                         f"got {rng!r}")
+    lo, hi = (float(v) for v in rng)
+    if not hi > lo:
+        raise ValueError(f'the 16-bit range (low, high) for the {role} image needs high > low, got {rng!r}')
+    return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+
+@dataclass
+class _Meta:
+    kind: str  # 'path' | 'pil' | 'numpy' | 'tensor'
+    layout: str  # 'HW' | 'HWC' | 'CHW' | 'BHWC' | 'BCHW'
+    dtype: Any = None
+    device: Any = None
+
+
+def to_tensor_image(img: Any, role: str = 'image', rng: Range = 'full') -> Tuple[torch.Tensor, _Meta]:
+    """Convert one input (or a batched array / tensor) to a float ``B x C x H x W`` tensor in [0, 1]."""
+    if isinstance(img, (str, os.PathLike)):
+        arr = load_image(img, role)
+        t, _ = to_tensor_image(arr, role, rng)
+        return t, _Meta('path', 'HWC' if arr.ndim == 3 else 'HW', arr.dtype)
+    if isinstance(img, Image.Image):
+        t, _ = to_tensor_image(_pil_to_array(img), role, rng)
+        return t, _Meta('pil', 'HWC')
+    if isinstance(img, np.ndarray):
+        layout = {2: 'HW', 3: 'HWC', 4: 'BHWC'}.get(img.ndim)
+        if layout is None:
+            raise ValueError(f'{role} array must be HxW, HxWxC or BxHxWxC, got shape {img.shape}')
+        t = torch.from_numpy(np.ascontiguousarray(img))
+        if img.ndim == 2:
+            t = t[None, None]
+        elif img.ndim == 3:
+            t = t.permute(2, 0, 1)[None]
+        else:
+            t = t.permute(0, 3, 1, 2)
+        return _normalise(t, img.dtype, role, rng), _Meta('numpy', layout, img.dtype)
+    if isinstance(img, torch.Tensor):
+        layout = {2: 'HW', 3: 'CHW', 4: 'BCHW'}.get(img.ndim)
+        if layout is None:
+            raise ValueError(f'{role} tensor must be HxW, CxHxW or BxCxHxW, got shape {tuple(img.shape)}')
+        t = img.reshape((1,) * (4 - img.ndim) + tuple(img.shape))
+        return _normalise(t, img.dtype, role, rng), _Meta('tensor', layout, img.dtype, img.device)
+    raise ValueError(f'{role} must be a file path, PIL image, numpy array or torch tensor, '
+                     f'got {type(img).__name__}')
+
+
+def _is_float(dtype) -> bool:
+    return (isinstance(dtype, torch.dtype) and dtype.is_floating_point) or \
+        (isinstance(dtype, np.dtype) and np.issubdtype(dtype, np.floating))
+
+
+def _normalise(t: torch.Tensor, dtype, role: str, rng: Range) -> torch.Tensor:
+    if t.numel() == 0 or t.shape[-1] == 0 or t.shape[-2] == 0:
+        raise ValueError(f'{role} image is empty (shape {tuple(t.shape)})')
+    c = t.shape[1]
+    if c == 4:
+        t = t[:, :3]  # RGBA: alpha dropped
+    elif c not in (1, 3):
+        raise ValueError(f'{role} image has {c} channels; expected 1 (grey) or 3 (RGB) '
+                         '(arrays are HxWxC, tensors CxHxW)')
+    if t.dtype == torch.bool:
+        t = t.float()
+    elif _is_float(dtype):
+        t = t.float()
+        if not torch.isfinite(t).all():
+            raise ValueError(f'{role} image contains NaN or inf values; clean the input first')
+        lo, hi = t.min().item(), t.max().item()
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ValueError(f'float {role} image must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; '
+                             'divide by 255 (8-bit) or 65535 (16-bit), or pass an integer array')
+        t = t.clamp(0, 1)
+    elif t.dtype == torch.uint8:
+        t = t.float() / 255.0
+    else:  # 16-bit (or wider) integers
+        t = t.to(torch.int64)
+        if t.min().item() < 0:
+            raise ValueError(f'{role} image has negative integer values; expected unsigned data')
+        if t.max().item() > 65535:
+            raise ValueError(f'{role} image has integer values above 65535; rescale to 16 bits first')
+        t = _rescale(t.float(), rng, role)
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# output conversion
+# --------------------------------------------------------------------------------------------
+
+def _from_tensor(t: torch.Tensor, meta: _Meta):
+    """``1 x C x H x W`` (or ``B x ..``) float [0, 1] -> the kind / layout described by ``meta``."""
+    if meta.kind == 'tensor':
+        out = t.to(meta.device) if meta.device is not None else t
+        if meta.layout == 'HW':
+            return out[0, 0] if out.shape[1] == 1 else out[0]
+        if meta.layout == 'CHW':
+            return out[0]
+        return out
+    u8 = lambda x: (x * 255.0).round().clamp(0, 255).to(torch.uint8)  # noqa: E731
+    if meta.kind in ('pil', 'path'):
+        arr = u8(t[0]).permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr, mode='L' if arr.shape[-1] == 1 else 'RGB')
+    # numpy: keep the visible dtype family
+    if np.issubdtype(meta.dtype, np.floating):
+        arr = t.float().cpu().numpy().astype(meta.dtype if meta.dtype != np.float16 else np.float32)
+    elif meta.dtype == np.uint16:
+        arr = (t * 65535.0).round().clamp(0, 65535).to(torch.int32).cpu().numpy().astype(np.uint16)
+    else:
+        arr = u8(t).cpu().numpy()
+    arr = arr.transpose(0, 2, 3, 1)
+    if meta.layout == 'HW':
+        return arr[0, ..., 0]
+    if meta.layout == 'HWC':
+        return arr[0]
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# running the model
+# --------------------------------------------------------------------------------------------
+
+def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = 'reflect' if (ph < h and pw < w) else 'replicate'
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def _autocast(device: torch.device, amp: Optional[bool], amp_dtype: Optional[torch.dtype]):
+    enabled = (device.type == 'cuda') if amp is None else bool(amp)
+    if not enabled:
+        return torch.autocast(device.type, enabled=False)
+    if amp_dtype is None:
+        amp_dtype = torch.bfloat16 if (device.type != 'cuda' or torch.cuda.is_bf16_supported()) else torch.float16
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
+def _run(model, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+    m = model.pad_multiple
+    h, w = vis.shape[-2:]
+    out = model.forward_head(model.forward_features(_pad(vis, m), _pad(ir, m)), with_seg=False)[0]
+    return out[..., :h, :w].float()
+
+
+def _ramp(n: int, overlap: int, at_start: bool, at_end: bool, device) -> torch.Tensor:
+    """1-D blending weights of one tile: at an interior edge the outer ``overlap // 4`` pixels get
+    weight 0 (they see the tile border), the next ``overlap // 2`` ramp linearly to 1. Neighbouring
+    tiles' ramps are complementary, so weights sum to 1 and a network whose receptive-field radius
+    is at most ``overlap // 4`` gives the untiled result exactly."""
+    w = torch.ones(n, device=device)
+    margin = overlap // 4
+    length = overlap - 2 * margin
+    if length > 0:
+        r = (torch.arange(length, device=device, dtype=torch.float32) + 0.5) / length
+        if not at_start:
+            w[:margin] = 0
+            w[margin:margin + length] = r
+        if not at_end:
+            w[n - margin:] = 0
+            w[n - margin - length:n - margin] = torch.minimum(w[n - margin - length:n - margin], r.flip(0))
+    return w
+
+
+def _tile_starts(size: int, tile: int, overlap: int) -> List[int]:
+    if size <= tile:
+        return [0]
+    stride = tile - overlap
+    n = math.ceil((size - tile) / stride) + 1
+    starts = [min(i * stride, size - tile) for i in range(n)]
+    return sorted(set(starts))
+
+
+def _run_tiled(model, vis: torch.Tensor, ir: torch.Tensor, tile: int, overlap: int,
+               out_device: torch.device) -> torch.Tensor:
+    """Fuse in overlapping tiles; tile outputs are blended with linear ramps over the overlaps."""
+    b, _, h, w = vis.shape
+    dev = next(model.parameters()).device
+    acc = None
+    wsum = torch.zeros(1, 1, h, w, device=out_device)
+    ys, xs = _tile_starts(h, tile, overlap), _tile_starts(w, tile, overlap)
+    for y0 in ys:
+        for x0 in xs:
+            th, tw = min(tile, h - y0), min(tile, w - x0)
+            v = vis[..., y0:y0 + th, x0:x0 + tw].to(dev, non_blocking=True)
+            i = ir[..., y0:y0 + th, x0:x0 + tw].to(dev, non_blocking=True)
+            out = _run(model, v, i).to(out_device)
+            if acc is None:
+                acc = torch.zeros(b, out.shape[1], h, w, device=out_device)
+            wy = _ramp(th, overlap, y0 == 0, y0 + th >= h, out_device)
+            wx = _ramp(tw, overlap, x0 == 0, x0 + tw >= w, out_device)
+            wgt = (wy[:, None] * wx[None, :])[None, None]
+            acc[..., y0:y0 + th, x0:x0 + tw] += out * wgt
+            wsum[..., y0:y0 + th, x0:x0 + tw] += wgt
+    return acc / wsum
+
+
+def _resolve_model(model):
+    if model is None:
+        model = DEFAULT_MODEL
+    if isinstance(model, str):
+        from ._factory import create_model
+        model = create_model(model, pretrained=True)
+    if not hasattr(model, 'forward_features') or not hasattr(model, 'pad_multiple'):
+        raise ValueError('model must be a mtvif_zoo model (mtvif_zoo.create_model(...)) or a model name, '
+                         f'got {type(model).__name__}')
+    return model
+
+
+def _ir_to_grey(ir: torch.Tensor) -> torch.Tensor:
+    """3-channel infrared -> 1 channel: channel 0 when the channels are copies, BT.601 luma otherwise."""
+    if ir.shape[1] == 1:
+        return ir
+    return ir[:, :1] if bool((ir[:, :1] == ir[:, 1:]).all()) else rgb_to_gray(ir)
+
+
+def _as_list(x) -> Tuple[list, bool]:
+    if isinstance(x, (list, tuple)):
+        return list(x), True
+    return [x], False
+
+
+@torch.inference_mode()
+def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None, overlap: int = 32,
+         amp: Optional[bool] = None, amp_dtype: Optional[torch.dtype] = None,
+         vis_range: Range = 'full', ir_range: Range = 'minmax'):
+    """Fuse visible and infrared images with a MultiTaskVIF (or baseline) model.
+
+    Args:
+        vis: visible image(s): path, PIL image, numpy array, tensor, or a list of them.
+        ir: infrared image(s), same kind, count and size as ``vis``.
+        model: a model from :func:`mtvif_zoo.create_model`, or a model name (loaded with
+            ``pretrained=True``); ``None`` = :data:`DEFAULT_MODEL`.
+        batch_size: how many same-sized pairs run through the model at once.
+        tile: fuse in overlapping ``tile x tile`` tiles (for very large images); ``None`` = whole image.
+        overlap: tile overlap in pixels, blended with linear ramps.
+        amp: autocast; default on for CUDA (bf16 where supported, else fp16), off on CPU.
+        amp_dtype: autocast dtype override.
+        vis_range, ir_range: how 16-bit inputs are rescaled (``'full'``, ``'minmax'``, or ``(low, high)``).
+
+    Returns:
+        The fused image(s), in the kind and layout of ``vis`` (see the module docstring).
+    """
+    for name, rng in (('vis_range', vis_range), ('ir_range', ir_range)):
+        if not (rng in ('full', 'minmax') or (isinstance(rng, (tuple, list)) and len(rng) == 2)):
+            raise ValueError(f"{name} must be 'minmax', 'full' or a (low, high) pair, got {rng!r}")
+    model = _resolve_model(model)
+    vis_list, vis_is_list = _as_list(vis)
+    ir_list, ir_is_list = _as_list(ir)
+    if vis_is_list != ir_is_list or len(vis_list) != len(ir_list):
+        raise ValueError(f'vis and ir must both be single images or lists of equal length, got '
+                         f'{len(vis_list) if vis_is_list else "one"} visible and '
+                         f'{len(ir_list) if ir_is_list else "one"} infrared')
+    if not vis_list:
+        raise ValueError('no images given: vis and ir are empty lists')
+    if tile is not None and (tile < 2 * overlap or tile < model.pad_multiple):
+        raise ValueError(f'tile={tile} must be at least 2 * overlap ({2 * overlap}) and the model\'s '
+                         f'pad multiple ({model.pad_multiple})')
+
+    pairs = []
+    for n, (v, i) in enumerate(zip(vis_list, ir_list)):
+        tag = f' #{n}' if vis_is_list else ''
+        vt, vmeta = to_tensor_image(v, f'visible{tag}', vis_range)
+        it, _ = to_tensor_image(i, f'infrared{tag}', ir_range)
+        if vt.shape[0] != it.shape[0]:
+            raise ValueError(f'visible{tag} has batch size {vt.shape[0]} but infrared{tag} has {it.shape[0]}')
+        if vt.shape[-2:] != it.shape[-2:]:
+            raise ValueError(f'visible{tag} is {vt.shape[-2]}x{vt.shape[-1]} (HxW) but infrared{tag} is '
+                             f'{it.shape[-2]}x{it.shape[-1]}; register/resize the pair to the same size first')
+        pairs.append((vt, _ir_to_grey(it), vmeta))
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        # every row of every item, grouped by (C, H, W) so same-sized images share a batch
+        groups = {}
+        for k, (vt, _, _) in enumerate(pairs):
+            groups.setdefault(tuple(vt.shape[1:]), []).extend((k, r) for r in range(vt.shape[0]))
+        rows_out = {}
+        for rows in groups.values():
+            for s in range(0, len(rows), batch_size):
+                chunk = rows[s:s + batch_size]
+                vt = torch.cat([pairs[k][0][r:r + 1] for k, r in chunk])
+                it = torch.cat([pairs[k][1][r:r + 1] for k, r in chunk])
+                fused = _fuse_tensors(model, vt, it, device, tile, overlap, amp, amp_dtype)
+                for j, key in enumerate(chunk):
+                    rows_out[key] = fused[j:j + 1]
+    finally:
+        model.train(was_training)
+    results = [_from_tensor(torch.cat([rows_out[(k, r)] for r in range(vt.shape[0])]), meta)
+               for k, (vt, _, meta) in enumerate(pairs)]
+    return results if vis_is_list else results[0]
+
+
+def _fuse_tensors(model, vis: torch.Tensor, ir: torch.Tensor, device: torch.device, tile, overlap,
+                  amp, amp_dtype) -> torch.Tensor:
+    """Visible ``B x {1,3} x H x W`` + grey infrared ``B x 1 x H x W`` (CPU, [0, 1]) -> fused, on CPU."""
+    vis_grey = vis.shape[1] == 1
+    if model.in_chans == 1:
+        ycbcr = rgb_to_ycbcr(vis) if not vis_grey else None
+        v_in = vis if vis_grey else ycbcr[:, :1]
+        i_in = ir
+    else:
+        v_in = vis.expand(-1, 3, -1, -1) if vis_grey else vis
+        i_in = ir.expand(-1, 3, -1, -1)
+    pin = device.type == 'cuda'
+    if pin:
+        v_in, i_in = v_in.contiguous().pin_memory(), i_in.contiguous().pin_memory()
+    with _autocast(device, amp, amp_dtype):
+        if tile is not None:
+            out = _run_tiled(model, v_in, i_in, tile, overlap, torch.device('cpu'))
+        else:
+            out = _run(model, v_in.to(device, non_blocking=pin), i_in.to(device, non_blocking=pin)).cpu()
+    out = out.float().clamp(0, 1)
+    if model.in_chans == 1:
+        if vis_grey:
+            return out
+        return ycbcr_to_rgb(torch.cat((out, ycbcr[:, 1:]), dim=1)).clamp(0, 1)
+    return rgb_to_gray(out) if vis_grey else out
