@@ -5,6 +5,7 @@ sets ``func(args) -> int``. The CLI only imports the library (never the reverse)
 """
 import argparse
 import importlib
+import pkgutil
 import sys
 from typing import List, Optional
 
@@ -12,8 +13,12 @@ from ..version import __version__
 
 __all__ = ['main', 'build_parser']
 
-#: command modules, in the order ``mtvif --help`` lists them
-COMMAND_MODULES = ('models',)
+
+
+def command_modules() -> List[str]:
+    """Every module of this package that defines ``add_parser`` (one or more commands each), sorted."""
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith('_')]
+    return sorted(names)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog='mtvif', description='MultiTaskVIF model zoo: visible + infrared image fusion.')
     parser.add_argument('--version', action='version', version=f'mtvif_zoo {__version__}')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for name in COMMAND_MODULES:
-        importlib.import_module(f'{__name__}.{name}').add_parser(sub)
+    for name in command_modules():
+        module = importlib.import_module(f'{__name__}.{name}')
+        if hasattr(module, 'add_parser'):
+            module.add_parser(sub)
     return parser
 
 
