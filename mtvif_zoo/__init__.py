@@ -7,10 +7,10 @@
 from .version import __version__
 from .models import MSRS_CLASSES, MultiTaskVIF, list_backbones, list_heads  # registers the models
 from ._factory import create_model, list_models
-from .fusion import DEFAULT_MODEL, fuse
+from .fusion import DEFAULT_MODEL, fuse, segment
 from .profile import profile
 from .weights import WeightsMismatchError, load_weights, save_weights
 
-__all__ = ['__version__', 'create_model', 'list_models', 'list_backbones', 'list_heads', 'fuse', 'profile',
+__all__ = ['__version__', 'create_model', 'list_models', 'list_backbones', 'list_heads', 'fuse', 'segment', 'profile',
            'save_weights', 'load_weights', 'WeightsMismatchError', 'MultiTaskVIF', 'MSRS_CLASSES',
            'DEFAULT_MODEL']

@@ -39,7 +39,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .color import rgb_to_gray, rgb_to_ycbcr, ycbcr_to_rgb
 
-__all__ = ['fuse', 'load_image', 'to_tensor_image', 'DEFAULT_MODEL']
+__all__ = ['fuse', 'segment', 'load_image', 'to_tensor_image', 'DEFAULT_MODEL']
 
 #: model used by ``fuse()`` / ``mtvif fuse`` when none is given
 DEFAULT_MODEL = 'mtvif_iii'
@@ -409,3 +409,50 @@ def _fuse_tensors(model, vis: torch.Tensor, ir: torch.Tensor, device: torch.devi
             return out
         return ycbcr_to_rgb(torch.cat((out, ycbcr[:, 1:]), dim=1)).clamp(0, 1)
     return rgb_to_gray(out) if vis_grey else out
+
+
+@torch.inference_mode()
+def segment(vis, ir, model=None, *, amp: Optional[bool] = None, amp_dtype: Optional[torch.dtype] = None,
+            vis_range: Range = 'full', ir_range: Range = 'minmax'):
+    """Per-pixel class ids from the model's segmentation branch (the training-time head).
+
+    Same inputs as :func:`fuse` (one pair or lists). Returns ``H x W`` uint8 numpy class maps, or
+    ``H x W`` / ``B x H x W`` int64 tensors when the visible input is a tensor. Needs a model with
+    its segmentation classifier (not a ``fusion_only()`` copy or a ``cnn`` baseline).
+    """
+    model = _resolve_model(model)
+    if not model.has_segmentation:
+        raise ValueError('this model has no segmentation classifier (a cnn baseline or fusion-only weights); '
+                         'load the full multi-task weights to segment')
+    vis_list, is_list = _as_list(vis)
+    ir_list, _ = _as_list(ir)
+    if len(vis_list) != len(ir_list):
+        raise ValueError(f'got {len(vis_list)} visible and {len(ir_list)} infrared images')
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for v, i in zip(vis_list, ir_list):
+            vt, meta = to_tensor_image(v, 'visible', vis_range)
+            it = _ir_to_grey(to_tensor_image(i, 'infrared', ir_range)[0])
+            if vt.shape[-2:] != it.shape[-2:]:
+                raise ValueError(f'visible is {vt.shape[-2]}x{vt.shape[-1]} but infrared is '
+                                 f'{it.shape[-2]}x{it.shape[-1]}; register/resize the pair first')
+            if model.in_chans == 1:
+                v_in = vt if vt.shape[1] == 1 else rgb_to_ycbcr(vt)[:, :1]
+                i_in = it
+            else:
+                v_in, i_in = vt.expand(-1, 3, -1, -1), it.expand(-1, 3, -1, -1)
+            h, w = vt.shape[-2:]
+            m = model.pad_multiple
+            with _autocast(device, amp, amp_dtype):
+                logits = model.segment(_pad(v_in, m).to(device), _pad(i_in, m).to(device))
+            cls = logits[..., :h, :w].argmax(1).cpu()
+            if meta.kind == 'tensor':
+                out.append(cls.to(meta.device) if meta.layout == 'BCHW' else cls[0].to(meta.device))
+            else:
+                out.append(cls[0].numpy().astype(np.uint8) if cls.shape[0] == 1 else cls.numpy().astype(np.uint8))
+    finally:
+        model.train(was_training)
+    return out if is_list else out[0]

@@ -38,6 +38,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import Mlp
 
@@ -50,9 +51,9 @@ def _conv_lrelu(in_chs: int, out_chs: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_chs, out_chs, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
 
 
-def _conv_bn_relu(in_chs: int, out_chs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_chs, out_chs, 3, padding=1, bias=False), nn.BatchNorm2d(out_chs),
-                         nn.ReLU(inplace=True))
+def _conv_bn_relu(in_chs: int, out_chs: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(out_chs), nn.ReLU(inplace=True))
 
 
 class ChannelContextAttention(nn.Module):
@@ -92,7 +93,10 @@ class HIAF(nn.Module):
     def forward(self, f_re: torch.Tensor, f_seg: torch.Tensor) -> torch.Tensor:
         h, w = f_re.shape[-2:]
         t_re = rearrange(f_re, 'b c h w -> b (h w) c')
-        t_seg = rearrange(self.align(f_seg), 'b c h w -> b (h w) c')
+        f_seg = self.align(f_seg)
+        if f_seg.shape[-2:] != (h, w):  # segmentation branch at reduced resolution
+            f_seg = F.interpolate(f_seg, size=(h, w), mode='bilinear', align_corners=False)
+        t_seg = rearrange(f_seg, 'b c h w -> b (h w) c')
         t_r_h, t_r_l = self.embed_re(t_re).chunk(2, dim=-1)
         t_s_h, t_s_l = self.embed_seg(t_seg).chunk(2, dim=-1)
         f_h = self.attn_h(t_s_h, t_r_h)
@@ -114,12 +118,15 @@ class MultiTaskHead(nn.Module):
         seg_chs: widths of the segmentation-branch convs (the last one is ``f_seg``'s).
         num_heads: attention heads in HIA-F.
         use_hia: ``False`` gives Table 6 (ii), the MTH without HIA-F (registered as ``mth_nohia``).
+        seg_stride: 1 runs the segmentation branch at full resolution; 2 starts it with a stride-2
+            conv (``f_seg`` and the logits are upsampled bilinearly to full resolution), which
+            variant I uses to meet Table 7's parameter and MAC budgets together.
     """
     has_segmentation = True
 
     def __init__(self, in_chs: int, out_chans: int = 3, num_classes: int = 9, backbone_cls=None,
                  fusion_chs: Sequence[int] = (64,), fusion_tail_chs: Sequence[int] = (32, 16),
-                 seg_chs: Sequence[int] = (64,), num_heads: int = 8, use_hia: bool = True):
+                 seg_chs: Sequence[int] = (64,), num_heads: int = 8, use_hia: bool = True, seg_stride: int = 1):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f'the multi-task head needs num_classes >= 1, got {num_classes}; '
@@ -132,8 +139,12 @@ class MultiTaskHead(nn.Module):
         chs = [fusion_chs[-1], *fusion_tail_chs]
         self.fusion_tail = nn.Sequential(*[_conv_lrelu(a, b) for a, b in zip(chs[:-1], chs[1:])])
         self.fusion_out = nn.Conv2d(chs[-1], out_chans, 3, padding=1)
+        if seg_stride not in (1, 2, 4):
+            raise ValueError(f'seg_stride must be 1, 2 or 4, got {seg_stride}')
+        self.seg_stride = seg_stride
         chs = [in_chs, *seg_chs]
-        self.seg_branch = nn.Sequential(*[_conv_bn_relu(a, b) for a, b in zip(chs[:-1], chs[1:])])
+        self.seg_branch = nn.Sequential(*[_conv_bn_relu(a, b, stride=seg_stride if k == 0 else 1)
+                                          for k, (a, b) in enumerate(zip(chs[:-1], chs[1:]))])
         self.seg_classifier = nn.Sequential(_conv_bn_relu(seg_chs[-1], seg_chs[-1]),
                                             nn.Conv2d(seg_chs[-1], num_classes, 1))
 
@@ -149,6 +160,8 @@ class MultiTaskHead(nn.Module):
             f_re = self.hiaf(f_re, f_seg)
         fused = torch.sigmoid(self.fusion_out(self.fusion_tail(f_re)))
         seg = self.seg_classifier(f_seg) if with_seg else None
+        if seg is not None and seg.shape[-2:] != x.shape[-2:]:
+            seg = F.interpolate(seg, size=x.shape[-2:], mode='bilinear', align_corners=False)
         return fused, seg
 
     def fusion_only(self) -> 'MultiTaskHead':
