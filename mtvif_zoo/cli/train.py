@@ -1,0 +1,110 @@
+"""``mtvif train`` (the paper's one-stage multi-task recipe) and ``mtvif export`` (fusion-only weights).
+
+    mtvif train --model mtvif_iii --data ../shared/data/mfnet220 --out runs/iii --crop 128 --epochs 1
+    mtvif train --model mtvif_iii --data ../shared/data/mfnet220 --out runs/iii --resume
+    torchrun --nproc_per_node 2 -m mtvif_zoo.train --model mtvif_iii --data DIR --out DIR
+    mtvif export --checkpoint runs/iii/best --out exported/mtvif_iii.mfnet220
+"""
+import argparse
+import json
+import sys
+
+__all__ = ['add_parser']
+
+
+def _kv(text: str):
+    """``beta2=0.5,lambda4=10`` or a JSON object -> dict."""
+    text = text.strip()
+    if text.startswith('{'):
+        return json.loads(text)
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(','))):
+        if '=' not in part:
+            raise argparse.ArgumentTypeError(f'expected key=value, got {part!r}')
+        k, v = part.split('=', 1)
+        out[k.strip()] = float(v)
+    return out
+
+
+def _train(args) -> int:
+    from ..train import NonFiniteLossError, TrainConfig, train
+    cfg = TrainConfig(
+        model=args.model, data=args.data, out=args.out, layout=args.layout, crop=args.crop,
+        batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps,
+        patience=args.patience, min_delta=args.min_delta, weight_decay=args.weight_decay, scheduler=args.scheduler,
+        grad_clip=args.grad_clip, amp=args.amp, seed=args.seed, workers=args.workers, device=args.device,
+        val_fraction=args.val_fraction, val_crop=args.val_crop, hflip=args.hflip, vflip=args.vflip,
+        in_chans=args.in_chans, num_classes=args.num_classes, ignore_index=args.ignore_index,
+        ckpt_every=args.ckpt_every, grad_projection=args.grad_projection, sync_bn=args.sync_bn,
+        progress=not args.no_progress, resume=args.resume, model_args=args.model_args or {},
+        loss_weights=args.loss_weights or {})
+    try:
+        summary = train(cfg)
+    except NonFiniteLossError as e:
+        print(f'mtvif train: {e}', file=sys.stderr)
+        return 3
+    except FileExistsError as e:
+        print(f'mtvif train: error: {e}', file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _export(args) -> int:
+    from ..train import export_checkpoint
+    out = export_checkpoint(args.checkpoint, args.out, name=args.name)
+    print(f'wrote fusion-only weights to {out}')
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser('train', help='train a model (fusion + segmentation losses, one stage)',
+                       description='Train a zoo model with the MultiTaskVIF recipe. Options left out take the '
+                                   "model's recipe (mtvif_i: lr 1e-4, crop 160, batch 10; II-IV and baselines: "
+                                   'lr 5e-5, crop 256, batch 16; 100 epochs, patience 10). --out receives '
+                                   'config.json, log.csv, log.jsonl, last/ and best/.')
+    p.add_argument('--model', required=True, help='model name (mtvif list)')
+    p.add_argument('--data', required=True, help='dataset folder: MSRS, FMB or vi/ ir/ label/ [splits/]')
+    p.add_argument('--out', required=True, help='run folder')
+    p.add_argument('--layout', default='auto', choices=['auto', 'msrs', 'fmb', 'folder'])
+    p.add_argument('--crop', type=int, help='random crop size (recipe)')
+    p.add_argument('--batch-size', type=int, help='batch size per process (recipe)')
+    p.add_argument('--epochs', type=int, help='epochs (100)')
+    p.add_argument('--max-steps', type=int, help='stop after this many optimizer steps in total')
+    p.add_argument('--lr', type=float, help='Adam learning rate (recipe)')
+    p.add_argument('--resume', action='store_true', help='continue the run in --out from last/')
+    p.add_argument('--device', help='cpu, cuda, cuda:1 ... (default: cuda when available)')
+    p.add_argument('--workers', type=int, help='data loader worker processes (default: half the CPUs, max 4)')
+    p.add_argument('--seed', type=int, help='seed for init, data order and augmentation (0)')
+    p.add_argument('--patience', type=int, help='early-stopping patience in epochs (10)')
+    p.add_argument('--min-delta', type=float, help='minimum validation-loss improvement (0)')
+    p.add_argument('--weight-decay', type=float)
+    p.add_argument('--scheduler', choices=['constant', 'cosine'])
+    p.add_argument('--grad-clip', type=float, help='clip the gradient norm to this value')
+    p.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
+                   help='autocast (default: on for CUDA: bf16, or fp16 with a GradScaler)')
+    p.add_argument('--val-fraction', type=float, help='validation share when the data has no val list (0.1)')
+    p.add_argument('--val-crop', type=int, help='centre crop of validation images (default --crop; 0: whole)')
+    p.add_argument('--hflip', type=float, help='horizontal flip probability (0.5)')
+    p.add_argument('--vflip', type=float, help='vertical flip probability (0)')
+    p.add_argument('--in-chans', type=int, choices=[1, 3], help='3: RGB (default); 1: Y channel mode')
+    p.add_argument('--num-classes', type=int, help='segmentation classes (layout default: 9 MSRS/folder, 15 FMB)')
+    p.add_argument('--ignore-index', type=int, help='label value to ignore (e.g. 255)')
+    p.add_argument('--ckpt-every', type=int, help='also write last/ every N steps inside an epoch')
+    p.add_argument('--grad-projection', type=int, metavar='N',
+                   help='record the Sec. 4.7 fusion/segmentation gradient projections every N steps')
+    p.add_argument('--sync-bn', action='store_true', help='SyncBatchNorm under torchrun (CUDA)')
+    p.add_argument('--loss-weights', type=_kv, help='e.g. beta2=0.5,lambda4=10 (beta1 beta2 lambda1..lambda4)')
+    p.add_argument('--model-args', type=json.loads, help='JSON create_model kwargs, e.g. \'{"head": "mth_nohia"}\'')
+    p.add_argument('--no-progress', action='store_true', help='no tqdm progress bar')
+    p.add_argument('--json', action='store_true', help='print the summary as JSON at the end')
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser('export', help='export a training checkpoint as fusion-only weights',
+                       description='Write model.safetensors (segmentation classifier dropped), config.json and '
+                                   'README.md from a checkpoint folder (e.g. RUN/best).')
+    e.add_argument('--checkpoint', required=True, help='checkpoint folder (RUN/best or RUN/last)')
+    e.add_argument('--out', required=True, help='output folder')
+    e.add_argument('--name', help='name in the README (default: the output folder name)')
+    e.set_defaults(func=_export)

@@ -1,0 +1,133 @@
+"""Training configuration and the paper's per-variant recipes (Sec. 4.1 / DESIGN.md "Losses").
+
+Recipes (Adam, one stage, 100 epochs, early stopping on the validation loss with patience 10):
+
+=============  =======  =====  ==========
+model          lr       crop   batch size
+=============  =======  =====  ==========
+mtvif_i        1e-4     160    10
+mtvif_ii..iv   5e-5     256    16
+swinfusion     like I (the same SwinFusion backbone)
+emma_ufuser,   like II-IV (their MTH variants)
+seafusion,
+segmif
+=============  =======  =====  ==========
+
+Where the paper is silent: no learning-rate schedule (``scheduler='constant'``; ``'cosine'`` is
+available), no weight decay, Adam's default betas / eps, no gradient clipping, horizontal flips
+with p = 0.5, validation on a centre crop of the training crop size, seed 0.
+"""
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Optional
+
+__all__ = ['RECIPES', 'TrainConfig', 'RESUME_OVERRIDABLE']
+
+_I = dict(lr=1e-4, crop=160, batch_size=10)
+_II_IV = dict(lr=5e-5, crop=256, batch_size=16)
+
+#: per-variant defaults of the paper's recipe (every entry can be overridden)
+RECIPES: Dict[str, Dict[str, Any]] = {
+    'mtvif_i': dict(_I), 'mtvif_ii': dict(_II_IV), 'mtvif_iii': dict(_II_IV), 'mtvif_iv': dict(_II_IV),
+    'swinfusion': dict(_I), 'emma_ufuser': dict(_II_IV), 'seafusion': dict(_II_IV), 'segmif': dict(_II_IV),
+}
+#: shared by every recipe
+COMMON = dict(epochs=100, patience=10, seed=0, scheduler='constant', weight_decay=0.0, val_fraction=0.1,
+              hflip=0.5, vflip=0.0, in_chans=3, min_delta=0.0, ckpt_every=0, grad_projection=0)
+
+#: keys a resumed run may change (everything else must match the saved config)
+RESUME_OVERRIDABLE = ('epochs', 'max_steps', 'device', 'workers', 'progress', 'ckpt_every', 'patience', 'out',
+                      'resume', 'data')
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; ``None`` fields take the model's recipe (:data:`RECIPES`) or a default.
+
+    Attributes (non-obvious ones):
+        model: a zoo model name (``mtvif_zoo.list_models()``).
+        data: dataset folder (MSRS, FMB or generic layout, see :mod:`mtvif_zoo.data`).
+        out: run folder (``config.json``, ``log.csv``, ``log.jsonl``, ``last/``, ``best/``).
+        batch_size: per process (the global batch is ``batch_size * world_size`` under torchrun).
+        max_steps: stop after this many optimizer steps in total (validates and checkpoints then).
+        ckpt_every: also write ``last/`` every N steps inside an epoch (0: at epoch ends only).
+        grad_projection: every N steps record the Sec. 4.7 gradient projections (0: off).
+        amp: autocast (bf16 where supported, else fp16 + GradScaler); ``None``: on for CUDA only.
+        val_crop: centre-crop size of validation images (``None``: ``crop``; 0: whole images).
+        model_args: extra ``create_model`` keyword arguments (``head``, ``backbone_args`` ...).
+        loss_weights: overrides of :class:`mtvif_zoo.losses.LossWeights` (``beta1`` ... ``lambda4``).
+    """
+    model: str = 'mtvif_iii'
+    data: Optional[str] = None
+    out: Optional[str] = None
+    layout: str = 'auto'
+    crop: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    epochs: Optional[int] = None
+    max_steps: Optional[int] = None
+    patience: Optional[int] = None
+    min_delta: Optional[float] = None
+    weight_decay: Optional[float] = None
+    scheduler: Optional[str] = None
+    grad_clip: Optional[float] = None
+    amp: Optional[bool] = None
+    seed: Optional[int] = None
+    workers: Optional[int] = None
+    device: Optional[str] = None
+    val_fraction: Optional[float] = None
+    val_crop: Optional[int] = None
+    hflip: Optional[float] = None
+    vflip: Optional[float] = None
+    in_chans: Optional[int] = None
+    num_classes: Optional[int] = None
+    ignore_index: Optional[int] = None
+    ckpt_every: Optional[int] = None
+    grad_projection: Optional[int] = None
+    sync_bn: bool = False
+    progress: bool = True
+    resume: bool = False
+    model_args: Dict[str, Any] = field(default_factory=dict)
+    loss_weights: Dict[str, float] = field(default_factory=dict)
+
+    def resolved(self) -> 'TrainConfig':
+        """A copy with every ``None`` filled from the recipe and :data:`COMMON`."""
+        if self.model not in RECIPES:
+            raise ValueError(f'no training recipe for {self.model!r}; valid models: {", ".join(sorted(RECIPES))}')
+        d = asdict(self)
+        for k, v in {**COMMON, **RECIPES[self.model]}.items():
+            if d.get(k) is None:
+                d[k] = v
+        if d['val_crop'] is None:
+            d['val_crop'] = d['crop']
+        cfg = TrainConfig(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ValueError('no dataset: pass data (--data DIR)')
+        if not self.out:
+            raise ValueError('no output folder: pass out (--out DIR)')
+        for k in ('crop', 'batch_size', 'epochs'):
+            v = getattr(self, k)
+            if v is not None and v < 1:
+                raise ValueError(f'{k} must be >= 1, got {v}')
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f'max_steps must be >= 1, got {self.max_steps}')
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f'lr must be > 0, got {self.lr}')
+        if self.in_chans not in (None, 1, 3):
+            raise ValueError(f'in_chans must be 1 or 3, got {self.in_chans}')
+        if self.scheduler not in (None, 'constant', 'cosine'):
+            raise ValueError(f"scheduler must be 'constant' or 'cosine', got {self.scheduler!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> 'TrainConfig':
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f'unknown training option(s) {unknown}')
+        return cls(**d)
