@@ -17,7 +17,7 @@ The samplers pass ``(epoch, index)`` keys (plain integer keys use epoch 0). Eval
 
 :func:`validate_records` reads every file's header (and every label's pixels) once, before
 training, and raises :class:`~mtvif_zoo.data.layouts.DatasetError` naming each unreadable file,
-each pair whose sizes differ, each image smaller than the crop, and each label with a value
+each truncated or corrupt file (``PIL`` ``verify``), each pair whose sizes differ, each image smaller than the crop, and each label with a value
 outside ``0 .. num_classes - 1`` (``ignore_index`` allowed).
 """
 import os
@@ -51,9 +51,12 @@ def load_label(path: Union[str, os.PathLike]) -> np.ndarray:
 
 
 def _header(path: Path) -> Tuple[int, int]:
-    """``(H, W)`` from the file header (pixels are decoded at load time)."""
+    """``(H, W)`` from the file header; ``verify()`` also checks the file's integrity (PNG chunk CRCs,
+    truncation) without decoding the pixels."""
     with Image.open(path) as im:
-        return im.size[1], im.size[0]
+        size = im.size[1], im.size[0]
+        im.verify()
+        return size
 
 
 def validate_records(records: Sequence[PairRecord], num_classes: Optional[int] = None,

@@ -34,7 +34,7 @@ Gradient projection (Sec. 4.7, ``grad_projection=N``): every N steps the gradien
 weighted fusion loss ``g_f = d(b1 L_fusion)`` and of the weighted segmentation loss
 ``g_s = d(b2 L_seg)`` on the **shared parameters** (the backbone's, which both branches of the
 head read from) are taken separately and the scalar projections ``g_f . g_s / |g_s|`` (fusion onto
-segmentation) and ``g_f . g_s / |g_g|`` (segmentation onto fusion), plus their cosine, are logged
+segmentation) and ``g_f . g_s / |g_f|`` (segmentation onto fusion), plus their cosine, are logged
 as epoch means (``gp_fusion_on_seg``, ``gp_seg_on_fusion``, ``gp_cosine``); under DDP they are
 computed from each rank's local gradients and averaged. The step itself is unchanged (costs two
 extra backward passes on those steps).
@@ -50,7 +50,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -64,7 +63,7 @@ from ..data import (DatasetError, EvalSampler, LAYOUTS, ResumableBatchSampler, V
 from ..losses import TERMS, LossWeights, MultiTaskVIFLoss
 from ..models.multitaskvif import VARIANTS
 from ..weights import model_config
-from .checkpoint import get_rng_state, load_checkpoint, read_state, save_checkpoint, set_rng_state
+from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .config import RESUME_OVERRIDABLE, TrainConfig
 
 __all__ = ['Trainer', 'NonFiniteLossError', 'train', 'model_inputs', 'LOG_COLUMNS']

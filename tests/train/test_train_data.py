@@ -60,8 +60,10 @@ def test_missing_partner_and_missing_label_are_named(make_data, tmp_path):
 
 
 def test_size_mismatch_label_range_and_unreadable_files_are_named(make_data, tmp_path):
-    root = make_data(tmp_path / 'd', n=4, size=(16, 16))
+    root = make_data(tmp_path / 'd', n=5, size=(16, 16))
     Image.new('L', (12, 16)).save(root / 'ir' / '000.png')
+    data = (root / 'ir' / '004.png').read_bytes()
+    (root / 'ir' / '004.png').write_bytes(data[:len(data) // 2])  # truncated: the header alone is fine
     Image.fromarray(np.full((16, 16), 9, np.uint8)).save(root / 'label' / '001.png')
     (root / 'vi' / '002.png').write_bytes(b'not a png')
     recs = find_pairs(root, 'all')
@@ -71,10 +73,11 @@ def test_size_mismatch_label_range_and_unreadable_files_are_named(make_data, tmp
     assert "000.png: size mismatch within pair '000'" in msg and 'infrared 16x12' in msg
     assert '001.png: label value(s) [9] outside the class range 0..8' in msg
     assert '002.png: unreadable visible image' in msg
+    assert 'ir/004.png: unreadable infrared image' in msg
     assert '003' not in msg
     validate_records(recs[1:2], num_classes=9, ignore_index=9)  # an ignored value is fine
     with pytest.raises(DatasetError, match='003.png: 16x16 image is smaller than the 32x32 crop'):
-        validate_records(recs[3:], num_classes=9, crop=32)
+        validate_records(recs[3:4], num_classes=9, crop=32)
 
 
 def test_empty_dataset_fails(tmp_path):
