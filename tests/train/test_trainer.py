@@ -137,3 +137,23 @@ def test_cli_train_resume_and_export(tiny_data, tmp_path, tiny_mtvif):
     fusion.load_state_dict(weights)
     x = torch.rand(1, 3, 16, 16)
     assert torch.equal(fusion(x, x), full(x, x))
+
+
+def test_grad_projection_is_the_scalar_projection_on_backbone_gradients(tiny_data, tmp_path, tiny_mtvif):
+    from mtvif_zoo.train import model_inputs
+    t = Trainer(_cfg(tiny_data, tmp_path / 'gp', tiny_mtvif, grad_projection=1))
+    batch = next(iter(t.train_loader))
+    v, i = model_inputs(batch['vis'], batch['ir'], 3)
+    fused, logits = t.model(v, i)
+    out = t.loss_fn(fused, v, i, logits, batch['label'])
+    gp = t._grad_projection(out)
+    grads = []
+    for loss in (out.fusion, out.seg):
+        t.model.zero_grad()
+        loss.backward(retain_graph=True)
+        grads.append(torch.cat([p.grad.flatten().double() for p in t.model.backbone.parameters()]))
+    gf, gs = grads
+    dot = (gf * gs).sum()
+    assert gp[0].item() == pytest.approx((dot / gs.norm()).item(), rel=1e-6)
+    assert gp[1].item() == pytest.approx((dot / gf.norm()).item(), rel=1e-6)
+    assert gp[2].item() == pytest.approx(torch.nn.functional.cosine_similarity(gf, gs, dim=0).item(), rel=1e-6)
