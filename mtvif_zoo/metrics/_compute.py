@@ -78,6 +78,33 @@ def _check_sizes(f: torch.Tensor, v: torch.Tensor, i: torch.Tensor):
                          '(sources may also have batch size 1: shared by every fused image)')
 
 
+#: metrics computed with whole-tensor ops (the others tile / loop over planes on CPU themselves)
+_WHOLE_TENSOR = {'EN', 'VIF', 'MS_SSIM', 'dE', 'SD', 'SF', 'AG', 'SCD', 'PSNR'}
+_CPU_CHUNK_BYTES = 8 << 20
+
+
+def _metric_calls(c: Convention, f, f_rgb, v_rgb, srcs_exact, srcs_round):
+    return {
+        'EN': lambda: Fm.entropy(f, log_base=c.en_log_base, quantization=c.en_quantization),
+        'MI': lambda: Fm.mutual_information(f, *srcs_round, log_base=c.mi_log_base, quantization=c.mi_quantization),
+        'VIF': lambda: Fm.vif(f, *srcs_exact, combine=c.vif_combine, sigma_nsq=c.vif_sigma_nsq, eps=c.vif_eps,
+                              scales=c.vif_scales),
+        'Qabf': lambda: Fm.qabf(f, *srcs_exact, params=c.qabf_params, gradient_scale=c.qabf_gradient_scale),
+        'SSIM': lambda: Fm.ssim(f, *srcs_round, combine=c.ssim_combine, window=c.ssim_window,
+                                win_size=c.ssim_win_size, sigma=c.ssim_sigma, data_range=c.ssim_data_range,
+                                k=c.ssim_k, border=c.ssim_border, sample_covariance=c.ssim_sample_covariance,
+                                dtype=c.ssim_dtype),
+        'MS_SSIM': lambda: Fm.ms_ssim(f, *srcs_exact, combine=c.msssim_combine, data_range=c.msssim_data_range,
+                                      win_size=c.msssim_win_size, sigma=c.msssim_sigma, weights=c.msssim_weights),
+        'dE': lambda: Fm.delta_e(f_rgb, v_rgb),
+        'SD': lambda: Fm.standard_deviation(f, ddof=c.sd_ddof),
+        'SF': lambda: Fm.spatial_frequency(f, definition=c.sf_definition),
+        'AG': lambda: Fm.average_gradient(f, normalisation=c.ag_normalisation),
+        'SCD': lambda: Fm.scd(f, *srcs_exact),
+        'PSNR': lambda: Fm.psnr(f, *srcs_exact, definition=c.psnr_definition),
+    }
+
+
 def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
                   metrics: Optional[Union[str, Iterable[str]]] = None,
                   convention: Union[str, Convention] = 'paper', *,
@@ -116,30 +143,23 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
         srcs_exact = (gray_src(v, False), gray_src(i, False))
         srcs_round = (gray_src(v, conv.gray_round), gray_src(i, conv.gray_round))
 
-    c = conv
-    calls = {
-        'EN': lambda: Fm.entropy(f, log_base=c.en_log_base, quantization=c.en_quantization),
-        'MI': lambda: Fm.mutual_information(f, *srcs_round, log_base=c.mi_log_base, quantization=c.mi_quantization),
-        'VIF': lambda: Fm.vif(f, *srcs_exact, combine=c.vif_combine, sigma_nsq=c.vif_sigma_nsq, eps=c.vif_eps,
-                              scales=c.vif_scales),
-        'Qabf': lambda: Fm.qabf(f, *srcs_exact, params=c.qabf_params, gradient_scale=c.qabf_gradient_scale),
-        'SSIM': lambda: Fm.ssim(f, *srcs_round, combine=c.ssim_combine, window=c.ssim_window,
-                                win_size=c.ssim_win_size, sigma=c.ssim_sigma, data_range=c.ssim_data_range,
-                                k=c.ssim_k, border=c.ssim_border, sample_covariance=c.ssim_sample_covariance,
-                                dtype=c.ssim_dtype),
-        'MS_SSIM': lambda: Fm.ms_ssim(f, *srcs_exact, combine=c.msssim_combine, data_range=c.msssim_data_range,
-                                      win_size=c.msssim_win_size, sigma=c.msssim_sigma, weights=c.msssim_weights),
-        'dE': lambda: Fm.delta_e(f_rgb, v_rgb),
-        'SD': lambda: Fm.standard_deviation(f, ddof=c.sd_ddof),
-        'SF': lambda: Fm.spatial_frequency(f, definition=c.sf_definition),
-        'AG': lambda: Fm.average_gradient(f, normalisation=c.ag_normalisation),
-        'SCD': lambda: Fm.scd(f, *srcs_exact),
-        'PSNR': lambda: Fm.psnr(f, *srcs_exact, definition=c.psnr_definition),
-    }
+    calls = _metric_calls(conv, f, f_rgb, v_rgb, srcs_exact, srcs_round)
     out = {}
+    step = max(1, _CPU_CHUNK_BYTES // (f[0].numel() * 8)) if f.device.type == 'cpu' else f.shape[0]
     for m in names:
         try:
-            out[m] = calls[m]()
+            if m in _WHOLE_TENSOR and step < f.shape[0]:
+                # whole-tensor metrics on CPU: sub-batches small enough for the allocator to reuse
+                # memory (large temporaries cost page faults); a batch-1 source stays shared
+                parts = []
+                for s in range(0, f.shape[0], step):
+                    cut = lambda x: x[s:s + step] if x.shape[0] > 1 else x  # noqa: E731
+                    sub = _metric_calls(conv, cut(f), cut(f_rgb), cut(v_rgb), tuple(cut(x) for x in srcs_exact),
+                                        tuple(cut(x) for x in srcs_round))
+                    parts.append(sub[m]())
+                out[m] = torch.cat(parts)
+            else:
+                out[m] = calls[m]()
         except ValueError as e:
             if on_error == 'raise':
                 raise

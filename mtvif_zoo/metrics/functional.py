@@ -98,6 +98,32 @@ def _plane(s: torch.Tensor, b: int, c: int) -> torch.Tensor:
     return s[b if s.shape[0] > 1 else 0, c if s.shape[1] > 1 else 0]
 
 
+def _tiled_sums(fn, maps: Sequence[torch.Tensor], B: int, C: int) -> Tuple[torch.Tensor, ...]:
+    """Per-(batch, channel) sums over H x W of the per-pixel terms ``fn(*maps)`` (a tuple).
+
+    ``maps`` are ``Bx x Cx x ... x H x W`` (broadcastable to B x C). On CPU the terms are evaluated
+    plane by plane in row tiles (nothing large is allocated); elsewhere in one go.
+    """
+    H, W = maps[0].shape[-2:]
+    if not _tiled(maps[0]):
+        return tuple(t.sum((-2, -1)).expand(B, C).to(_F64) for t in fn(*maps))
+    rows = _rows_per_tile(W)
+    acc = None
+    for b in range(B):
+        for c in range(C):
+            planes = [_plane(m, b, c) for m in maps]
+            tot = None
+            for r0 in range(0, H, rows):
+                terms = fn(*[p[..., r0:r0 + rows, :] for p in planes])
+                part = [float(t.sum()) for t in terms]
+                tot = part if tot is None else [x + y for x, y in zip(tot, part)]
+            if acc is None:
+                acc = [torch.zeros(B, C, dtype=_F64) for _ in tot]
+            for a, v in zip(acc, tot):
+                a[b, c] = v
+    return tuple(acc)
+
+
 # --------------------------------------------------------------------------------------------
 # single-image statistics: EN, SD, SF, AG
 # --------------------------------------------------------------------------------------------
@@ -426,6 +452,20 @@ def _ssim_maps(x_stats, y_stats, xy_f, cfg: _SSIMConfig):
     return ((2 * ux * uy + C1) / (ux * ux + uy * uy + C1)) * cs, cs
 
 
+def _ssim_sum_f64(mu_s, mu2_s, var_s, mu_f, mu2_f, var_f, cross, cfg: _SSIMConfig) -> float:
+    """Sum of the float64 SSIM map of one tile, with the per-image terms precomputed."""
+    C1 = (cfg.k[0] * cfg.data_range) ** 2
+    C2 = (cfg.k[1] * cfg.data_range) ** 2
+    m = mu_s * mu_f
+    num2 = cross.sub_(m)
+    if cfg.cov_norm != 1.0:
+        num2.mul_(cfg.cov_norm)
+    num2.mul_(2).add_(C2)                       # 2 cov + C2
+    num1 = m.mul_(2).add_(C1)                   # 2 mu_s mu_f + C1
+    den = (mu2_s + mu2_f).add_(C1).mul_((var_s + var_f).add_(C2))
+    return float(num1.mul_(num2).div_(den).sum())
+
+
 def _ssim_input(x: torch.Tensor, cfg: _SSIMConfig) -> torch.Tensor:
     return x.to(torch.float32).to(_F64) if cfg.dtype == 'float32' else x
 
@@ -448,6 +488,9 @@ def _ssim_core(f: torch.Tensor, sources, cfg: _SSIMConfig):
                 for sx, mu, e2 in prepped]
     out = [torch.zeros(B, C, dtype=_F64) for _ in prepped]
     rows = _rows_per_tile(W)
+    fast = cfg.dtype == 'float64'
+    if fast:  # per-source terms once: mu, mu^2, variance
+        prepped = [(sx, mu, mu * mu, cfg.cov_norm * (e2 - mu * mu)) for sx, mu, e2 in prepped]
     for bi in range(B):
         for ci in range(C):
             fp = fx[bi, ci]
@@ -455,12 +498,22 @@ def _ssim_core(f: torch.Tensor, sources, cfg: _SSIMConfig):
             for r0 in range(0, Ho, rows):
                 r1 = min(Ho, r0 + rows)
                 ft = fp[r0:r1 + w - 1]
-                stats_f = (cfg.filt(ft), cfg.filt(ft * ft))
-                for k, (sx, mu, e2) in enumerate(prepped):
-                    st = _plane(sx, bi, ci)[r0:r1 + w - 1]
-                    m, _ = _ssim_maps((_plane(mu, bi, ci)[r0:r1], _plane(e2, bi, ci)[r0:r1]), stats_f,
-                                      cfg.filt(st * ft), cfg)
-                    acc[k] += float(m.sum())
+                mu_f, e_ff = cfg.filt(ft), cfg.filt(ft * ft)
+                if fast:
+                    mu2_f = mu_f * mu_f
+                    var_f = e_ff.sub_(mu2_f).mul_(cfg.cov_norm)
+                for k, src in enumerate(prepped):
+                    st = _plane(src[0], bi, ci)[r0:r1 + w - 1]
+                    cross = cfg.filt(st * ft)
+                    if fast:
+                        _, mu, mu2, var = src
+                        acc[k] += _ssim_sum_f64(_plane(mu, bi, ci)[r0:r1], _plane(mu2, bi, ci)[r0:r1],
+                                                _plane(var, bi, ci)[r0:r1], mu_f, mu2_f, var_f, cross, cfg)
+                    else:
+                        _, mu, e2 = src
+                        m, _ = _ssim_maps((_plane(mu, bi, ci)[r0:r1], _plane(e2, bi, ci)[r0:r1]), (mu_f, e_ff),
+                                          cross, cfg)
+                        acc[k] += float(m.sum())
             for k in range(len(prepped)):
                 out[k][bi, ci] = acc[k] / (Ho * Wo)
     return out
@@ -512,6 +565,14 @@ def _gauss_stats(x: torch.Tensor, taps) -> Tuple[torch.Tensor, torch.Tensor]:
     return correlate_valid(x, taps), correlate_valid(x * x, taps)
 
 
+def _ms_ssim_terms(mu1, e1, mu2, e2, cross, C1, C2):
+    s1 = e1 - mu1 * mu1
+    s2 = e2 - mu2 * mu2
+    s12 = cross - mu1 * mu2
+    cs = (2 * s12 + C2) / (s1 + s2 + C2)
+    return cs, ((2 * mu1 * mu2 + C1) / (mu1 * mu1 + mu2 * mu2 + C1)) * cs
+
+
 def _ms_ssim_core(f: torch.Tensor, sources, *, data_range, win_size, sigma, weights, k=(0.01, 0.03)):
     """MS-SSIM of ``f`` (B x C) against each source (broadcastable); fused statistics shared."""
     taps = gaussian_taps(win_size, sigma)
@@ -521,21 +582,20 @@ def _ms_ssim_core(f: torch.Tensor, sources, *, data_range, win_size, sigma, weig
                          f'({levels} scales, {win_size}x{win_size} window); got {f.shape[-1]}x{f.shape[-2]}')
     C1 = (k[0] * data_range) ** 2
     C2 = (k[1] * data_range) ** 2
+    B, C = f.shape[:2]
     srcs = list(sources)
     mcs = [[] for _ in srcs]
     ssim_pc = [None] * len(srcs)
     for i in range(levels):
         mu2, e2 = _gauss_stats(f, taps)
-        s2 = e2 - mu2 * mu2
+        npix = mu2.shape[-2] * mu2.shape[-1]
         for n, x in enumerate(srcs):
             mu1, e1 = _gauss_stats(x, taps)
-            s1 = e1 - mu1 * mu1
-            s12 = correlate_valid(x * f, taps) - mu1 * mu2
-            cs_map = (2 * s12 + C2) / (s1 + s2 + C2)
-            ssim_map = ((2 * mu1 * mu2 + C1) / (mu1 * mu1 + mu2 * mu2 + C1)) * cs_map
-            ssim_pc[n] = ssim_map.mean((2, 3))
+            cs, sm = _tiled_sums(lambda *t: _ms_ssim_terms(*t, C1, C2), [mu1, e1, mu2, e2, correlate_valid(x * f, taps)],
+                                 B, C)
+            ssim_pc[n] = sm / npix
             if i < levels - 1:
-                mcs[n].append(torch.relu(cs_map.mean((2, 3))))
+                mcs[n].append(torch.relu(cs / npix))
         if i < levels - 1:
             pad = [s % 2 for s in f.shape[2:]]
             f = F.avg_pool2d(f, kernel_size=2, padding=pad)
@@ -556,12 +616,12 @@ def ms_ssim_pair(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 255.0,
                          weights=tuple(weights))[0]
 
 
-def ms_ssim(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *, combine: str = 'sum', **kw) -> torch.Tensor:
+def ms_ssim(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *, combine: str = 'sum',
+            data_range: float = 255.0, win_size: int = 11, sigma: float = 1.5,
+            weights: Sequence[float] = _MSSSIM_WEIGHTS) -> torch.Tensor:
     """MS-SSIM(vis, F) combined with MS-SSIM(ir, F) (``'sum'`` or ``'mean'``), see :func:`ms_ssim_pair`."""
     f, a, b = _match(fused, (vis, 'visible'), (ir, 'infrared'))
-    kw.setdefault('weights', _MSSSIM_WEIGHTS)
-    kw['weights'] = tuple(kw['weights'])
-    va, vb = _ms_ssim_core(f, [a, b], **kw)
+    va, vb = _ms_ssim_core(f, [a, b], data_range=data_range, win_size=win_size, sigma=sigma, weights=tuple(weights))
     return _combine(va + vb, combine)
 
 
@@ -569,10 +629,34 @@ def ms_ssim(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *, combine
 # VIF
 # --------------------------------------------------------------------------------------------
 
+def _vif_terms(mu1, e1, mu2, e2, cross, sigma_nsq, eps):
+    """Per-pixel VIFp numerator and denominator terms (CDDFuse ``compare_viff`` steps, in order)."""
+    s1 = torch.relu(e1 - mu1 * mu1)
+    s2 = torch.relu(e2 - mu2 * mu2)
+    s12 = cross - mu1 * mu2
+    g = s12 / (s1 + eps)
+    sv = s2 - g * s12
+    m = s1 < eps
+    g = g.masked_fill(m, 0.0)
+    sv = torch.where(m, s2, sv)
+    s1 = s1.masked_fill(m, 0.0)
+    m = s2 < eps
+    g = g.masked_fill(m, 0.0)
+    sv = sv.masked_fill(m, 0.0)
+    m = g < 0
+    sv = torch.where(m, s2, sv)
+    g = g.masked_fill(m, 0.0)
+    sv = sv.clamp_min(eps)  # sv <= eps -> eps
+    num = torch.log10(g.mul_(g).mul_(s1).div_(sv.add_(sigma_nsq)).add_(1.0))
+    den = torch.log10(s1.div(sigma_nsq).add_(1.0))
+    return num, den
+
+
 def _vif_core(dist: torch.Tensor, refs, *, sigma_nsq: float = 2.0, eps: float = 1e-10, scales: int = 4):
     """VIFp of ``dist`` (B x C) w.r.t. each reference (broadcastable); dist statistics shared."""
     y = dist
     xs = list(refs)
+    B, C = dist.shape[:2]
     num = [0.0] * len(xs)
     den = [0.0] * len(xs)
     for scale in range(1, scales + 1):
@@ -584,26 +668,12 @@ def _vif_core(dist: torch.Tensor, refs, *, sigma_nsq: float = 2.0, eps: float = 
         if min(y.shape[-2:]) < n:
             raise ValueError(f'VIF: image too small for scale {scale} ({n}x{n} window); need about 41x41 or more')
         mu2, e2 = _gauss_stats(y, taps)
-        s2 = torch.relu(e2 - mu2 * mu2)
         for r, x in enumerate(xs):
             mu1, e1 = _gauss_stats(x, taps)
-            s1 = torch.relu(e1 - mu1 * mu1)
-            s12 = correlate_valid(x * y, taps) - mu1 * mu2
-            g = s12 / (s1 + eps)
-            sv = s2 - g * s12
-            m = s1 < eps
-            g = torch.where(m, torch.zeros_like(g), g)
-            sv = torch.where(m, s2, sv)
-            s1 = torch.where(m, torch.zeros_like(s1), s1)
-            m = s2 < eps
-            g = torch.where(m, torch.zeros_like(g), g)
-            sv = torch.where(m, torch.zeros_like(sv), sv)
-            m = g < 0
-            sv = torch.where(m, s2, sv)
-            g = torch.where(m, torch.zeros_like(g), g)
-            sv = torch.where(sv <= eps, torch.full_like(sv, eps), sv)
-            num[r] = num[r] + torch.log10(1 + g * g * s1 / (sv + sigma_nsq)).sum((2, 3))
-            den[r] = den[r] + _bc(torch.log10(1 + s1 / sigma_nsq).sum((2, 3)), y)
+            cross = correlate_valid(x * y, taps)
+            nu, de = _tiled_sums(lambda *t: _vif_terms(*t, sigma_nsq, eps), [mu1, e1, mu2, e2, cross], B, C)
+            num[r] = num[r] + nu
+            den[r] = den[r] + de
     out = []
     for nu, de in zip(num, den):
         v = torch.where(de > 0, nu / torch.where(de > 0, de, torch.ones_like(de)), torch.ones_like(de))
@@ -743,4 +813,8 @@ def delta_e(fused: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         raise ValueError(f'visible batch size {v.shape[0]} does not match fused batch size {f.shape[0]}')
     f = f.expand(-1, 3, -1, -1) if f.shape[1] == 1 else f
     v = v.expand(-1, 3, -1, -1) if v.shape[1] == 1 else v
-    return ciede2000(rgb_to_lab(f), rgb_to_lab(v), dim=1).mean((1, 2))
+    B, _, H, W = f.shape
+    # (B x 1 x 3 x H x W views so that the tiler walks rows of all three colour channels together)
+    tot, = _tiled_sums(lambda ft, vt: (ciede2000(rgb_to_lab(ft), rgb_to_lab(vt), dim=-3),),
+                       [f[:, None], v[:, None]], B, 1)
+    return tot[:, 0] / (H * W)
