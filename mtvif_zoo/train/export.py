@@ -10,8 +10,10 @@ layout is exactly what the hub loads); otherwise the folder is written here with
 ``backbone``, ``head``, ``in_chans``, ``num_classes`` (:func:`mtvif_zoo.weights.model_config`),
 the training recipe and the last validation metrics.
 """
+import inspect
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -67,7 +69,18 @@ def export_checkpoint(checkpoint: os.PathLike, out: os.PathLike, name: Optional[
     except ImportError:
         save_pretrained = None
     if save_pretrained is not None:
-        save_pretrained(model, out, fusion_only=True)
+        params = inspect.signature(save_pretrained).parameters
+        kw: Dict[str, Any] = {}
+        if 'weights' in params:
+            kw['weights'] = 'fusion'
+        elif 'fusion_only' in params:
+            kw['fusion_only'] = True
+        arch = state['model_name']
+        if 'name' in params and re.fullmatch(rf'{arch}\.[a-z0-9_]+', name or ''):
+            kw['name'] = name
+        if 'dataset' in params and state.get('config', {}).get('data'):
+            kw['dataset'] = Path(state['config']['data']).name
+        save_pretrained(model, out, **kw)
         readme = out / 'README.md'
         if not readme.exists():
             readme.write_text(_readme(name, model_config(fusion), state))
