@@ -35,7 +35,7 @@ METRIC_INFO: Dict[str, Tuple[bool, str]] = {
 
 _ALIASES = {m.lower(): m for m in METRICS}
 _ALIASES.update({'ms-ssim': 'MS_SSIM', 'msssim': 'MS_SSIM', 'ms_ssim': 'MS_SSIM', 'de': 'dE', 'delta_e': 'dE',
-                 'deltae': 'dE', 'ciede2000': 'dE', '\u0394e': 'dE', 'q_abf': 'Qabf', 'qabf': 'Qabf',
+                 'deltae': 'dE', 'ciede2000': 'dE', '\u03b4e': 'dE', 'q_abf': 'Qabf', 'qabf': 'Qabf',
                  'entropy': 'EN', 'mutinf': 'MI', 'vifp': 'VIF'})
 
 _PAIR_METRICS = {'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'SCD', 'PSNR'}
@@ -176,8 +176,9 @@ def compute(fused: Any, vis: Any, ir: Any, metrics: Optional[Union[str, Iterable
     Args:
         fused, vis, ir: each a path, PIL image, numpy array (``H x W [x C]``; uint8, uint16 or float)
             or tensor (``[1 x] C x H x W``). Values are put on the 0..255 scale as documented in
-            :mod:`mtvif_zoo.metrics.io` (uint16 -> ``x * 255 / 65535``; float taken as 0..255 unless
-            ``data_range`` is given, e.g. ``data_range=1.0`` for [0, 1] model outputs).
+            :mod:`mtvif_zoo.metrics.io` (uint8 as is; uint16 -> ``x * 255 / 65535``; float taken as
+            0..255 unless ``data_range`` is given, e.g. ``data_range=1.0`` for [0, 1] model outputs;
+            ``data_range`` applies to float inputs only).
         metrics: ``None`` = all of :data:`METRICS` (``EN, MI, VIF, Qabf, SSIM, MS_SSIM, dE, SD,
             SF, AG, SCD, PSNR``), or a subset (names are case-insensitive; 'MS-SSIM' works).
         convention: ``'paper'`` (CDDFuse Evaluator, the paper's scale), ``'vifb'`` (VIFB MATLAB)

@@ -255,7 +255,7 @@ def _mi_from_joint(joint: torch.Tensor, P: int) -> torch.Tensor:
     ha = _entropy_from_counts(joint.sum(2), P, dims=1)
     hb = _entropy_from_counts(joint.sum(1), P, dims=1)
     hab = _entropy_from_counts(joint.reshape(n, -1), P, dims=1)
-    return ha + hb - hab
+    return (ha + hb - hab).clamp_min(0.0)  # MI >= 0; removes -1e-16 rounding for independent images
 
 
 def _mi_from_levels(qa: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ the 8-bit image ``v``; metrics with integer levels -- EN, MI, the paper conventi
 quantise per convention); ``bool`` -> {0, 255}; float data is taken **on 0..255** unless
 ``data_range`` says otherwise (``data_range=1.0`` for images in [0, 1]: a warning is issued when a
 float image has maximum <= 1 and no ``data_range`` was given). Other integer types need an
-explicit ``data_range``. NaN or inf values are an error.
+explicit ``data_range``; ``data_range`` never changes uint8 / uint16 data, whose range is known. NaN or
+inf values are an error.
 """
 from __future__ import annotations
 
@@ -112,10 +113,8 @@ def to_metric_tensor(img: Any, *, data_range: Optional[float] = None, name: str 
     x = t.to(torch.float64)
     if dtype == torch.uint8:
         scale = 1.0
-        if data_range is not None and data_range != 255:
-            scale = 255.0 / float(data_range)
     elif dtype == torch.uint16:
-        scale = 255.0 / (65535.0 if data_range is None else float(data_range))
+        scale = 255.0 / 65535.0
     elif dtype.is_floating_point:
         if not torch.isfinite(x).all():
             raise ValueError(f'{name} contains NaN or inf values')
