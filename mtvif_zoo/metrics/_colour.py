@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ['gray_cv2', 'gray_matlab', 'rgb_to_lab', 'MATLAB_GRAY_COEFFS', 'round_half_away']
+__all__ = ['gray_cv2', 'gray_matlab', 'rgb_to_lab', 'srgb_to_linear', 'linear_rgb_to_lab', 'MATLAB_GRAY_COEFFS',
+           'round_half_away']
 
 #: MATLAB rgb2gray coefficients (first row of inv of the NTSC YIQ matrix), to double precision
 MATLAB_GRAY_COEFFS = (0.298936021293775, 0.587043074451121, 0.114020904255103)
@@ -67,15 +68,28 @@ _XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423),
 _D65_2DEG = (0.95047, 1.0, 1.08883)
 
 
+def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB 0..255 -> linear RGB 0..1 (skimage's ``rgb2xyz`` first step); 8-bit values via a table."""
+    x = rgb.to(torch.float64)
+    if x.numel() > 4096 and bool(((x >= 0) & (x <= 255) & (x == torch.floor(x))).all()):
+        v = torch.arange(256, dtype=torch.float64, device=x.device) / 255.0
+        lut = torch.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
+        return lut[x.to(torch.int64)]
+    x = x / 255.0
+    return torch.where(x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92)
+
+
+def linear_rgb_to_lab(lin: torch.Tensor) -> torch.Tensor:
+    """Linear RGB (``... x 3 x H x W``, 0..1) -> CIELAB, D65 / 2 degrees (skimage ``xyz2lab``)."""
+    r, g, b = lin.unbind(-3)
+    out = []
+    for m, w in zip(_XYZ_FROM_RGB, _D65_2DEG):
+        t = (r * m[0] + g * m[1] + b * m[2]) / w
+        out.append(torch.where(t > 0.008856, torch.pow(t.clamp(min=0.0), 1.0 / 3.0), 7.787 * t + 16.0 / 116.0))
+    fx, fy, fz = out
+    return torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-3)
+
+
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """``... x 3 x H x W`` sRGB on 0..255 -> CIELAB (L, a, b), as ``skimage.color.rgb2lab``."""
-    x = rgb.to(torch.float64) / 255.0
-    lin = torch.where(x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92)
-    r, g, b = lin.unbind(-3)
-    xyz = [(m[0] * r + m[1] * g + m[2] * b) / w for m, w in zip(_XYZ_FROM_RGB, _D65_2DEG)]
-    f = [torch.where(t > 0.008856, torch.pow(t.clamp(min=0.0), 1.0 / 3.0), 7.787 * t + 16.0 / 116.0) for t in xyz]
-    fx, fy, fz = f
-    L = 116.0 * fy - 16.0
-    a = 500.0 * (fx - fy)
-    bb = 200.0 * (fy - fz)
-    return torch.stack((L, a, bb), dim=-3)
+    return linear_rgb_to_lab(srgb_to_linear(rgb))

@@ -14,7 +14,7 @@ import torch
 
 __all__ = ['gaussian_taps', 'correlate_valid', 'uniform_valid_float32']
 
-_CPU_TILE_ELEMS = 1 << 14  # rows per CPU tile: ~16k elements, below ATen's 32k parallel grain
+_CPU_TILE_ELEMS = (1 << 15) - 1  # CPU tile: < 32768 elements, ATen's parallel grain (single-threaded ops)
 
 
 def gaussian_taps(size: int, sigma: float) -> List[float]:
