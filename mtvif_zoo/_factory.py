@@ -10,7 +10,7 @@ from typing import List, Union, Iterable
 
 import timm
 import torch.nn as nn
-from timm.models import split_model_name_tag
+from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
 
 from .models.multitaskvif import VARIANTS
 
@@ -31,14 +31,26 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs) -> nn.Modu
     Keyword arguments: ``backbone``, ``head``, ``in_chans`` (1 or 3), ``num_classes``,
     ``backbone_args``, ``head_args``, plus timm's ``pretrained_cfg_overlay`` / ``checkpoint_path``
     / ``cache_dir``. Names may carry a pretrained tag (``mtvif_iii.mfnet220``) or be ``hf-hub:`` /
-    ``local-dir:`` names.
+    ``local-dir:`` names. ``pretrained=True`` follows the loading order of
+    :mod:`mtvif_zoo.hub.pretrained` (explicit file > shipped copy > Hub > URL, sha256-checked);
+    ``checkpoint_path`` must be a ``.safetensors`` file (never unpickled).
     """
     if not isinstance(model_name, str):
         raise ValueError(f'model_name must be a string, got {type(model_name).__name__}')
     if ':' not in model_name:
-        arch, _ = split_model_name_tag(model_name)
+        arch, tag = split_model_name_tag(model_name)
         if arch not in VARIANTS:
             matches = [n for n in VARIANTS if fnmatch.fnmatch(n, f'*{arch}*')]
             hint = f' (did you mean {", ".join(matches)}?)' if matches else ''
             raise ValueError(f'unknown model {model_name!r}{hint}; valid models: {", ".join(sorted(VARIANTS))}')
-    return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+        if tag and model_name not in get_arch_pretrained_cfgs(arch):
+            tags = [n for n in timm.list_models(arch, module=MODULE_NAME, pretrained=True) if '.' in n]
+            raise ValueError(f'unknown pretrained tag {model_name!r}; published for {arch}: '
+                             f'{", ".join(tags) or "none yet"}')
+    # timm's checkpoint_path would torch.load (pickle) non-safetensors files: the zoo loads it itself
+    checkpoint_path = kwargs.pop('checkpoint_path', None)
+    model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    if checkpoint_path:
+        from .hub.pretrained import load_checkpoint
+        model = load_checkpoint(model, checkpoint_path)
+    return model

@@ -43,6 +43,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from .backbones import create_backbone, get_backbone_cls, list_backbones
 from .heads import get_head_cls, list_heads
+from ..hub import registry as _registry
 
 __all__ = ['MultiTaskVIF', 'MTH_CFGS', 'VARIANTS', 'MSRS_CLASSES']
 
@@ -154,7 +155,8 @@ def _baseline_cfg(**kwargs) -> Dict[str, Any]:
     return _cfg(num_classes=0, classifier=None, label_names=None, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
+#: weightless cfg of every architecture; published weights add ``arch.tag`` cfgs from the registry
+_BASE_CFGS: Dict[str, Dict[str, Any]] = {
     'mtvif_i': _cfg(),
     'mtvif_ii': _cfg(),
     'mtvif_iii': _cfg(),
@@ -167,18 +169,28 @@ default_cfgs = generate_default_cfgs({
                                paper_ids='doi:10.1016/j.inffus.2021.12.004'),
     'segmif': _baseline_cfg(paper_name='Multi-interactive feature learning and a full-time multi-modality '
                             'benchmark for image fusion and segmentation', paper_ids='arXiv:2308.02097'),
-})
+}
+
+# pretrained ``arch.tag`` cfgs (hf_hub_id@revision, url, sha256, ...) come from mtvif_zoo/hub/registry.json
+default_cfgs = generate_default_cfgs(_registry.timm_cfgs(_BASE_CFGS))
 
 _MODEL_KWARGS = ('backbone', 'head', 'in_chans', 'num_classes', 'backbone_args', 'head_args')
 # keyword arguments timm's create_model / build_model_with_cfg handle themselves
 _TIMM_KWARGS = ('pretrained_cfg', 'pretrained_cfg_overlay', 'cache_dir', 'checkpoint_path', 'pretrained_strict',
-                'pretrained_filter_fn', 'kwargs_filter', 'features_only', 'out_indices', 'feature_cls')
+                'pretrained_filter_fn', 'kwargs_filter', 'features_only', 'out_indices', 'feature_cls',
+                'pretrained_model_args')
 
 
 def _create_mtvif(variant: str, pretrained: bool = False, **kwargs) -> MultiTaskVIF:
     unknown = sorted(set(kwargs) - set(_MODEL_KWARGS) - set(_TIMM_KWARGS))
     if unknown:
         raise TypeError(f'{variant}: unknown keyword argument(s) {unknown}; valid: {", ".join(_MODEL_KWARGS)}')
+    from ..hub import pretrained as _pretrained  # the hub imports this module: import lazily
+    num_classes_asked = kwargs.get('num_classes')
+    if num_classes_asked == (kwargs.get('pretrained_model_args') or {}).get('num_classes'):
+        num_classes_asked = None  # set by timm from an hf-hub:/local-dir: config.json, not by the caller
+    cache_dir = kwargs.get('cache_dir')
+    kwargs = _pretrained.weight_model_args(variant, pretrained, kwargs)  # arch.tag -> its model_args
     backbone, head, _ = VARIANTS[variant]
     backbone = kwargs.pop('backbone', None) or backbone
     head = kwargs.pop('head', None) or head
@@ -190,8 +202,13 @@ def _create_mtvif(variant: str, pretrained: bool = False, **kwargs) -> MultiTask
         kwargs['head_args'] = dict(MTH_CFGS[VARIANTS[variant][0]])
     if head.startswith('mth'):  # baselines' cfgs say num_classes=0; an MTH on them defaults to the 9 MSRS classes
         kwargs.setdefault('num_classes', len(MSRS_CLASSES))
-    return build_model_with_cfg(MultiTaskVIF, variant, pretrained, backbone=backbone, head=head,
-                                pretrained_strict=True, **kwargs)
+    # timm never loads weights itself here: mtvif_zoo.hub.pretrained resolves the source (explicit >
+    # shipped > Hub > URL), checks the sha256 and reads safetensors only (never pickle)
+    model = build_model_with_cfg(MultiTaskVIF, variant, False, backbone=backbone, head=head,
+                                 pretrained_strict=True, **kwargs)
+    if pretrained:
+        model = _pretrained.load_pretrained(model, cache_dir=cache_dir, num_classes=num_classes_asked)
+    return model
 
 
 @register_model

@@ -1,0 +1,460 @@
+"""Pretrained weights: where ``pretrained=True`` loads from, integrity, and how files enter a model.
+
+Loading order (first that has the file wins; every step is tested in ``tests/hub``):
+
+1. **explicit, from the user**: ``pretrained_cfg_overlay=dict(state_dict=...)`` (in memory),
+   ``pretrained_cfg_overlay=dict(file=PATH)`` (a ``.safetensors`` file or a folder holding
+   ``model.safetensors``), a ``local-dir:PATH`` model name, ``checkpoint_path=PATH``
+   (:func:`mtvif_zoo.create_model`), then the ``MTVIF_WEIGHTS`` environment variable (a folder
+   of ``<arch.tag>/model.safetensors`` mirrors, or one ``.safetensors`` file);
+2. **the shipped copy**: ``mtvif_zoo/hub/weights/<arch.tag>/model.safetensors`` (a fresh clone
+   fuses offline);
+3. **the Hugging Face Hub**: ``hf_hub_download(hf_hub_id, file, revision=<pinned commit>)`` —
+   ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` / ``HF_HUB_CACHE`` and ``cache_dir`` are
+   honoured by huggingface_hub itself;
+4. **the URL** (``https://`` or ``file://``) whose file name carries the sha256 prefix (torch.hub
+   ``check_hash`` naming), downloaded with ``torch.hub.download_url_to_file`` into
+   ``<torch hub dir>/checkpoints`` (or ``cache_dir``). Skipped when ``HF_HUB_OFFLINE=1``
+   unless already cached or a ``file://`` URL.
+
+``hf-hub:org/name[@rev]`` names load only from that repo (timm builds the architecture from its
+``config.json``), ``local-dir:PATH`` names only from that folder.
+
+Integrity: a file of a registered weight is checked against the registry's sha256 wherever it
+comes from (``MTVIF_WEIGHTS`` mirror, shipped copy, Hub cache, URL cache) *before* it is read. A
+file from an ``hf-hub:``/``local-dir:`` repo or next to a ``config.json`` written by
+:func:`mtvif_zoo.hub.save_pretrained` is checked against the sha256 recorded there (Hub files
+without one: against the LFS sha256 that names the cached blob). A mismatch raises
+:class:`IntegrityError` naming the file and both hashes; a bad Hub or URL download is deleted
+from the cache, never left looking valid. Only a file the user names explicitly and that has no
+recorded hash is loaded unverified (its sha256 is logged and kept in ``model.pretrained_source``).
+Files are only ever read with ``safetensors`` — never ``torch.load`` / pickle.
+
+Fusion-only files (the default ``model.safetensors``: no segmentation classifier) give a
+:meth:`MultiTaskVIF.fusion_only` model (``has_segmentation`` False, ``segment()`` refuses) rather
+than a model with a silently untrained classifier; pass ``num_classes=N`` to get the full
+multi-task model with a freshly initialised classifier for fine-tuning, or load the full
+multi-task file with ``pretrained_cfg_overlay=dict(hf_hub_filename='model_full.safetensors')``.
+"""
+import hashlib
+import json
+import logging
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+from urllib.parse import urlparse
+
+import torch
+import torch.nn as nn
+
+from . import registry
+from .registry import WEIGHTS_FILE
+
+__all__ = ['ENV_WEIGHTS', 'IntegrityError', 'WeightsNotFoundError', 'ResolvedWeights', 'sha256_file',
+           'verify_file', 'resolve_pretrained', 'load_pretrained', 'load_checkpoint', 'load_safetensors',
+           'weight_model_args']
+
+_logger = logging.getLogger(__name__)
+
+#: environment variable naming a folder of ``<arch.tag>/model.safetensors`` (or one weight file)
+ENV_WEIGHTS = 'MTVIF_WEIGHTS'
+_LFS_POINTER = b'version https://git-lfs.github.com/spec/'
+
+
+class IntegrityError(ValueError):
+    """A weight file's sha256 is not the one recorded for it."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """No source holds the requested weights."""
+
+
+class _Unavailable(Exception):
+    """A source that does not have the file right now (offline, 404, 5xx, network): try the next."""
+
+
+@dataclass
+class ResolvedWeights:
+    """Where a weight file came from: ``source`` in state_dict, file, checkpoint_path, local-dir,
+    env, shipped, hf-hub, url; ``verified`` says whether ``sha256`` was checked against a record."""
+    path: Optional[str]
+    source: str
+    sha256: Optional[str]
+    verified: bool
+    name: str
+    detail: str = ''
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# integrity
+# ---------------------------------------------------------------------------------------------
+
+def sha256_file(path: Union[str, os.PathLike]) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _lfs_hint(path: Path) -> str:
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(len(_LFS_POINTER))
+    except OSError:
+        return ''
+    return (' (the file is a Git LFS pointer, not the weights: run `git lfs pull`)'
+            if head == _LFS_POINTER else '')
+
+
+def verify_file(path: Union[str, os.PathLike], expected: str, what: str = '') -> str:
+    """Return the file's sha256 if it equals ``expected``, else raise :class:`IntegrityError`."""
+    path = Path(path)
+    got = sha256_file(path)
+    if got != expected:
+        raise IntegrityError(f'sha256 mismatch for {what + ": " if what else ""}{str(path)!r}: expected {expected}, '
+                             f'got {got}; refusing to load it{_lfs_hint(path)}')
+    return got
+
+
+def _recorded_sha(config_path: Path, filename: str) -> Optional[str]:
+    """The sha256 of ``filename`` recorded in a ``config.json`` written by save_pretrained, if any."""
+    try:
+        with open(config_path, encoding='utf-8') as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    info = ((cfg.get('mtvif_zoo') or {}).get('files') or {}).get(filename) or {}
+    return info.get('sha256')
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+# ---------------------------------------------------------------------------------------------
+
+def _user_path(path: Union[str, os.PathLike], filename: str, source: str, name: str,
+               expected: Optional[str] = None) -> ResolvedWeights:
+    p = Path(path).expanduser()
+    if p.is_dir():
+        file, config = p / filename, p / 'config.json'
+    else:
+        file, config = p, p.parent / 'config.json'
+    if not file.is_file():
+        raise WeightsNotFoundError(f'{source}: weights file not found: {str(file)!r}')
+    if file.suffix != '.safetensors':
+        raise ValueError(f'{source}: {str(file)!r} is not a .safetensors file; mtvif_zoo never unpickles weights '
+                         '(convert once with mtvif_zoo.save_weights)')
+    where = f'{source} {name}'
+    if expected is None:
+        expected = _recorded_sha(config, file.name)
+        where += f' (sha256 recorded in {config})' if expected else ''
+    if expected:
+        return ResolvedWeights(str(file), source, verify_file(file, expected, where), True, name)
+    sha = sha256_file(file)
+    _logger.warning('%s: loading %s without a recorded sha256 to check (sha256 %s)', source, file, sha)
+    return ResolvedWeights(str(file), source, sha, False, name, 'no recorded sha256: user-supplied file')
+
+
+def _from_env(value: str, name: str, filename: str, expected: Optional[str]) -> Optional[ResolvedWeights]:
+    p = Path(value).expanduser()
+    if p.is_file():
+        return _user_path(p, filename, f'{ENV_WEIGHTS}', name, expected)
+    folder = p / name
+    if (folder / filename).is_file():
+        return _user_path(folder, filename, f'{ENV_WEIGHTS}', name, expected)
+    if not p.exists():
+        _logger.warning('%s=%s does not exist', ENV_WEIGHTS, value)
+    return None
+
+
+def _hf_errors() -> Tuple[type, ...]:
+    """What ``hf_hub_download`` raises when the Hub cannot serve a file now (all versions we support)."""
+    import importlib
+    from huggingface_hub import errors
+    names = ('HfHubHTTPError', 'LocalEntryNotFoundError', 'OfflineModeIsEnabled', 'EntryNotFoundError',
+             'RepositoryNotFoundError', 'RevisionNotFoundError', 'FileMetadataError')
+    out = [getattr(errors, n) for n in names if hasattr(errors, n)]
+    for transport in ('httpx2', 'httpx', 'requests'):  # the HTTP library huggingface_hub uses
+        try:
+            mod = importlib.import_module(transport)
+        except ImportError:
+            continue
+        exc = getattr(mod, 'HTTPError', None) or getattr(getattr(mod, 'exceptions', None), 'RequestException', None)
+        if isinstance(exc, type):
+            out.append(exc)
+    return tuple(out) + (OSError,)
+
+
+def _hf_split(hf_hub_id: str) -> Tuple[str, Optional[str]]:
+    """``'org/name@rev'`` -> ``('org/name', 'rev')`` (timm's convention; no ``@``: ``None`` = main)."""
+    repo_id, _, revision = hf_hub_id.partition('@')
+    return repo_id, (revision or None)
+
+
+def _purge_hf(path: Path) -> None:
+    """Remove a cached Hub file: the snapshot pointer and the blob it points to."""
+    blob = path.resolve()
+    for p in {path, blob}:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir) -> Path:
+    from huggingface_hub import hf_hub_download
+    from ..version import __version__
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
+                                    library_name='mtvif_zoo', library_version=__version__))
+    except _hf_errors() as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        raise _Unavailable(f'Hugging Face Hub {repo_id}@{revision or "main"}/{filename}: '
+                           f'{type(e).__name__}: {msg}') from e
+
+
+def _from_hf(hf_hub_id: str, filename: str, expected: Optional[str], cache_dir, name: str,
+             source: str = 'hf-hub') -> ResolvedWeights:
+    repo_id, revision = _hf_split(hf_hub_id)
+    path = _hf_download(repo_id, filename, revision, cache_dir)
+    where = f'{name} from the Hugging Face Hub {repo_id}@{revision or "main"}'
+    if expected is None:  # not a registered (repo, revision): the repo's own record, else its LFS sha256
+        try:
+            expected = _recorded_sha(_hf_download(repo_id, 'config.json', revision, cache_dir), filename)
+        except _Unavailable:
+            expected = None
+        if expected is None:
+            blob = path.resolve().name
+            expected = blob if len(blob) == 64 and all(c in '0123456789abcdef' for c in blob) else None
+    if expected is None:
+        sha = sha256_file(path)
+        _logger.warning('%s: no sha256 recorded for %s; loaded unverified (sha256 %s)', where, filename, sha)
+        return ResolvedWeights(str(path), source, sha, False, name, f'{repo_id}@{revision or "main"}')
+    try:
+        sha = verify_file(path, expected, where)
+    except IntegrityError:
+        _purge_hf(path)  # never leave a bad download in the cache looking valid
+        raise
+    return ResolvedWeights(str(path), source, sha, True, name, f'{repo_id}@{revision or "main"}')
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+    return bool(constants.is_offline_mode())
+
+
+def _from_url(url: str, expected: str, cache_dir, name: str) -> ResolvedWeights:
+    parsed = urlparse(url)
+    fname = os.path.basename(parsed.path)
+    m = torch.hub.HASH_REGEX.search(fname)
+    prefix = m.group(1) if m else ''
+    if len(prefix) < 8 or not expected.startswith(prefix):
+        raise IntegrityError(f'{name}: URL file name {fname!r} must carry the sha256 prefix of the weights '
+                             f'(torch.hub check_hash naming "name-<sha256[:8+]>.ext"); expected {expected}')
+    cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / 'checkpoints'
+    dst = cache / fname
+    if dst.is_file():
+        got = sha256_file(dst)
+        if got == expected:
+            return ResolvedWeights(str(dst), 'url', got, True, name, url)
+        _logger.warning('cached %s has sha256 %s, expected %s: removing it and downloading again', dst, got, expected)
+        dst.unlink()
+    if _offline() and parsed.scheme != 'file':
+        raise _Unavailable(f'URL {url}: offline (HF_HUB_OFFLINE=1) and not in the cache {cache}')
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f'.{fname}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial'
+    try:
+        try:
+            torch.hub.download_url_to_file(url, str(tmp), hash_prefix=None, progress=False)
+        except (OSError, ValueError, RuntimeError) as e:  # URLError/HTTPError are OSErrors
+            raise _Unavailable(f'URL {url}: {type(e).__name__}: {e}') from e
+        got = sha256_file(tmp)
+        if got != expected:
+            raise IntegrityError(f'sha256 mismatch for {name} downloaded from {url} (file {fname!r}): expected '
+                                 f'{expected}, got {got}; the download was discarded, nothing was cached')
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return ResolvedWeights(str(dst), 'url', expected, True, name, url)
+
+
+def _cfg_name(cfg: Dict[str, Any]) -> str:
+    arch, tag = cfg.get('architecture') or '?', cfg.get('tag')
+    return f'{arch}.{tag}' if tag else arch
+
+
+def resolve_pretrained(pretrained_cfg: Dict[str, Any], cache_dir=None) -> ResolvedWeights:
+    """Find (and verify) the weight file ``pretrained_cfg`` asks for, following the loading order.
+
+    ``pretrained_cfg`` is a model's ``pretrained_cfg`` (``architecture``, ``tag``, ``file``,
+    ``hf_hub_id``, ``hf_hub_filename``, ``url``, ``source``). Raises :class:`WeightsNotFoundError`
+    listing what was tried, :class:`IntegrityError` on a hash mismatch.
+    """
+    cfg = dict(pretrained_cfg)
+    arch, tag = cfg.get('architecture'), cfg.get('tag')
+    name = _cfg_name(cfg)
+    filename = cfg.get('hf_hub_filename') or WEIGHTS_FILE
+    source = cfg.get('source')
+
+    if source == 'local-dir':
+        return _user_path(cfg['file'], filename, 'local-dir', name)
+    if source == 'hf-hub':
+        try:
+            return _from_hf(cfg['hf_hub_id'], filename, None, cache_dir, name)
+        except _Unavailable as e:
+            raise WeightsNotFoundError(str(e)) from e
+
+    entry = registry.find_weight(arch, tag)
+    shipped = registry.shipped_dir() / name / filename
+    if entry is not None and filename not in entry['files']:
+        raise WeightsNotFoundError(f'{name} has no {filename!r}; published files: {", ".join(entry["files"])}')
+    expected = entry['files'][filename]['sha256'] if entry else None
+
+    file = cfg.get('file')
+    if file and not (entry and Path(file).resolve() == (registry.shipped_dir() / name / WEIGHTS_FILE).resolve()):
+        return _user_path(file, filename, 'file', name)
+
+    tried = []
+    env = os.environ.get(ENV_WEIGHTS)
+    if env:
+        found = _from_env(env, name, filename, expected)
+        if found is not None:
+            return found
+        tried.append(f'{ENV_WEIGHTS}={env}: no {name}/{filename}')
+    if entry is None:
+        published = [n for n in registry.list_weights() if n.split('.')[0] == arch]
+        raise WeightsNotFoundError(
+            f'no pretrained weights are published for {name!r} (published for {arch}: '
+            f'{", ".join(published) or "none yet"}). Use pretrained=False, or give weights explicitly: '
+            f'pretrained_cfg_overlay=dict(file=PATH), "local-dir:PATH", checkpoint_path=PATH or {ENV_WEIGHTS}=DIR'
+            + (f' [{"; ".join(tried)}]' if tried else ''))
+
+    if shipped.is_file():
+        return ResolvedWeights(str(shipped), 'shipped', verify_file(shipped, expected, f'shipped copy of {name}'),
+                               True, name)
+    tried.append(f'shipped copy: {shipped} not present')
+
+    if cfg.get('hf_hub_id'):
+        pinned = (entry['hf_hub_id'], entry['revision'])
+        hub_expected = expected if _hf_split(cfg['hf_hub_id']) == pinned else None  # another revision: its own record
+        try:
+            return _from_hf(cfg['hf_hub_id'], filename, hub_expected, cache_dir, name)
+        except _Unavailable as e:
+            _logger.warning('%s', e)
+            tried.append(str(e))
+
+    url = cfg.get('url') if filename == WEIGHTS_FILE else entry['files'][filename].get('url')
+    if url:
+        try:
+            return _from_url(url, expected, cache_dir, name)
+        except _Unavailable as e:
+            _logger.warning('%s', e)
+            tried.append(str(e))
+    raise WeightsNotFoundError(f'could not get {name}/{filename} from any source: ' + '; '.join(tried))
+
+
+# ---------------------------------------------------------------------------------------------
+# loading into a model
+# ---------------------------------------------------------------------------------------------
+
+def load_safetensors(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file (never pickle); a clear error for anything else."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path), device='cpu')
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f'{str(path)!r} is not a readable safetensors file ({e}){_lfs_hint(Path(path))}') from None
+
+
+def _segmentation_keys(model: nn.Module) -> set:
+    """State-dict keys that ``fusion_only()`` drops (segmentation classifier and friends)."""
+    head = getattr(model, 'head', None)
+    if head is None or not getattr(model, 'has_segmentation', False) or not hasattr(head, 'fusion_only'):
+        return set()
+    kept = {f'head.{k}' for k in head.fusion_only().state_dict()}
+    return {k for k in model.state_dict() if k.startswith('head.') and k not in kept}
+
+
+def _apply_state(model: nn.Module, state: Dict[str, torch.Tensor], cfg: Dict[str, Any], resolved: ResolvedWeights,
+                 num_classes: Optional[int]) -> nn.Module:
+    from ..weights import check_state_dict
+    own = model.state_dict()
+    # fp16 full copies load into the model's dtype
+    state = {k: (v.to(own[k].dtype) if k in own and v.is_floating_point() and own[k].is_floating_point() else v)
+             for k, v in state.items()}
+    where = f'{resolved.name} ({resolved.source}: {resolved.path or "state_dict"})'
+    seg_keys = _segmentation_keys(model)
+    missing = set(own) - set(state)
+    if seg_keys and missing == seg_keys:  # fusion-only file into a multi-task model
+        check_state_dict(model, {**{k: own[k] for k in seg_keys}, **state}, source=where)
+        model.load_state_dict(state, strict=False)
+        if num_classes is None:
+            out = model.fusion_only().train(model.training)
+            _logger.info('%s holds fusion-only weights: returning the fusion-only model (pass num_classes=N for '
+                         'the multi-task model with a new segmentation classifier)', where)
+        else:
+            out = model
+            _logger.info('%s holds fusion-only weights: segmentation classifier freshly initialised', where)
+    else:
+        classifier = cfg.get('classifier')
+        cfg_classes = cfg.get('num_classes')
+        if classifier and num_classes is not None and cfg_classes is not None and num_classes != cfg_classes:
+            for k in (f'{classifier}.weight', f'{classifier}.bias'):  # timm semantics: new classifier
+                if k in own:
+                    state[k] = own[k]
+        check_state_dict(model, state, source=where)
+        model.load_state_dict(state, strict=True)
+        out = model
+    out.pretrained_source = resolved.as_dict()
+    _logger.info('loaded %s', where)
+    return out
+
+
+def load_pretrained(model: nn.Module, pretrained_cfg: Optional[Dict[str, Any]] = None, cache_dir=None,
+                    num_classes: Optional[int] = None) -> nn.Module:
+    """Load the weights ``pretrained_cfg`` (default: ``model.pretrained_cfg``) names into ``model``.
+
+    Returns the model (or its fusion-only copy, see the module docstring); ``num_classes`` is the
+    value the caller asked for explicitly (``None``: not asked).
+    """
+    cfg = dict(pretrained_cfg or getattr(model, 'pretrained_cfg', None) or {})
+    if cfg.get('state_dict') is not None:
+        resolved = ResolvedWeights(None, 'state_dict', None, False, _cfg_name(cfg), 'in-memory state_dict')
+        state = dict(cfg['state_dict'])
+    else:
+        resolved = resolve_pretrained(cfg, cache_dir=cache_dir)
+        state = load_safetensors(resolved.path)
+    return _apply_state(model, state, cfg, resolved, num_classes)
+
+
+def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
+    """``create_model(..., checkpoint_path=PATH)``: a user ``.safetensors`` file (or save_pretrained folder)."""
+    cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
+    resolved = _user_path(path, cfg.get('hf_hub_filename') or WEIGHTS_FILE, 'checkpoint_path', _cfg_name(cfg))
+    return _apply_state(model, load_safetensors(resolved.path), cfg, resolved, None)
+
+
+def weight_model_args(variant: str, pretrained: bool, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Add the registry entry's ``model_args`` as defaults when ``arch.tag`` is named or pretrained=True."""
+    from timm.models import get_pretrained_cfg
+    pc = kwargs.get('pretrained_cfg')
+    if isinstance(pc, str):
+        tag = pc
+    elif pc is None and pretrained:
+        default = get_pretrained_cfg(variant)
+        tag = default.tag if default is not None else None
+    else:
+        return kwargs
+    entry = registry.find_weight(variant, tag)
+    if entry:
+        kwargs = dict(kwargs)
+        for k, v in entry['model_args'].items():
+            kwargs.setdefault(k, v)
+    return kwargs
