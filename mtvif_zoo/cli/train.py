@@ -36,6 +36,7 @@ def _train(args) -> int:
         val_fraction=args.val_fraction, val_crop=args.val_crop, hflip=args.hflip, vflip=args.vflip,
         in_chans=args.in_chans, num_classes=args.num_classes, ignore_index=args.ignore_index,
         ckpt_every=args.ckpt_every, grad_projection=args.grad_projection, sync_bn=args.sync_bn,
+        threads=args.threads,
         progress=not args.no_progress, resume=args.resume, model_args=args.model_args or {},
         loss_weights=args.loss_weights or {})
     try:
@@ -76,6 +77,8 @@ def add_parser(sub) -> None:
     p.add_argument('--resume', action='store_true', help='continue the run in --out from last/')
     p.add_argument('--device', help='cpu, cuda, cuda:1 ... (default: cuda when available)')
     p.add_argument('--workers', type=int, help='data loader worker processes (default: half the CPUs, max 4)')
+    p.add_argument('--threads', type=int, help='CPU threads for torch (default: torch\'s; use fewer than the '
+                   'cores on a machine shared with other jobs)')
     p.add_argument('--seed', type=int, help='seed for init, data order and augmentation (0)')
     p.add_argument('--patience', type=int, help='early-stopping patience in epochs (10)')
     p.add_argument('--min-delta', type=float, help='minimum validation-loss improvement (0)')

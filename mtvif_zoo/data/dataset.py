@@ -17,7 +17,8 @@ The samplers pass ``(epoch, index)`` keys (plain integer keys use epoch 0). Eval
 
 :func:`validate_records` reads every file's header (and every label's pixels) once, before
 training, and raises :class:`~mtvif_zoo.data.layouts.DatasetError` naming each unreadable file,
-each truncated or corrupt file (``PIL`` ``verify``), each pair whose sizes differ, each image smaller than the crop, and each label with a value
+each truncated or corrupt file (``PIL`` ``verify``), each pair whose sizes differ, each image
+smaller than the crop, and each label with a value
 outside ``0 .. num_classes - 1`` (``ignore_index`` allowed).
 """
 import os

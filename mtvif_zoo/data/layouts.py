@@ -85,7 +85,8 @@ def _index(folder: Path, problems: List[str]) -> Dict[str, Path]:
 
 def _read_list(path: Path) -> List[str]:
     stems = [s.strip() for s in path.read_text().splitlines()]
-    return [Path(s).stem if Path(s).suffix.lower() in IMAGE_EXTENSIONS else s for s in stems if s and not s.startswith('#')]
+    return [Path(s).stem if Path(s).suffix.lower() in IMAGE_EXTENSIONS else s
+            for s in stems if s and not s.startswith('#')]
 
 
 def find_pairs(root: os.PathLike, split: str = 'train', layout: str = 'auto',

@@ -35,8 +35,8 @@ COMMON = dict(epochs=100, patience=10, seed=0, scheduler='constant', weight_deca
               hflip=0.5, vflip=0.0, in_chans=3, min_delta=0.0, ckpt_every=0, grad_projection=0)
 
 #: keys a resumed run may change (everything else must match the saved config)
-RESUME_OVERRIDABLE = ('epochs', 'max_steps', 'device', 'workers', 'progress', 'ckpt_every', 'patience', 'out',
-                      'resume', 'data')
+RESUME_OVERRIDABLE = ('epochs', 'max_steps', 'device', 'workers', 'threads', 'progress', 'ckpt_every', 'patience',
+                      'out', 'resume', 'data')
 
 
 @dataclass
@@ -53,6 +53,8 @@ class TrainConfig:
         grad_projection: every N steps record the Sec. 4.7 gradient projections (0: off).
         amp: autocast (bf16 where supported, else fp16 + GradScaler); ``None``: on for CUDA only.
         val_crop: centre-crop size of validation images (``None``: ``crop``; 0: whole images).
+        threads: torch intra-op CPU threads (``torch.set_num_threads``; ``None``: torch's default). On a
+            CPU shared with other jobs, fewer threads than cores avoids threads stalling on each other.
         model_args: extra ``create_model`` keyword arguments (``head``, ``backbone_args`` ...).
         loss_weights: overrides of :class:`mtvif_zoo.losses.LossWeights` (``beta1`` ... ``lambda4``).
     """
@@ -83,6 +85,7 @@ class TrainConfig:
     ignore_index: Optional[int] = None
     ckpt_every: Optional[int] = None
     grad_projection: Optional[int] = None
+    threads: Optional[int] = None
     sync_bn: bool = False
     progress: bool = True
     resume: bool = False

@@ -109,6 +109,8 @@ class Trainer:
         if config.resume:
             config = self._resume_config(config)
         self.config = cfg = config.resolved()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         self.is_main = self.rank == 0
         self.distributed = self.world_size > 1
         self._setup_device()

@@ -49,3 +49,13 @@ def tiny_mtvif():
 @pytest.fixture
 def tiny_seafusion():
     return {k: dict(v) for k, v in TINY_SEAFUSION.items()}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The training tests run tiny tensors: one intra-op thread is as fast and does not stall on a busy CPU."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
