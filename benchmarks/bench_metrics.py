@@ -1,7 +1,8 @@
 """Benchmark: the whole metric suite in torch vs a straightforward numpy / scikit-image evaluation.
 
     python benchmarks/bench_metrics.py                          # 20 MSRS test pairs, paper convention, CPU
-    python benchmarks/bench_metrics.py --device cuda            # also reports images/s on the GPU
+    python benchmarks/bench_metrics.py --workers 1              # serial only
+    python benchmarks/bench_metrics.py --device cuda            # images/s on the GPU
     python benchmarks/bench_metrics.py --fused runs/fused/      # a folder of fused images (matched by stem)
 
 Both sides compute all 12 metrics (EN, MI, VIF, Qabf, SSIM, MS-SSIM, dE, SD, SF, AG, SCD, PSNR) of
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -214,36 +217,48 @@ def main():
     ap.add_argument('--data', type=Path, default=DATA, help='folder with vi/ and ir/ (default: MSRS test 20)')
     ap.add_argument('--fused', default=None, help='folder of fused images (default: pixel average of vi and ir)')
     ap.add_argument('--device', default='cpu', help='torch device for the torch side (cpu, cuda)')
-    ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
+    ap.add_argument('--workers', type=int, default=os.cpu_count() or 1,
+                    help='CPU: images evaluated concurrently by the torch side (threads, each single-threaded '
+                         'torch) [all cores]; the serial single-thread time is always reported too')
     ap.add_argument('--baseline-images', type=int, default=None,
                     help='time the numpy baseline on only the first N images (default: all)')
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if not (args.data / 'vi').is_dir():
         raise SystemExit(f'no data: {args.data}/vi missing (the MSRS pairs ship in ../shared/data)')
     triples = load_triples(args.data, args.fused)
     n = len(triples)
-    print(f'{n} pairs from {args.data}, {triples[0][1].shape[1]}x{triples[0][1].shape[0]}, '
-          f"convention 'paper', all {len(METRICS)} metrics; torch {torch.__version__}, "
-          f'{torch.get_num_threads()} CPU threads')
-
     dev = torch.device(args.device)
+    torch.set_num_threads(1)  # the CPU kernels are single-threaded per op; parallelism is over images
+    print(f'{n} pairs from {args.data}, {triples[0][1].shape[1]}x{triples[0][1].shape[0]}, '
+          f"convention 'paper', all {len(METRICS)} metrics; torch {torch.__version__} on {dev}, "
+          f'numpy {np.__version__}; {os.cpu_count()} CPU cores')
+
     tens = [(s, to_metric_tensor(f)[None].to(dev), to_metric_tensor(v)[None].to(dev), to_metric_tensor(i)[None].to(dev))
             for s, f, v, i in triples]
 
-    def run_torch():
-        out = {}
-        for s, f, v, i in tens:
-            out[s] = {k: float(x[0]) for k, x in compute_batch(f, v, i, None, 'paper').items()}
+    def one(t):
+        s, f, v, i = t
+        return s, {k: float(x[0]) for k, x in compute_batch(f, v, i, None, 'paper').items()}
+
+    def run_torch(workers):
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as ex:
+                out = dict(ex.map(one, tens))
+        else:
+            out = dict(map(one, tens))
         if dev.type == 'cuda':
             torch.cuda.synchronize()
         return out
 
-    run_torch() if dev.type == 'cuda' else None  # CUDA warm-up (kernels, allocator)
+    one(tens[0])  # warm-up (CUDA kernels, allocator, LUTs)
     t0 = time.perf_counter()
-    torch_res = run_torch()
-    t_torch = time.perf_counter() - t0
+    torch_res = run_torch(1)
+    t_serial = time.perf_counter() - t0
+    t_par = None
+    if dev.type == 'cpu' and args.workers > 1:
+        t0 = time.perf_counter()
+        run_torch(args.workers)
+        t_par = time.perf_counter() - t0
 
     nb = min(n, args.baseline_images or n)
     t0 = time.perf_counter()
@@ -255,11 +270,13 @@ def main():
     bad = {k: v for k, v in worst.items() if v > 1e-4}
     if bad:
         print(f'WARNING: implementations disagree above 1e-4: {bad}')
-    per_t, per_np = t_torch / n, t_np / nb
-    print(f'numpy/scikit-image baseline: {per_np * 1000:8.1f} ms/image ({nb} images, {t_np:.1f} s)')
-    print(f'mtvif_zoo.metrics ({dev.type}):   {per_t * 1000:8.1f} ms/image ({n} images, {t_torch:.2f} s, '
-          f'{n / t_torch:.1f} images/s)')
-    print(f'speed ratio: {per_np / per_t:.1f}x')
+    per_np = t_np / nb
+    print(f'numpy/scikit-image baseline (serial):      {per_np * 1000:8.1f} ms/image  ({nb} images, {t_np:.1f} s)')
+    print(f'mtvif_zoo.metrics, {dev.type}, serial:{" " * (20 - len(dev.type))}{t_serial / n * 1000:8.1f} ms/image  '
+          f'({n / t_serial:.1f} images/s)   speed ratio {per_np / (t_serial / n):.1f}x')
+    if t_par is not None:
+        print(f'mtvif_zoo.metrics, cpu, {args.workers} workers:          {t_par / n * 1000:8.1f} ms/image  '
+              f'({n / t_par:.1f} images/s)   speed ratio {per_np / (t_par / n):.1f}x')
 
 
 if __name__ == '__main__':

@@ -824,8 +824,37 @@ def delta_e(fused: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
     f = f.expand(-1, 3, -1, -1) if f.shape[1] == 1 else f
     v = v.expand(-1, 3, -1, -1) if v.shape[1] == 1 else v
     B, _, H, W = f.shape
+    fi, vi = _as_8bit(f), _as_8bit(v)
+    if fi is not None and vi is not None:
+        return torch.stack([_delta_e_8bit(fi[b], vi[b if vi.shape[0] > 1 else 0]) for b in range(B)])
     fl, vl = srgb_to_linear(f), srgb_to_linear(v)
     # (B x 1 x 3 x H x W views so that the tiler walks rows of all three colour channels together)
     tot, = _tiled_sums(lambda ft, vt: (ciede2000(linear_rgb_to_lab(ft), linear_rgb_to_lab(vt), dim=-3),),
                        [fl[:, None], vl[:, None]], B, 1)
     return tot[:, 0] / (H * W)
+
+
+def _as_8bit(x: torch.Tensor):
+    """``x`` as int64 if it holds only the integers 0..255, else None."""
+    xi = x.to(torch.int64)
+    if int(xi.min()) < 0 or int(xi.max()) > 255 or not torch.equal(xi.to(x.dtype), x):
+        return None
+    return xi
+
+
+def _delta_e_8bit(fi: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """Mean CIEDE2000 of two 8-bit ``3 x H x W`` (int64) images over their distinct (fused,
+    visible) colour pairs, weighted by pair counts: the same sum with 3-10x fewer evaluations."""
+    f = fi
+    key = (((fi[0] << 16) | (fi[1] << 8) | fi[2]) << 24) | ((vi[0] << 16) | (vi[1] << 8) | vi[2])
+    uniq, counts = torch.unique(key.reshape(-1), return_counts=True)
+    lut = srgb_to_linear(torch.arange(256, dtype=_F64, device=f.device))
+    total = torch.zeros((), dtype=_F64, device=f.device)
+    step = TILE_ELEMENTS // 3 if _tiled(f) else uniq.numel()
+    for s in range(0, uniq.numel(), max(1, step)):
+        u, c = uniq[s:s + step], counts[s:s + step]
+        rgb = [(u >> sh) & 255 for sh in (40, 32, 24, 16, 8, 0)]
+        lf = linear_rgb_to_lab(torch.stack([lut[k] for k in rgb[:3]])[:, None])
+        lv = linear_rgb_to_lab(torch.stack([lut[k] for k in rgb[3:]])[:, None])
+        total += (ciede2000(lf, lv, dim=-3)[0] * c).sum()
+    return total / (f.shape[-2] * f.shape[-1])
