@@ -351,8 +351,11 @@ def model_card(name: str, revision: Optional[str] = None, cache_dir=None) -> str
     if p.is_dir() or (p.suffix == '.md' and p.is_file()):
         return (p / 'README.md' if p.is_dir() else p).read_text(encoding='utf-8')
 
-    full = _registered_name(name)
-    entry = registry.get_weight(full)
+    try:
+        full = _registered_name(name)
+        entry = registry.get_weight(full)
+    except KeyError as e:  # a clean message (str(KeyError) would quote it)
+        raise WeightsNotFoundError(e.args[0]) from None
     sha = (entry['files'].get('README.md') or {}).get('sha256')
     tried = []
     for path, what in ((registry.shipped_dir() / full / 'README.md', f'shipped card of {full}'),
