@@ -27,8 +27,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -284,7 +286,8 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
              out: Optional[PathLike] = None, labels_dir: Optional[PathLike] = None, model: Any = None,
              device: Optional[Union[str, torch.device]] = None, batch_size: int = 8, pattern: Optional[str] = None,
              progress: bool = True, pretrained: bool = True, ignore_index: Optional[int] = None,
-             class_names: Optional[Sequence[str]] = None, model_name: Optional[str] = None) -> EvaluationResult:
+             class_names: Optional[Sequence[str]] = None, model_name: Optional[str] = None,
+             workers: Optional[int] = None) -> EvaluationResult:
     """Evaluate folders of fused images against their visible / infrared pairs.
 
     Args:
@@ -303,6 +306,8 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         pattern: file-name pattern of a flat folder, e.g. ``'{image}_{method}'``.
         progress: show tqdm progress bars.
         ignore_index, class_names: for mIoU (class names default to the MSRS classes for 9 classes).
+        workers: CPU only: pairs evaluated in parallel threads (default: min(cores, 8)); results are
+            the same for any number.
 
     Returns:
         :class:`EvaluationResult` (``print(result.table())``).
@@ -352,11 +357,14 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
     per_method: Dict[str, List[Dict[str, Any]]] = {m: [] for m in methods}
     nan_reasons: Dict[str, Dict[str, List[str]]] = {}
     total = sum(1 for m in methods for s in methods[m] if s in pairs)
-    bar = tqdm(total=total, desc=f'metrics ({conv.name})', disable=not progress, unit='img')
-    for stem, (vp, ip) in pairs.items():
+
+    def pair_job(stem):
+        """All methods' fused images of one pair -> (rows, problems, [(metric, reason, items)])."""
+        vp, ip = pairs[stem]
         todo = [(m, methods[m][stem]) for m in methods if stem in methods[m]]
+        rows, probs, nans = [], [], []
         if not todo:
-            continue
+            return rows, probs, nans
         try:
             v = to_metric_tensor(vp, name='visible')
             i = to_metric_tensor(ip, name='infrared')
@@ -364,9 +372,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
                 raise ValueError(f'visible {vp} is {v.shape[-1]}x{v.shape[-2]} but infrared {ip} is '
                                  f'{i.shape[-1]}x{i.shape[-2]}')
         except (OSError, ValueError) as e:
-            problems.append(f'pair {stem!r} skipped: {e}')
-            bar.update(len(todo))
-            continue
+            return rows, [f'pair {stem!r} skipped: {e}'], nans
         loaded = []
         for m, src in todo:
             try:
@@ -376,9 +382,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
                                      f'sources are {v.shape[-1]}x{v.shape[-2]}')
                 loaded.append((m, f))
             except (OSError, ValueError) as e:
-                problems.append(f'{"unreadable" if isinstance(e, (OSError, UnreadableImageError)) else "skipped"}: '
-                                f'{e}')
-                bar.update(1)
+                probs.append(f'{"unreadable" if isinstance(e, (OSError, UnreadableImageError)) else "skipped"}: {e}')
         groups: Dict[int, List[Tuple[str, torch.Tensor]]] = {}
         for m, f in loaded:
             groups.setdefault(f.shape[0], []).append((m, f))
@@ -386,20 +390,45 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
             for s0 in range(0, len(chunk_src), max(1, batch_size)):
                 chunk = chunk_src[s0:s0 + max(1, batch_size)]
                 fb = torch.stack([f for _, f in chunk]).to(dev)
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter('always', RuntimeWarning)
-                    vals = compute_batch(fb, v[None].to(dev), i[None].to(dev), names, conv, on_error='nan')
-                for w in caught:
-                    msg = str(w.message)
-                    key, _, why = msg.partition(' set to NaN: ')
-                    nan_reasons.setdefault(key, {}).setdefault(why, []).extend(f'{m}/{stem}' for m, _ in chunk)
+                reasons: Dict[str, str] = {}
+                vals = compute_batch(fb, v[None].to(dev), i[None].to(dev), names, conv, on_error='nan',
+                                     _reasons=reasons)
+                nans += [(k, why, [f'{m}/{stem}' for m, _ in chunk]) for k, why in reasons.items()]
                 vals = {k: t.cpu().tolist() for k, t in vals.items()}
                 for j, (m, _) in enumerate(chunk):
                     row = {'method': m, 'image': stem}
                     row.update({k: vals[k][j] for k in names})
-                    per_method[m].append(row)
-                bar.update(len(chunk))
+                    rows.append(row)
+        return rows, probs, nans
+
+    n_workers = 1 if dev.type != 'cpu' else max(1, int(workers or min(os.cpu_count() or 1, 8)))
+    bar = tqdm(total=total, desc=f'metrics ({conv.name})', disable=not progress, unit='img')
+    done: Dict[str, Any] = {}
+    stems = [s for s in pairs if any(s in methods[m] for m in methods)]
+    if n_workers > 1 and len(stems) > 1:
+        # pairs in parallel threads, torch single-threaded in each (the CPU kernels are tiled and
+        # single-threaded per op; intra-op threads would only wait on each other)
+        threads_before = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(n_workers, initializer=torch.set_num_threads, initargs=(1,)) as ex:
+                futs = {ex.submit(pair_job, s): s for s in stems}
+                for fut in as_completed(futs):
+                    done[futs[fut]] = fut.result()
+                    bar.update(sum(1 for m in methods if futs[fut] in methods[m]))
+        finally:
+            torch.set_num_threads(threads_before)
+    else:
+        for s in stems:
+            done[s] = pair_job(s)
+            bar.update(sum(1 for m in methods if s in methods[m]))
     bar.close()
+    for s in stems:  # merge in pair order: results do not depend on the number of workers
+        rows, probs, nans = done[s]
+        for r in rows:
+            per_method[r['method']].append(r)
+        problems += probs
+        for k, why, items in nans:
+            nan_reasons.setdefault(k, {}).setdefault(why, []).extend(items)
 
     for m, rows in per_method.items():
         res.rows += rows

@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument('--ignore-index', type=int, help='label value excluded from mIoU (e.g. 255)')
     p.add_argument('--device', help='cpu, cuda, ... [cuda if available]')
     p.add_argument('--batch-size', type=int, default=8, help='fused images per metric batch [8]')
+    p.add_argument('--workers', type=int, help='CPU: image pairs evaluated in parallel [min(cores, 8)]')
     p.add_argument('--digits', type=int, default=3, help='decimals in the printed table [3]')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
     p.set_defaults(func=run)
@@ -68,7 +69,7 @@ def run(args) -> int:
     res = evaluate(fused, args.vis, args.ir, metrics=args.metrics, convention=args.convention, out=out,
                    labels_dir=args.labels, model=model, model_name=args.model, device=device,
                    batch_size=args.batch_size, pattern=args.pattern, progress=not args.quiet,
-                   ignore_index=args.ignore_index)
+                   ignore_index=args.ignore_index, workers=args.workers)
     print(res.table(digits=args.digits))
     if res.segmentation:
         for name, seg in res.segmentation.items():

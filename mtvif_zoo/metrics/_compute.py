@@ -108,7 +108,7 @@ def _metric_calls(c: Convention, f, f_rgb, v_rgb, srcs_exact, srcs_round):
 def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
                   metrics: Optional[Union[str, Iterable[str]]] = None,
                   convention: Union[str, Convention] = 'paper', *,
-                  on_error: str = 'raise') -> Dict[str, torch.Tensor]:
+                  on_error: str = 'raise', _reasons: Optional[Dict[str, str]] = None) -> Dict[str, torch.Tensor]:
     """Metrics of a batch of same-sized triples: ``B x C x H x W`` tensors on 0..255 (C = 1 or 3),
     on any device. Returns ``{metric: float64 tensor (B,)}`` in :data:`METRICS` order. The sources
     may have batch size 1 (several fused images of one pair, e.g. one per method): their
@@ -163,7 +163,10 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
         except ValueError as e:
             if on_error == 'raise':
                 raise
-            warnings.warn(f'{m} set to NaN: {e}', RuntimeWarning, stacklevel=2)
+            if _reasons is not None:  # (evaluate() collects the reasons itself, from several threads)
+                _reasons[m] = str(e)
+            else:
+                warnings.warn(f'{m} set to NaN: {e}', RuntimeWarning, stacklevel=2)
             out[m] = torch.full((f.shape[0],), math.nan, dtype=torch.float64, device=f.device)
     return out
 

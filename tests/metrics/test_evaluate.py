@@ -83,7 +83,7 @@ def test_evaluate_folders_of_methods(dataset):
 def test_evaluate_flat_vifb_style_pattern(dataset):
     root, stems = dataset
     res = evaluate(root / 'flat', root / 'vi', root / 'ir', metrics=['EN', 'SD'], convention='vifb',
-                   pattern='{image}_{method}', progress=False)
+                   pattern='{image}_{method}', progress=False, workers=2)
     assert sorted(res.summary) == ['avg', 'max_rule'] and res.counts == {'avg': 3, 'max_rule': 3}
     assert {r['image'] for r in res.rows} == set(stems)          # 'a_b_avg' -> image 'a_b', method 'avg'
     ref = compute(root / 'flat' / 'a_b_max_rule.png', root / 'vi' / 'a_b.png', root / 'ir' / 'a_b.png',
@@ -91,6 +91,9 @@ def test_evaluate_flat_vifb_style_pattern(dataset):
     row = [r for r in res.rows if r['image'] == 'a_b' and r['method'] == 'max_rule'][0]
     assert row['EN'] == pytest.approx(ref['EN']) and row['SD'] == pytest.approx(ref['SD'])
     assert "convention 'vifb'" in res.table()
+    serial = evaluate(root / 'flat', root / 'vi', root / 'ir', metrics=['EN', 'SD'], convention='vifb',
+                      pattern='{image}_{method}', progress=False, workers=1)
+    assert serial.rows == res.rows and serial.summary == res.summary  # same for any number of workers
 
 
 def test_evaluate_several_folders_and_nan_notes(dataset, tmp_path):
