@@ -1,14 +1,17 @@
 """``mtvif fuse``: a pair, folders matched by stem, globs, previews, and problems named by file."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import EXAMPLES
 from mtvif_zoo import create_model, segment
 from mtvif_zoo.cli import main
 from mtvif_zoo.cli.fuse import resolve_pairs
 from mtvif_zoo.preview import MSRS_PALETTE, make_preview, overlay
+
+EXAMPLES = Path(__file__).resolve().parents[1] / 'examples'
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """hubconf.py: torch.hub entry points from a local checkout, no network."""
 import importlib.util
+from pathlib import Path
 
 import torch
 
-from conftest import REPO
 from mtvif_zoo import MultiTaskVIF
+
+REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED = {'multitaskvif_i', 'multitaskvif_ii', 'multitaskvif_iii', 'multitaskvif_iv', 'mtvif_i', 'mtvif_ii',
             'mtvif_iii', 'mtvif_iv', 'seafusion', 'swinfusion', 'emma_ufuser', 'segmif'}

@@ -86,7 +86,16 @@ def _load_model(args):
     kwargs = {}
     if args.in_chans:
         kwargs['in_chans'] = args.in_chans
-    model = create_model(args.model, pretrained=not (args.weights or args.random_init), **kwargs)
+    pretrained = not (args.weights or args.random_init)
+    model = None
+    if pretrained and args.preview:  # the segmentation panel needs the full multi-task weights
+        try:
+            model = create_model(args.model, pretrained=True, **kwargs,
+                                 pretrained_cfg_overlay=dict(hf_hub_filename='model_full.safetensors'))
+        except (FileNotFoundError, ValueError, RuntimeError):
+            model = None
+    if model is None:
+        model = create_model(args.model, pretrained=pretrained, **kwargs)
     if args.weights:
         load_weights(model, args.weights, strict=False)
     device = torch.device(args.device) if args.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
