@@ -11,7 +11,8 @@ Degenerate inputs never give NaN; the documented results are:
 
 * EN of a constant image is 0; MI involving a constant image is 0 (its entropy is 0).
 * SSIM / MS-SSIM stay finite (C1, C2 > 0); two equal constant images give exactly 1 per source.
-* Qabf is 0 when neither source has any gradient (0/0 in the references).
+* Qabf is 0 when neither source has any gradient (0/0 in the references). Like the references,
+  the Sobel filters zero-pad, so the border of a non-zero constant image is an edge.
 * VIF of a source without texture (reference variance < eps everywhere) is 1, CDDFuse's rule
   for its 0/0 (piq's ``(0 + eps) / (0 + eps)`` gives the same).
 * SCD: a correlation whose variance term is 0 counts as 0.
