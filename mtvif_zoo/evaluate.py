@@ -87,9 +87,10 @@ class EvaluationResult:
                 cells[m, c] = s + ('*' if best.get(c) == m else ' ')
         widths = {c: max(len(c) + 1, *(len(cells[m, c]) for m in methods)) if methods else len(c) + 1 for c in cols}
         arrows = {c: ('' if METRIC_INFO.get(c, (True,))[0] else '(lower better)') for c in cols}
+        lower = [c for c in cols if arrows[c]]
         head = (f"Fusion metrics, convention '{self.convention.name}': {self.convention.description}\n"
                 f'{self.num_pairs} image pairs; mean per method over n images; * = best per column; '
-                f'higher is better except ' + ', '.join(c for c in cols if arrows[c]) + '.')
+                + (f'higher is better except {", ".join(lower)}.' if lower else 'higher is better.'))
         lines = [head, '', f"{'Method':<{w0}}  {'n':>4}  " + '  '.join(f'{c:>{widths[c]}}' for c in cols)]
         lines.append('-' * len(lines[-1]))
         for m in methods:
