@@ -10,7 +10,9 @@ from ._factory import create_model, list_models
 from .fusion import DEFAULT_MODEL, fuse, segment
 from .profile import profile
 from .weights import WeightsMismatchError, load_weights, save_weights
+from .evaluate import EvaluationResult, evaluate
+from . import hub, metrics
 
 __all__ = ['__version__', 'create_model', 'list_models', 'list_backbones', 'list_heads', 'fuse', 'segment', 'profile',
            'save_weights', 'load_weights', 'WeightsMismatchError', 'MultiTaskVIF', 'MSRS_CLASSES',
-           'DEFAULT_MODEL']
+           'DEFAULT_MODEL', 'evaluate', 'EvaluationResult', 'hub', 'metrics']

@@ -265,6 +265,33 @@ def _fuse_with_model(model, pairs: Dict[str, Tuple[Path, Path]], batch_size: int
     return out
 
 
+#: rule-based reference fusions (``evaluate(references=...)``)
+REFERENCES = ('average', 'max')
+
+
+class _Reference:
+    """A reference fusion of one pair, computed when the metrics read it (uint8 ``H x W [x 3]``)."""
+
+    def __init__(self, rule: str, vp: Path, ip: Path):
+        self.rule, self.vp, self.ip = rule, vp, ip
+
+    def __str__(self) -> str:
+        return f'{self.rule}({self.vp.name}, {self.ip.name})'
+
+    def array(self) -> np.ndarray:
+        from .fusion import load_image
+        v = load_image(self.vp, 'visible').astype(np.float64)
+        i = load_image(self.ip, 'infrared').astype(np.float64)
+        if i.ndim == 3 and v.ndim == 2:
+            i = i.mean(axis=2)
+        if v.ndim == 3 and i.ndim == 2:
+            i = i[..., None]
+        out = np.maximum(v, i) if self.rule == 'max' else np.floor((v + i) / 2 + 0.5)  # round half up
+        if v.ndim == 3:
+            out = np.broadcast_to(out, v.shape)
+        return np.ascontiguousarray(out.clip(0, 255).astype(np.uint8))
+
+
 def _segment(model, vp: Path, ip: Path) -> torch.Tensor:
     """Class ids ``H x W`` from the model's segmentation branch (:func:`mtvif_zoo.fusion.segment`)."""
     from .fusion import segment
@@ -288,7 +315,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
              device: Optional[Union[str, torch.device]] = None, batch_size: int = 8, pattern: Optional[str] = None,
              progress: bool = True, pretrained: bool = True, ignore_index: Optional[int] = None,
              class_names: Optional[Sequence[str]] = None, model_name: Optional[str] = None,
-             workers: Optional[int] = None) -> EvaluationResult:
+             workers: Optional[int] = None, references: Sequence[str] = ()) -> EvaluationResult:
     """Evaluate folders of fused images against their visible / infrared pairs.
 
     Args:
@@ -309,6 +336,9 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         ignore_index, class_names: for mIoU (class names default to the MSRS classes for 9 classes).
         workers: CPU only: pairs evaluated in parallel threads (default: min(cores, 8)); results are
             the same for any number.
+        references: rule-based fusions computed from the sources in the same run and added as rows:
+            ``'average'`` (pixel mean of visible and infrared, rounded half up to uint8) and ``'max'``
+            (per-pixel maximum); a grey infrared image is broadcast over the visible channels.
 
     Returns:
         :class:`EvaluationResult` (``print(result.table())``).
@@ -328,13 +358,17 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
     pairs = {s: (vis[s], ir[s]) for s in vis if s in ir}
     if not pairs:
         raise FileNotFoundError(f'no visible/infrared pairs with matching file stems in {str(vis_dir)!r} and {str(ir_dir)!r}')
-    if fused_dirs is None and model is None:
-        raise ValueError('give fused folders, a model, or both')
+    if fused_dirs is None and model is None and not references:
+        raise ValueError('give fused folders, a model, references, or a combination')
 
     methods: Dict[str, Dict[str, Any]] = {}
     if fused_dirs is not None:
         methods, found = discover_methods(fused_dirs, list(pairs), pattern)
         problems += found
+    for ref in references:
+        if ref not in REFERENCES:
+            raise ValueError(f'unknown reference {ref!r}; valid: {", ".join(REFERENCES)}')
+        methods[f'{ref} (reference)'] = {s: _Reference(ref, vp, ip) for s, (vp, ip) in pairs.items()}
     seg_model = None
     if model is not None:
         mname, mdl = _load_model(model, device, pretrained)
@@ -377,7 +411,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         loaded = []
         for m, src in todo:
             try:
-                f = to_metric_tensor(src, name=f'fused ({m})')
+                f = to_metric_tensor(src.array() if isinstance(src, _Reference) else src, name=f'fused ({m})')
                 if f.shape[-2:] != v.shape[-2:]:
                     raise ValueError(f'fused image {_name(src, m, stem)} is {f.shape[-1]}x{f.shape[-2]} but its '
                                      f'sources are {v.shape[-1]}x{v.shape[-2]}')

@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
                                      'SCD,PSNR')
     p.add_argument('-o', '--output', help='folder for per_image.csv, summary.csv, results.json [eval_<convention>]')
     p.add_argument('--model', help='also fuse the pairs with this model and evaluate it as a row')
+    p.add_argument('--references', default='', help="rule-based rows computed in the same run: 'average,max'")
     p.add_argument('--weights', help='a .safetensors file for --model instead of the published weights')
     p.add_argument('--random-init', action='store_true', help='--model without any weights (pipeline tests)')
     p.add_argument('--labels', help='segmentation labels folder (class-id PNGs by stem): adds the model\'s mIoU')
@@ -56,8 +57,8 @@ def run(args) -> int:
 
     from ..evaluate import evaluate
 
-    if not args.fused and not args.model:
-        raise ValueError('give --fused folders, --model, or both')
+    if not args.fused and not args.model and not args.references:
+        raise ValueError('give --fused folders, --model, --references, or a combination')
     if args.labels and not args.model:
         raise ValueError('--labels scores a model\'s segmentation: give --model too')
     device = torch.device(args.device) if args.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -69,7 +70,8 @@ def run(args) -> int:
     res = evaluate(fused, args.vis, args.ir, metrics=args.metrics, convention=args.convention, out=out,
                    labels_dir=args.labels, model=model, model_name=args.model, device=device,
                    batch_size=args.batch_size, pattern=args.pattern, progress=not args.quiet,
-                   ignore_index=args.ignore_index, workers=args.workers)
+                   ignore_index=args.ignore_index, workers=args.workers,
+                   references=[r.strip() for r in args.references.split(',') if r.strip()])
     print(res.table(digits=args.digits))
     if res.segmentation:
         for name, seg in res.segmentation.items():

@@ -152,3 +152,20 @@ def test_evaluate_with_model_and_labels(dataset):
     seen = set(seg['IoU']) | set(seg['absent_classes'])
     assert len(seen) == model.num_classes
     assert 'mIoU' in res.table()
+
+
+def test_references_equal_the_same_rules_written_to_disk(dataset):
+    root, stems = dataset
+    metrics = ['EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'dE']
+    res = evaluate(None, root / 'vi', root / 'ir', metrics=metrics, convention='paper', progress=False,
+                   references=['average', 'max'], workers=1)
+    disk = evaluate([root / 'fused' / 'avg', root / 'fused' / 'max_rule'], root / 'vi', root / 'ir', metrics=metrics,
+                    convention='paper', progress=False, workers=1)
+    assert list(res.summary) == ['average (reference)', 'max (reference)']
+    ref_rows = {(r['method'], r['image']): r for r in res.rows}
+    for r in disk.rows:
+        name = 'average (reference)' if r['method'] == 'avg' else 'max (reference)'
+        for k in metrics:
+            assert ref_rows[(name, r['image'])][k] == pytest.approx(r[k], abs=1e-9), (name, r['image'], k)
+    with pytest.raises(ValueError, match="unknown reference 'median'; valid: average, max"):
+        evaluate(None, root / 'vi', root / 'ir', references=['median'], progress=False)
