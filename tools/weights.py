@@ -1,0 +1,327 @@
+"""Train, evaluate and publish the zoo's own weights, and reproduce any of them from scratch.
+
+The settings of every published weight are recorded in ``tools/weight_recipes.json``; this script
+is the only way they are run, so a card's numbers can be regenerated with one command:
+
+    python tools/weights.py reproduce mtvif_iii.mfnet220      # train from scratch + evaluate + print the table
+    python tools/weights.py train mtvif_iii.mfnet220          # only train (runs/<name>/, resumable: --resume)
+    python tools/weights.py evaluate mtvif_iii.mfnet220 seafusion.mfnet220 ...   # fuse + metrics + mIoU
+    python tools/weights.py table                              # the comparison tables from results/
+    python tools/weights.py publish mtvif_iii.mfnet220         # shipped weights + card + registry entry
+
+``evaluate`` fuses every evaluation set with each model (``runs/<name>/best``), adds the pixel
+average and the per-pixel maximum of the sources as references computed in the same run, and
+scores everything with ``mtvif_zoo.evaluate`` in both metric conventions; the segmentation head
+is scored by mIoU on the mfnet220 test split (one confusion matrix). Results go to
+``results/<name>.json`` (per dataset and convention) and ``results/references.json``.
+
+Data: ``../shared/data`` beside the repository (see its README); ``--data`` overrides.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / 'tools' / 'weight_recipes.json'
+RESULTS = REPO / 'results'  # overridden by --results
+RUNS = REPO / 'runs'
+SHARED = REPO.parent / 'shared' / 'data'
+
+#: evaluation sets: name -> (visible dir, infrared dir, labels dir or None, stems list file or None)
+EVAL_SETS = {
+    'mfnet220_test': ('mfnet220/vi', 'mfnet220/ir', 'mfnet220/label', 'mfnet220/splits/test.txt'),
+    'msrs_test20': ('msrs_test20/vi', 'msrs_test20/ir', None, None),
+    'tno25': ('tno25/vi', 'tno25/ir', None, None),
+    'roadscene50': ('roadscene50/vi', 'roadscene50/ir', None, None),
+}
+CONVENTIONS = ('paper', 'vifb')
+PAPER_METRICS = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'dE')  # Tables 4-5
+LOWER_IS_BETTER = {'dE'}
+
+
+def recipes() -> Dict[str, dict]:
+    return json.loads(RECIPES.read_text())
+
+
+def recipe(name: str) -> dict:
+    r = recipes()
+    if name not in r:
+        raise SystemExit(f'unknown weight {name!r}; recorded: {", ".join(r)}')
+    return r[name]
+
+
+def train_command(name: str, data: Path, out: Path, resume: bool = False) -> List[str]:
+    r = recipe(name)
+    cmd = [sys.executable, '-m', 'mtvif_zoo.cli', 'train', '--model', r['model'], '--data', str(data / r['data']),
+           '--out', str(out), '--no-progress'] + [str(a) for a in r['train_args']]
+    return cmd + (['--resume'] if resume else [])
+
+
+def cmd_train(args) -> int:
+    rc = 0
+    for name in args.names:
+        out = Path(args.runs) / name
+        cmd = train_command(name, Path(args.data), out, resume=args.resume)
+        print('+', ' '.join(cmd), flush=True)
+        t0 = time.time()
+        rc = subprocess.call(cmd, cwd=REPO)
+        (out / 'wall_time_s.txt').write_text(f'{time.time() - t0:.0f}\n') if rc == 0 and not args.resume else None
+        if rc:
+            return rc
+    return rc
+
+
+def _subset_dir(root: Path, vis: str, ir: str, labels, stems_file) -> Dict[str, Path]:
+    """The evaluation set as folders (a temporary folder of links when a split list selects stems)."""
+    vis_d, ir_d = root / vis, root / ir
+    lab_d = root / labels if labels else None
+    if not stems_file:
+        return {'vis': vis_d, 'ir': ir_d, 'labels': lab_d}
+    stems = [s.strip() for s in (root / stems_file).read_text().split() if s.strip()]
+    tmp = Path(tempfile.mkdtemp(prefix='mtvif_eval_'))
+    out = {}
+    for key, d in (('vis', vis_d), ('ir', ir_d), ('labels', lab_d)):
+        if d is None:
+            out[key] = None
+            continue
+        (tmp / key).mkdir()
+        by_stem = {p.stem: p for p in d.iterdir()}
+        for s in stems:
+            (tmp / key / by_stem[s].name).symlink_to(by_stem[s].resolve())
+        out[key] = tmp / key
+    return out
+
+
+def _load(name: str, runs: Path, published: bool):
+    import mtvif_zoo
+    from mtvif_zoo.train.export import model_from_checkpoint
+    if published:  # the shipped full multi-task weights (fusion + segmentation head)
+        return mtvif_zoo.create_model(name, pretrained=True,
+                                      pretrained_cfg_overlay=dict(hf_hub_filename='model_full.safetensors')).eval()
+    model, _ = model_from_checkpoint(runs / name / 'best')
+    return model
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    import mtvif_zoo
+    from mtvif_zoo.evaluate import evaluate
+    from mtvif_zoo.fusion import load_image
+    from mtvif_zoo.metrics import ConfusionMatrix
+
+    torch.set_num_threads(args.threads)
+    root, runs = Path(args.data), Path(args.runs)
+    RESULTS.mkdir(exist_ok=True)
+    sets = {k: _subset_dir(root, *v) for k, v in EVAL_SETS.items() if k in args.sets}
+    for name in args.names:
+        model = _load(name, runs, args.published)
+        res = {'name': name, 'datasets': {}, 'segmentation': None}
+        t_fuse = 0.0
+        for ds, dirs in sets.items():
+            fused_dir = RESULTS / 'fused' / ds / name
+            fused_dir.mkdir(parents=True, exist_ok=True)
+            vis = {p.stem: p for p in sorted(dirs['vis'].iterdir())}
+            ir = {p.stem: p for p in sorted(dirs['ir'].iterdir())}
+            t0 = time.time()
+            for stem in tqdm(sorted(set(vis) & set(ir)), desc=f'{name} fuse {ds}', disable=args.quiet):
+                dst = fused_dir / f'{stem}.png'
+                if dst.exists() and not args.refuse:
+                    continue
+                mtvif_zoo.fuse(vis[stem], ir[stem], model=model).save(dst)
+            t_fuse += time.time() - t0
+            res['datasets'][ds] = {}
+            for conv in CONVENTIONS:
+                r = evaluate([fused_dir], dirs['vis'], dirs['ir'], convention=conv, progress=False,
+                             workers=args.threads)
+                res['datasets'][ds][conv] = {'n': r.counts[name], 'means': r.summary[name],
+                                             'problems': r.problems, 'notes': r.notes}
+            if dirs['labels'] is not None and model.has_segmentation:
+                cm = ConfusionMatrix(model.num_classes, class_names=list(mtvif_zoo.MSRS_CLASSES))
+                labels = {p.stem: p for p in dirs['labels'].iterdir()}
+                for stem in tqdm(sorted(set(vis) & set(ir) & set(labels)), desc=f'{name} segment {ds}',
+                                 disable=args.quiet):
+                    pred = mtvif_zoo.segment(vis[stem], ir[stem], model=model)
+                    cm.update(torch.from_numpy(pred.astype(np.int64)),
+                              torch.from_numpy(load_image(labels[stem], 'label').astype(np.int64)))
+                seg = cm.compute()
+                res['segmentation'] = {'dataset': ds, **{k: seg[k] for k in ('mIoU', 'IoU', 'absent_classes')
+                                                         if k in seg}}
+        res['fuse_seconds'] = round(t_fuse, 1)
+        (RESULTS / f'{name}.json').write_text(json.dumps(res, indent=1, default=float))
+        print(f'wrote {RESULTS / (name + ".json")}', flush=True)
+    if args.references:
+        refs = {}
+        for ds, dirs in sets.items():
+            refs[ds] = {}
+            for conv in CONVENTIONS:
+                r = evaluate(None, dirs['vis'], dirs['ir'], convention=conv, progress=False,
+                             references=['average', 'max'], workers=args.threads)
+                refs[ds][conv] = {m: {'n': r.counts[m], 'means': r.summary[m]} for m in r.summary}
+        (RESULTS / 'references.json').write_text(json.dumps(refs, indent=1, default=float))
+        print(f'wrote {RESULTS / "references.json"}')
+    return 0
+
+
+def _fmt(v) -> str:
+    return '-' if v is None else (f'{v:.3f}' if isinstance(v, float) else str(v))
+
+
+def comparison_table(names: List[str], ds: str = 'msrs_test20', conv: str = 'paper',
+                     metrics=PAPER_METRICS) -> str:
+    """Markdown: models vs the average / max references on one dataset and convention."""
+    refs = json.loads((RESULTS / 'references.json').read_text())[ds][conv]
+    rows = []
+    avg = refs['average (reference)']['means']
+    for name in names:
+        p = RESULTS / f'{name}.json'
+        if not p.exists():
+            continue
+        r = json.loads(p.read_text())
+        means = r['datasets'][ds][conv]['means']
+        wins = sum(1 for k in PAPER_METRICS if (means[k] < avg[k] if k in LOWER_IS_BETTER else means[k] > avg[k]))
+        seg = r.get('segmentation') or {}
+        rows.append((name, means, wins, seg.get('mIoU')))
+    for ref in ('average (reference)', 'max (reference)'):
+        rows.append((ref, refs[ref]['means'], None, None))
+    head = '| model | ' + ' | '.join(metrics) + ' | beats average on | mIoU (mfnet220 test) |'
+    lines = [head, '|' + ' --- |' * (len(metrics) + 3)]
+    for name, means, wins, miou in rows:
+        lines.append(f'| {name} | ' + ' | '.join(_fmt(means.get(k)) for k in metrics) +
+                     f' | {"-" if wins is None else f"{wins} / {len(PAPER_METRICS)}"} | {_fmt(miou)} |')
+    return '\n'.join(lines)
+
+
+def cmd_table(args) -> int:
+    names = args.names or list(recipes())
+    for ds in args.sets:
+        for conv in CONVENTIONS:
+            print(f'\n### {ds}, convention `{conv}`' + (' (dE: lower is better)' if conv else '') + '\n')
+            print(comparison_table(names, ds, conv))
+    return 0
+
+
+def _results_for_card(name: str) -> List[dict]:
+    r = json.loads((RESULTS / f'{name}.json').read_text())
+    out = []
+    pretty = {'mfnet220_test': ('MFNet (mfnet220 test split)', 'test'), 'msrs_test20': ('MSRS', 'test (20 pairs)'),
+              'tno25': ('TNO', '25 pairs'), 'roadscene50': ('RoadScene', '50 pairs')}
+    for ds, convs in r['datasets'].items():
+        for conv, v in convs.items():
+            metrics = {k: float(v['means'][k]) for k in PAPER_METRICS + ('SD', 'SF', 'AG', 'SCD', 'PSNR')
+                       if v['means'].get(k) is not None}
+            out.append({'task': 'fusion', 'dataset': pretty[ds][0], 'split': pretty[ds][1], 'convention': conv,
+                        'metrics': metrics, 'source': f'python tools/weights.py evaluate {name}'})
+    if r.get('segmentation'):
+        out.append({'task': 'segmentation', 'dataset': 'MFNet (mfnet220 test split)', 'split': 'test (20 pairs)',
+                    'convention': 'mIoU over 9 classes, one confusion matrix',
+                    'metrics': {'mIoU': float(r['segmentation']['mIoU'])},
+                    'source': f'python tools/weights.py evaluate {name}'})
+    return out
+
+
+def cmd_publish(args) -> int:
+    from mtvif_zoo.hub import publish_weight
+    from mtvif_zoo.train.export import model_from_checkpoint
+    for name in args.names:
+        rec = recipe(name)
+        model, state = model_from_checkpoint(Path(args.runs) / name / 'best')
+        cfg = state['config']
+        wall = Path(args.runs) / name / 'wall_time_s.txt'
+        training = {
+            'data': f"mfnet220 (MFNet via RTFNet preprocessing): {state.get('config', {}).get('data')} "
+                    "splits/train.txt (180 pairs), validation splits/val.txt (20 pairs)",
+            'iterations': int(state['global_step']), 'epochs': int(state['epoch']),
+            'batch_size': int(cfg['batch_size']), 'crop': int(cfg['crop']),
+            'optimizer': f"Adam lr {cfg['lr']}, {cfg['scheduler']} schedule, grad clip {cfg['grad_clip']}",
+            'losses': 'Eq. 2-3 with (beta1, beta2, lambda1..4) = (1, 1, 20, 20, 10, 20)'
+                      + ('' if model.has_segmentation else '; no L_seg (no segmentation head)'),
+            'hardware': rec['hardware'], 'seed': int(cfg['seed']),
+            'budget': rec['budget'] + (f'; wall time {int(wall.read_text())} s' if wall.exists() else ''),
+            'code': f"python tools/weights.py reproduce {name}",
+        }
+        limitations = [
+            'Trained on 180 raw-thermal MFNet pairs (mfnet220 train split) on a 2-core CPU for a few hundred steps, '
+            'not on the paper\'s MSRS/FMB with 100 epochs: expect lower fusion and much lower segmentation quality '
+            'than the paper reports.',
+            'The segmentation head is trained only as the multi-task regulariser; its mIoU is far from a usable '
+            'segmenter.',
+            'Inputs: RGB visible + infrared (replicated to 3 channels), values in [0, 1]; other sensors, '
+            'resolutions and scenes than MFNet road scenes are out of distribution.',
+        ]
+        entry = publish_weight(model, name, dataset=rec['dataset'], results=_results_for_card(name),
+                               training=training, label_names=list(model.pretrained_cfg.get('label_names') or [])
+                               or None, limitations=limitations, description=rec.get('description'),
+                               datasets=['mfnet'], full_copy='float16', overwrite=args.overwrite,
+                               url_base=args.url_base)
+        print(f'published {name}: sha256 {entry["sha256"]}')
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    """Retrain from scratch into a fresh folder, evaluate there, print the same table as published."""
+    global RESULTS
+    with tempfile.TemporaryDirectory(prefix='mtvif_repro_') as tmp:
+        runs = Path(tmp) / 'runs'
+        RESULTS = Path(args.out) if args.out else Path(tmp) / 'results'
+        ns = argparse.Namespace(names=[args.name], data=args.data, runs=str(runs), resume=False)
+        rc = cmd_train(ns)
+        if rc:
+            return rc
+        ev = argparse.Namespace(names=[args.name], data=args.data, runs=str(runs), threads=args.threads,
+                                sets=list(EVAL_SETS), quiet=False, references=True, refuse=True, published=False)
+        cmd_evaluate(ev)
+        print(comparison_table([args.name]))
+    return 0
+
+
+def main(argv=None) -> int:
+    global RESULTS
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--data', default=str(SHARED), help='the shared data folder [../shared/data]')
+    ap.add_argument('--runs', default=str(RUNS), help='training runs folder [runs/]')
+    ap.add_argument('--results', default=str(RESULTS), help='evaluation results folder [results/]')
+    sub = ap.add_subparsers(dest='cmd', required=True)
+    p = sub.add_parser('train')
+    p.add_argument('names', nargs='+')
+    p.add_argument('--resume', action='store_true')
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser('evaluate')
+    p.add_argument('names', nargs='*')
+    p.add_argument('--sets', nargs='+', default=list(EVAL_SETS), choices=list(EVAL_SETS))
+    p.add_argument('--threads', type=int, default=max(1, (os.cpu_count() or 1)))
+    p.add_argument('--references', action='store_true', help='also score the average / max references')
+    p.add_argument('--published', action='store_true', help='evaluate the shipped weights instead of runs/')
+    p.add_argument('--refuse', action='store_true', help='re-fuse even when fused images exist')
+    p.add_argument('-q', '--quiet', action='store_true')
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser('table')
+    p.add_argument('names', nargs='*')
+    p.add_argument('--sets', nargs='+', default=['msrs_test20'], choices=list(EVAL_SETS))
+    p.set_defaults(func=cmd_table)
+    p = sub.add_parser('publish')
+    p.add_argument('names', nargs='+')
+    p.add_argument('--overwrite', action='store_true')
+    p.add_argument('--url-base', help='release download URL the sha-named files will be attached to')
+    p.set_defaults(func=cmd_publish)
+    p = sub.add_parser('reproduce')
+    p.add_argument('name')
+    p.add_argument('--out', help='keep the results here (default: a temporary folder)')
+    p.add_argument('--threads', type=int, default=max(1, (os.cpu_count() or 1)))
+    p.set_defaults(func=cmd_reproduce)
+    args = ap.parse_args(argv)
+    RESULTS = Path(args.results)
+    return args.func(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
