@@ -23,12 +23,17 @@ Input conventions (documented conversions, everything else is a clear error):
   ``tile=N`` fuses large images in overlapping ``N x N`` tiles blended with linear ramps.
 * **device / precision**: the model's device; ``torch.inference_mode``; on CUDA autocast
   (bf16 when supported, else fp16) unless ``amp=False``. The model's train/eval mode is restored.
+* **speed**: inputs go to the model in channels_last memory and the models take their fast paths
+  (:mod:`mtvif_zoo.models.backbones._fast`: fused oneDNN conv / matmul kernels on CPU, Swin's
+  chunked SDPA window attention); ``compile=True`` runs the model through ``torch.compile``; on
+  CUDA host tensors are pinned and copied asynchronously. ``mtvif bench`` measures all of it.
 """
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -227,10 +232,39 @@ def _autocast(device: torch.device, amp: Optional[bool], amp_dtype: Optional[tor
     return torch.autocast(device.type, dtype=amp_dtype)
 
 
-def _run(model, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+def _fusion_forward(model, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+    """The fused image of an eval-mode model (segmentation classifier not run)."""
+    return model.forward_head(model.forward_features(vis, ir), with_seg=False)[0]
+
+
+_COMPILED = None
+
+
+def _compiled_forward(model):
+    """``torch.compile`` of :func:`_fusion_forward` (one compiled function for all models; dynamo
+    guards on the model, so each model / size compiles once and is then reused)."""
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(_fusion_forward, dynamic=False)
+    return lambda vis, ir: _COMPILED(model, vis, ir)
+
+
+def _prefers_channels_last(x: torch.Tensor) -> bool:
+    """channels_last (NHWC) for every model on CPU and CUDA: oneDNN / cuDNN convolutions run
+    without layout reorders, and the token views of the Swin / HIA-F blocks become free; the plain
+    path (``mtvif_zoo.models.backbones._fast.plain_path()``) keeps NCHW."""
+    from .models.backbones._fast import _ENABLED
+    return _ENABLED and x.dim() == 4 and x.device.type in ('cpu', 'cuda')
+
+
+def _run(model, vis: torch.Tensor, ir: torch.Tensor, compiled=None) -> torch.Tensor:
     m = model.pad_multiple
     h, w = vis.shape[-2:]
-    out = model.forward_head(model.forward_features(_pad(vis, m), _pad(ir, m)), with_seg=False)[0]
+    vis, ir = _pad(vis, m), _pad(ir, m)
+    if _prefers_channels_last(vis):
+        vis = vis.contiguous(memory_format=torch.channels_last)
+        ir = ir.contiguous(memory_format=torch.channels_last)
+    out = (compiled or partial(_fusion_forward, model))(vis, ir)
     return out[..., :h, :w].float()
 
 
@@ -263,7 +297,7 @@ def _tile_starts(size: int, tile: int, overlap: int) -> List[int]:
 
 
 def _run_tiled(model, vis: torch.Tensor, ir: torch.Tensor, tile: int, overlap: int,
-               out_device: torch.device) -> torch.Tensor:
+               out_device: torch.device, compiled=None) -> torch.Tensor:
     """Fuse in overlapping tiles; tile outputs are blended with linear ramps over the overlaps."""
     b, _, h, w = vis.shape
     dev = next(model.parameters()).device
@@ -275,7 +309,7 @@ def _run_tiled(model, vis: torch.Tensor, ir: torch.Tensor, tile: int, overlap: i
             th, tw = min(tile, h - y0), min(tile, w - x0)
             v = vis[..., y0:y0 + th, x0:x0 + tw].to(dev, non_blocking=True)
             i = ir[..., y0:y0 + th, x0:x0 + tw].to(dev, non_blocking=True)
-            out = _run(model, v, i).to(out_device)
+            out = _run(model, v, i, compiled).to(out_device)
             if acc is None:
                 acc = torch.zeros(b, out.shape[1], h, w, device=out_device)
             wy = _ramp(th, overlap, y0 == 0, y0 + th >= h, out_device)
@@ -314,7 +348,7 @@ def _as_list(x) -> Tuple[list, bool]:
 @torch.inference_mode()
 def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None, overlap: int = 32,
          amp: Optional[bool] = None, amp_dtype: Optional[torch.dtype] = None,
-         vis_range: Range = 'full', ir_range: Range = 'minmax'):
+         vis_range: Range = 'full', ir_range: Range = 'minmax', compile: bool = False):
     """Fuse visible and infrared images with a MultiTaskVIF (or baseline) model.
 
     Args:
@@ -328,6 +362,8 @@ def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None
         amp: autocast; default on for CUDA (bf16 where supported, else fp16), off on CPU.
         amp_dtype: autocast dtype override.
         vis_range, ir_range: how 16-bit inputs are rescaled (``'full'``, ``'minmax'``, or ``(low, high)``).
+        compile: run the model through ``torch.compile`` (compiled once per model and input size,
+            then reused; the first call pays the compilation).
 
     Returns:
         The fused image(s), in the kind and layout of ``vis`` (see the module docstring).
@@ -374,7 +410,8 @@ def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None
                 chunk = rows[s:s + batch_size]
                 vt = torch.cat([pairs[k][0][r:r + 1] for k, r in chunk])
                 it = torch.cat([pairs[k][1][r:r + 1] for k, r in chunk])
-                fused = _fuse_tensors(model, vt, it, device, tile, overlap, amp, amp_dtype)
+                fused = _fuse_tensors(model, vt, it, device, tile, overlap, amp, amp_dtype,
+                                      _compiled_forward(model) if compile else None)
                 for j, key in enumerate(chunk):
                     rows_out[key] = fused[j:j + 1]
     finally:
@@ -385,7 +422,7 @@ def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None
 
 
 def _fuse_tensors(model, vis: torch.Tensor, ir: torch.Tensor, device: torch.device, tile, overlap,
-                  amp, amp_dtype) -> torch.Tensor:
+                  amp, amp_dtype, compiled=None) -> torch.Tensor:
     """Visible ``B x {1,3} x H x W`` + grey infrared ``B x 1 x H x W`` (CPU, [0, 1]) -> fused, on CPU."""
     vis_grey = vis.shape[1] == 1
     if model.in_chans == 1:
@@ -400,9 +437,9 @@ def _fuse_tensors(model, vis: torch.Tensor, ir: torch.Tensor, device: torch.devi
         v_in, i_in = v_in.contiguous().pin_memory(), i_in.contiguous().pin_memory()
     with _autocast(device, amp, amp_dtype):
         if tile is not None:
-            out = _run_tiled(model, v_in, i_in, tile, overlap, torch.device('cpu'))
+            out = _run_tiled(model, v_in, i_in, tile, overlap, torch.device('cpu'), compiled)
         else:
-            out = _run(model, v_in.to(device, non_blocking=pin), i_in.to(device, non_blocking=pin)).cpu()
+            out = _run(model, v_in.to(device, non_blocking=pin), i_in.to(device, non_blocking=pin), compiled).cpu()
     out = out.float().clamp(0, 1)
     if model.in_chans == 1:
         if vis_grey:

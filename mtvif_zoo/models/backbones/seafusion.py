@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_backbone
+from ._fast import conv_act, fast_enabled, fconv, pointwise, to_channels_last, use_fast
 
 __all__ = ['SeAFusionBackbone', 'SeAFusionDecoder', 'convert_original_state_dict']
 
@@ -35,7 +36,12 @@ class ConvLeakyRelu2d(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=kernel_size, padding=padding)
 
+    fast_path = True  # fast path (see ._fast)
+
     def forward(self, x):
+        if fast_enabled(self):
+            x = to_channels_last(x, self)
+            return fconv(self.conv, x, 'leaky_relu', [0.2], use_fast(x, self))
         return F.leaky_relu(self.conv(x), negative_slope=0.2)
 
 
@@ -51,7 +57,13 @@ class Sobelxy(nn.Module):
             self.convx.weight.copy_(sobel.expand_as(self.convx.weight))
             self.convy.weight.copy_(sobel.t().expand_as(self.convy.weight))
 
+    fast_path = True
+
     def forward(self, x):
+        if fast_enabled(self):
+            x = to_channels_last(x, self)
+            if use_fast(x, self):  # the same ops, in place
+                return conv_act(self.convx, x).abs_().add_(conv_act(self.convy, x).abs_())
         return self.convx(x).abs() + self.convy(x).abs()
 
 
@@ -60,7 +72,12 @@ class Conv1(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=1)
 
+    fast_path = True
+
     def forward(self, x):
+        if fast_enabled(self):  # a matrix product over the pixels of the channels_last map
+            x = to_channels_last(x, self)
+            return pointwise(self.conv, x, kernels=use_fast(x, self))
         return self.conv(x)
 
 
@@ -85,10 +102,24 @@ class RGBD(nn.Module):
         self.sobelconv = Sobelxy(in_chs)
         self.convup = Conv1(in_chs, out_chs)
 
+    fast_path = True  # fast path (see ._fast)
+
     def forward(self, x):
+        if fast_enabled(self):
+            return self.forward_fast(x)
         x1 = self.convdown(self.dense(x))
         x2 = self.convup(self.sobelconv(x))
         return F.leaky_relu(x1 + x2, negative_slope=0.1)
+
+    def forward_fast(self, x):
+        """channels_last maps, the 1x1 convs as matrix products over the pixels with the sum fused
+        into ``convup``'s; with autograd off on CPU every conv + activation / add is one oneDNN
+        primitive (the same bits as with autograd on)."""
+        x = to_channels_last(x, self)
+        k = use_fast(x, self)
+        x1 = self.convdown(self.dense(x))
+        y = pointwise(self.convup.conv, self.sobelconv(x), residual=x1, kernels=k)  # convup(...) + x1 fused
+        return F.leaky_relu_(y, 0.1) if k else F.leaky_relu(y, 0.1)
 
 
 @register_backbone('seafusion')
@@ -108,7 +139,10 @@ class SeAFusionBackbone(nn.Module):
         self.inf_rgbd2 = RGBD(c1, c2)
         self.num_features = 2 * c2
 
+    fast_path = True
+
     def forward(self, vis, ir):
+        vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)  # fast path: the blocks fuse their ops
         v = self.vis_rgbd2(self.vis_rgbd1(self.vis_conv(vis)))
         i = self.inf_rgbd2(self.inf_rgbd1(self.inf_conv(ir)))
         return torch.cat((v, i), dim=1)
@@ -126,7 +160,13 @@ class SeAFusionDecoder(nn.Module):
         self.decode1 = nn.Module()
         self.decode1.conv = nn.Conv2d(c2, out_chans, 3, padding=1)
 
+    fast_path = True
+
     def forward(self, x):
+        x = self.decode2(self.decode3(self.decode4(to_channels_last(x, self))))
+        if use_fast(x, self):
+            return torch.tanh_(conv_act(self.decode1.conv, x)).div_(2).add_(0.5)
+        return torch.tanh(self.decode1.conv(x)) / 2 + 0.5
         x = self.decode2(self.decode3(self.decode4(x)))
         return torch.tanh(self.decode1.conv(x)) / 2 + 0.5
 

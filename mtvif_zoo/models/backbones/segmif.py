@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_backbone
+from ._fast import fast_enabled, fconv, pointwise, to_channels_last, use_fast
 
 __all__ = ['DRDB', 'SegMiFBackbone', 'SegMiFDecoder', 'convert_original_state_dict']
 
@@ -50,11 +51,25 @@ class DRDB(nn.Module):
         self.num_convs = num_convs
         self.conv = nn.Conv2d(chs, in_ch, 1)
 
+    fast_path = True  # inference fast path (see ._fast)
+
     def forward(self, x):
+        if fast_enabled(self):
+            return self.forward_fast(x)
         feats = x
         for i in range(1, self.num_convs + 1):
             feats = torch.cat([feats, F.relu(getattr(self, f'Dcov{i}')(feats))], dim=1)
         return x + F.relu(self.conv(feats))
+
+    def forward_fast(self, x):
+        """channels_last maps, the 1x1 fusion conv as a matrix product over the pixels; with
+        autograd off on CPU conv + ReLU (+ residual) as single oneDNN primitives (same bits)."""
+        x = to_channels_last(x, self)
+        k = use_fast(x, self)
+        feats = x
+        for i in range(1, self.num_convs + 1):
+            feats = torch.cat([feats, fconv(getattr(self, f'Dcov{i}'), feats, 'relu', (), k)], dim=1)
+        return pointwise(self.conv, feats, 'relu', residual=x, kernels=k)
 
 
 @register_backbone('segmif')
@@ -74,7 +89,15 @@ class SegMiFBackbone(nn.Module):
         self.relu = nn.PReLU()
         self.num_features = 2 * width
 
+    fast_path = True
+
     def forward(self, vis, ir):
+        vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)
+        if use_fast(vis, self) and self.relu.weight.numel() == 1:
+            slope = [float(self.relu.weight)]  # a one-parameter PReLU is a LeakyReLU
+            x_ir = fconv(self.conv1_ir, ir, 'leaky_relu', slope, True)
+            x_vis = fconv(self.conv1_vis, vis, 'leaky_relu', slope, True)
+            return torch.cat([self.DRDB3(self.DRDB1(x_ir)), self.DRDB4(self.DRDB2(x_vis))], dim=1)
         x_ir = self.DRDB3(self.DRDB1(self.relu(self.conv1_ir(ir))))
         x_vis = self.DRDB4(self.DRDB2(self.relu(self.conv1_vis(vis))))
         return torch.cat([x_ir, x_vis], dim=1)
@@ -90,7 +113,15 @@ class SegMiFDecoder(nn.Module):
         self.conv22 = nn.Conv2d(widths[1], out_chans, 3, padding=1)
         self.relu = nn.PReLU()
 
+    fast_path = True
+
     def forward(self, x):
+        x = to_channels_last(x, self)
+        if use_fast(x, self) and self.relu.weight.numel() == 1:
+            slope = [float(self.relu.weight)]
+            for conv in (self.conv2, self.conv21, self.conv22):
+                x = fconv(conv, x, 'leaky_relu', slope, True)
+            return x
         x = self.relu(self.conv2(x))
         x = self.relu(self.conv21(x))
         return self.relu(self.conv22(x))

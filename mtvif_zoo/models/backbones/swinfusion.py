@@ -80,6 +80,20 @@ here keep the original's layout and arithmetic but, on the default fused path (`
   attention module while autograd is off (with autograd on, it is rebuilt from the table each
   call -- a gather of a few hundred KB -- so the table gets its gradient).
 
+Inference fast path (eval mode, CPU fp32, autograd off, :mod:`._fast` enabled; a layer takes it
+when all its blocks are ``fused_attn``): each block runs on *chunks of whole windows*
+(``INFERENCE_CHUNK_ROWS`` tokens, ~2 MB of tokens per chunk): per chunk one gather of its tokens
+through the cached permutation, LayerNorm, qkv / proj / MLP as oneDNN matmuls with bias, GELU and
+the residual adds fused (``torch.ops.mkldnn._linear_pointwise``), one SDPA call per mask class
+present in the chunk (one for all but the chunks holding the last window row / column; SDPA's
+output memory already is the token matrix, no concatenation), one scatter back to token order.
+Intermediates (qkv, the MLP hidden layer) stay small enough to live in cache and to be reused by
+the allocator instead of page-faulting in fresh memory for every op: the whole ``swinfusion``
+network runs 1.56x faster than on the per-block SDPA path (1x3x240x320, 1 thread, median of 3
+interleaved runs on a shared 2-core Xeon). The loop is over chunks of many
+windows (37 at 480x640), never over single windows or pixels. Backbone and decoder keep their
+feature maps channels_last, so the token views of the stem / output convs are free.
+
 ``fused_attn = False`` on a block (or :func:`set_fused_attn`) selects the plain path: the
 original's roll / window partition / ``softmax(q k^T * scale + bias + mask)`` with the mask built
 by the original's ``calculate_mask`` algorithm at every call -- the reference for parity tests.
@@ -123,6 +137,7 @@ from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index
 
 from . import register_backbone
+from ._fast import conv_act, linear_act, to_channels_last, use_fast
 
 __all__ = [
     'SwinFusionBackbone', 'SwinFusionDecoder', 'SwinTransformerBlock', 'CrossSwinTransformerBlock',
@@ -354,6 +369,26 @@ class _WindowAttentionBase(nn.Module):
         o = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
         return o.reshape(-1, self.dim)
 
+    def _attention_inference(self, q, k, v, layout: WindowLayout, batch: int, w0: int = 0) -> torch.Tensor:
+        """Inference fast path of :meth:`_attention_fused` for the windows ``w0 ..`` of a chunk
+        (``q`` / ``k`` / ``v``: their ``(windows * B) x heads x N x d``): one SDPA call per mask class
+        present in the chunk (one for all but the chunks holding the last window row / column);
+        SDPA's output memory already is the ``rows x C`` token matrix, so a single-class chunk
+        needs no copy."""
+        bias = self.attn_bias(layout.class_masks, q.dtype)
+        w1 = w0 + q.shape[0] // batch
+        parts = [(c, max(s, w0), min(e, w1)) for c, s, e in layout.groups if max(s, w0) < min(e, w1)]
+        if len(parts) == 1:
+            c = parts[0][0]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[c:c + 1], scale=self.scale).transpose(1, 2)
+        else:
+            out = q.new_empty(q.shape[0], q.shape[2], self.num_heads, self.head_dim)
+            for c, s, e in parts:
+                rows = slice((s - w0) * batch, (e - w0) * batch)
+                out[rows] = F.scaled_dot_product_attention(
+                    q[rows], k[rows], v[rows], attn_mask=bias[c:c + 1], scale=self.scale).transpose(1, 2)
+        return out.reshape(-1, self.dim)
+
     def _attention_plain(self, q, k, v, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """The original arithmetic; q, k, v: ``(B*nW) x heads x N x d``; mask ``nW x N x N``."""
         b_, _, n, _ = q.shape
@@ -384,6 +419,13 @@ class WindowAttention(_WindowAttentionBase):
         q, k, v = qkv.unbind(0)
         return self.proj(self._attention_fused(q, k, v, layout, batch))
 
+    def attend_inference(self, xw: torch.Tensor, layout: WindowLayout, batch: int, w0: int = 0) -> torch.Tensor:
+        """Inference fast path: window-ordered ``rows x C`` tokens of the windows ``w0 ..`` ->
+        attention output *before* ``proj``."""
+        n = self.window_size[0] * self.window_size[1]
+        qkv = linear_act(self.qkv, xw).view(-1, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self._attention_inference(qkv[0], qkv[1], qkv[2], layout, batch, w0)
+
     def forward_plain(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         b_, n, c = x.shape
         qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
@@ -407,6 +449,14 @@ class CrossWindowAttention(_WindowAttentionBase):
         k, v = self._project(self.kv, yw, 2, pad).permute(2, 0, 3, 1, 4).unbind(0)
         return self.proj(self._attention_fused(q, k, v, layout, batch))
 
+    def attend_inference(self, xw: torch.Tensor, yw: torch.Tensor, layout: WindowLayout, batch: int,
+                         w0: int = 0) -> torch.Tensor:
+        """Inference fast path: queries from ``xw``, keys / values from ``yw`` -> output before ``proj``."""
+        n = self.window_size[0] * self.window_size[1]
+        q = linear_act(self.q, xw).view(-1, n, self.num_heads, self.head_dim).transpose(1, 2)
+        kv = linear_act(self.kv, yw).view(-1, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self._attention_inference(q, kv[0], kv[1], layout, batch, w0)
+
     def forward_plain(self, x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         b_, n, c = x.shape
         q = self.q(x).reshape(b_, n, 1, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
@@ -418,8 +468,35 @@ class CrossWindowAttention(_WindowAttentionBase):
 # blocks and layers
 # --------------------------------------------------------------------------------------------
 
+def _ln(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def _linear_add(linear: nn.Linear, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``residual + linear(x)`` as one oneDNN matmul with a fused add (2-D, contiguous)."""
+    return torch.ops.mkldnn._linear_pointwise.binary(x, residual, linear.weight, linear.bias, 'add')
+
+
+def _mlp_residual(mlp: Mlp, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``x + mlp(norm(x))`` with fc1 + GELU and fc2 + residual add fused (inference fast path)."""
+    return _linear_add(mlp.fc2, linear_act(mlp.fc1, _ln(norm, x), 'gelu'), x)
+
+
+#: inference fast path: rows (tokens) per chunk; a block runs chunk by chunk so that its
+#: intermediates (qkv, MLP hidden) stay in cache and are small enough for the allocator to reuse
+INFERENCE_CHUNK_ROWS = 8192
+
+
 class _WindowBlockBase(nn.Module):
     fused_attn: bool = True
+
+    def _chunks(self, lay: 'WindowLayout', B: int):
+        """``(first window, gather index of its rows)`` per chunk of whole windows."""
+        per_window = B * self.window_size * self.window_size
+        n_windows = lay.fwd.numel() // per_window
+        step = max(1, INFERENCE_CHUNK_ROWS // per_window)
+        for w0 in range(0, n_windows, step):  # chunks of many windows, not a loop over windows
+            yield w0, lay.fwd[w0 * per_window:min(w0 + step, n_windows) * per_window]
 
     def _init_window(self, dim: int, window_size: int, shift_size: int, layout_cache: Optional[WindowLayoutCache]):
         if not 0 <= shift_size < window_size:
@@ -485,6 +562,21 @@ class SwinTransformerBlock(_WindowBlockBase):
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
+    def forward_inference(self, x: torch.Tensor, x_size: Tuple[int, int]) -> torch.Tensor:
+        """Inference fast path (eval, CPU fp32, autograd off), same function as :meth:`forward`:
+        the block runs on chunks of whole windows; per chunk one gather of its tokens (cyclic shift
+        + window partition), LayerNorm, attention, ``proj`` + residual add and fc1 + GELU and
+        fc2 + residual add as fused oneDNN matmuls, one scatter back to token order."""
+        B, L, C = x.shape
+        lay = self._layout(*x_size, B, x.device)
+        xf = x.reshape(B * L, C)
+        out = torch.empty_like(xf)
+        for w0, idx in self._chunks(lay, B):
+            xw = xf.index_select(0, idx)
+            xw = _linear_add(self.attn.proj, self.attn.attend_inference(_ln(self.norm1, xw), lay, B, w0), xw)
+            out.index_copy_(0, idx, _mlp_residual(self.mlp, self.norm2, xw))
+        return out.view(B, L, C)
+
 
 class CrossSwinTransformerBlock(_WindowBlockBase):
     """Cross-attention Swin block (the original ``Cross_SwinTransformerBlock``): A attends to B
@@ -529,6 +621,22 @@ class CrossSwinTransformerBlock(_WindowBlockBase):
         y = y + self.drop_path_B(self.mlp_B(self.norm2_B(y)))
         return x, y
 
+    def forward_inference(self, x: torch.Tensor, y: torch.Tensor,
+                          x_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Inference fast path for both streams (see :meth:`SwinTransformerBlock.forward_inference`)."""
+        B, L, C = x.shape
+        lay = self._layout(*x_size, B, x.device)
+        xf, yf = x.reshape(B * L, C), y.reshape(B * L, C)
+        out_x, out_y = torch.empty_like(xf), torch.empty_like(yf)
+        for w0, idx in self._chunks(lay, B):
+            xw, yw = xf.index_select(0, idx), yf.index_select(0, idx)
+            nx, ny = _ln(self.norm1_A, xw), _ln(self.norm1_B, yw)
+            xw = _linear_add(self.attn_A.proj, self.attn_A.attend_inference(nx, ny, lay, B, w0), xw)
+            yw = _linear_add(self.attn_B.proj, self.attn_B.attend_inference(ny, nx, lay, B, w0), yw)
+            out_x.index_copy_(0, idx, _mlp_residual(self.mlp_A, self.norm2_A, xw))
+            out_y.index_copy_(0, idx, _mlp_residual(self.mlp_B, self.norm2_B, yw))
+        return out_x.view(B, L, C), out_y.view(B, L, C)
+
 
 class BasicLayer(nn.Module):
     """``depth`` Swin blocks, shift 0 on even and ``window_size // 2`` on odd blocks."""
@@ -542,7 +650,16 @@ class BasicLayer(nn.Module):
                   layout_cache)
             for i in range(depth)])
 
+    fast_path = True  # inference fast path (see ._fast)
+
+    def _use_inference_path(self, x: torch.Tensor) -> bool:
+        return not self.training and use_fast(x, self) and all(b.fused_attn for b in self.blocks)
+
     def forward(self, x, x_size):
+        if self._use_inference_path(x):
+            for blk in self.blocks:
+                x = blk.forward_inference(x, x_size)
+            return x
         for blk in self.blocks:
             x = blk(x, x_size)
         return x
@@ -553,6 +670,10 @@ class CrossBasicLayer(BasicLayer):
         super().__init__(*args, cross=True, **kwargs)
 
     def forward(self, x, y, x_size):
+        if self._use_inference_path(x):
+            for blk in self.blocks:
+                x, y = blk.forward_inference(x, y, x_size)
+            return x, y
         for blk in self.blocks:
             x, y = blk(x, y, x_size)
         return x, y
@@ -664,7 +785,11 @@ class SwinFusionBackbone(nn.Module):
         self.apply(_init_weights)
         set_fused_attn(self, fused_attn)
 
+    fast_path = True  # channels_last maps + inference kernels (see ._fast)
+
     def _stem(self, x):
+        if use_fast(x, self):
+            return conv_act(self.conv_first2, conv_act(self.conv_first1, x, 'leaky_relu', [0.2]), 'leaky_relu', [0.2])
         x = F.leaky_relu(self.conv_first1(x), 0.2)
         return F.leaky_relu(self.conv_first2(x), 0.2)
 
@@ -673,6 +798,7 @@ class SwinFusionBackbone(nn.Module):
             raise ValueError(f'vis and ir must have the same shape, got {tuple(vis.shape)} and {tuple(ir.shape)}')
         B, _, H, W = vis.shape
         _check_size(H, W, self.pad_multiple, 'SwinFusionBackbone')
+        vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)  # token views without copies
         if self.img_mean is not None:
             vis = vis - self.img_mean.to(vis.dtype)
             ir = ir - self.img_mean.to(ir.dtype)
@@ -690,6 +816,8 @@ class SwinFusionBackbone(nn.Module):
             x, y = layer(x, y, size)
         x = _image(self.norm_Fusion_A(x), H, W)
         y = _image(self.norm_Fusion_B(y), H, W)
+        if use_fast(x, self):
+            return conv_act(self.conv_after_body_Fusion, torch.cat([x, y], 1), 'leaky_relu', [0.2])
         return F.leaky_relu(self.conv_after_body_Fusion(torch.cat([x, y], 1)), 0.2)
 
 
@@ -725,7 +853,10 @@ class SwinFusionDecoder(nn.Module):
         self.apply(_init_weights)
         set_fused_attn(self, fused_attn)
 
+    fast_path = True  # channels_last maps + inference kernels (see ._fast)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_channels_last(x, self)
         if self.proj is not None:
             x = self.proj(x)
         _, _, H, W = x.shape
@@ -734,9 +865,13 @@ class SwinFusionDecoder(nn.Module):
         for layer in self.layers_Re:
             t = layer(t, (H, W))
         x = _image(self.norm_Re(t), H, W)
-        x = F.leaky_relu(self.conv_last1(x), 0.2)
-        x = F.leaky_relu(self.conv_last2(x), 0.2)
-        x = self.conv_last3(x)
+        if use_fast(x, self):
+            x = conv_act(self.conv_last2, conv_act(self.conv_last1, x, 'leaky_relu', [0.2]), 'leaky_relu', [0.2])
+            x = conv_act(self.conv_last3, x)
+        else:
+            x = F.leaky_relu(self.conv_last1(x), 0.2)
+            x = F.leaky_relu(self.conv_last2(x), 0.2)
+            x = self.conv_last3(x)
         if self.img_mean is not None:
             x = x + self.img_mean.to(x.dtype)
         return x

@@ -35,6 +35,7 @@ from einops import rearrange
 from timm.layers import LayerNorm2d
 
 from . import register_backbone
+from ._fast import conv_act, conv_add, fast_enabled, fconv, pointwise, to_channels_last, use_fast
 
 __all__ = ['RestormerCNNBlock', 'UfuserBackbone', 'UfuserDecoder', 'convert_original_state_dict']
 
@@ -50,7 +51,11 @@ class AttentionBase(nn.Module):
         self.qkv2 = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, bias=qkv_bias)
         self.proj = nn.Conv2d(dim, dim, kernel_size=1, bias=qkv_bias)
 
+    fast_path = True  # fast formulation (see ._fast)
+
     def forward(self, x):
+        if fast_enabled(self):
+            return self.forward_fast(x)
         h, w = x.shape[-2:]
         q, k, v = rearrange(self.qkv2(self.qkv1(x)), 'b (three head c) h w -> three b head c (h w)',
                             three=3, head=self.num_heads)
@@ -59,6 +64,41 @@ class AttentionBase(nn.Module):
         attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
         out = rearrange(attn @ v, 'b head c (h w) -> b (head c) h w', h=h, w=w)
         return self.proj(out)
+
+    def forward_fast(self, x, residual=None):
+        """The fast formulation (autograd-capable; same function up to fp32 rounding), returning
+        ``residual + attn(x)``. With ``C`` channels, ``c = C / heads`` per head (1 to 4 in Ufuser)
+        and ``N`` pixels:
+
+        * the 1x1 ``qkv1`` is a matrix product over the pixels; q, k, v are views of the
+          channels_last ``qkv`` map (no rearrange copies);
+        * one ``2C x 2C`` Gram matrix of ``[q | k]`` gives both the L2 norms (its diagonal) and
+          ``q^T k``, whose diagonal ``c x c`` blocks divided by the norms are the per-head
+          ``q_n k_n^T`` (``F.normalize`` moved after the product);
+        * ``attn @ v``, the 1x1 ``proj`` and the residual add are one product
+          ``residual + v @ (blockdiag(attn)^T W_proj^T)``: the attention output is never built.
+        """
+        B, C, H, W = x.shape
+        k_ = use_fast(x, self)
+        qkv = fconv(self.qkv2, pointwise(self.qkv1, x, kernels=k_), kernels=k_)
+        t = qkv.permute(0, 2, 3, 1).reshape(B, H * W, 3 * C)  # a view of the channels_last map
+        qk, v = t[..., :2 * C], t[..., 2 * C:]
+        gram = qk.transpose(1, 2) @ qk  # B x 2C x 2C
+        norms = torch.diagonal(gram, dim1=1, dim2=2).sqrt().clamp_min(1e-12)  # F.normalize's eps
+        cos = gram[:, :C, C:] / (norms[:, :C].unsqueeze(2) * norms[:, C:].unsqueeze(1))  # B x C x C
+        h, c = self.num_heads, C // self.num_heads
+        blocks = torch.diagonal(cos.reshape(B, h, c, h, c), dim1=1, dim2=3).permute(0, 3, 1, 2)  # B x h x c x c
+        attn = (blocks * self.scale).softmax(dim=-1)
+        wp = self.proj.weight.view(C, C).t().reshape(h, c, C)  # [(h i), o] -> h x i x o
+        m = (attn.transpose(-2, -1) @ wp).reshape(B, C, C)  # [(h j), o] = sum_i attn[h, i, j] W[o, (h i)]
+        if residual is None:
+            out = v @ m
+        else:
+            r = to_channels_last(residual, self).permute(0, 2, 3, 1).reshape(B, H * W, C)
+            out = torch.baddbmm(r, v, m)
+        if self.proj.bias is not None:
+            out = out + self.proj.bias
+        return out.view(B, H, W, C).permute(0, 3, 1, 2)
 
 
 class GatedDconvFFN(nn.Module):
@@ -72,9 +112,23 @@ class GatedDconvFFN(nn.Module):
                                 padding_mode='reflect')
         self.project_out = nn.Conv2d(hidden, out_features, kernel_size=1, bias=bias)
 
+    fast_path = True
+
     def forward(self, x):
+        if fast_enabled(self):
+            return self.forward_fast(x)
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(x1) * x2)
+
+    def forward_fast(self, x, residual=None):
+        """``residual + ffn(x)``: the 1x1 convs as matrix products over the pixels of channels_last
+        maps, the residual add fused into ``project_out``; same arithmetic with and without
+        autograd (in place without)."""
+        x = to_channels_last(x, self)
+        k = use_fast(x, self)
+        x1, x2 = fconv(self.dwconv, pointwise(self.project_in, x, kernels=k), kernels=k).chunk(2, dim=1)
+        g = F.gelu(x1).mul_(x2) if k else F.gelu(x1) * x2
+        return pointwise(self.project_out, g, residual=residual, kernels=k)
 
 
 class GlobalFeatureExtraction(nn.Module):
@@ -85,7 +139,12 @@ class GlobalFeatureExtraction(nn.Module):
         self.norm2 = LayerNorm2d(dim, eps=1e-5)
         self.mlp = GatedDconvFFN(dim, dim, ffn_expansion_factor=ffn_expansion_factor)
 
+    fast_path = True
+
     def forward(self, x):
+        if fast_enabled(self):  # residual adds fused into the last product of each branch
+            x = self.attn.forward_fast(self.norm1(x), residual=x)
+            return self.mlp.forward_fast(self.norm2(x), residual=x)
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -99,7 +158,11 @@ class ResBlock(nn.Module):
             nn.Conv2d(channels, channels, 3, padding=1, padding_mode='reflect'),
         )
 
+    fast_path = True
+
     def forward(self, x):
+        if use_fast(x, self):
+            return conv_add(self.conv[2], conv_act(self.conv[0], x, 'relu'), x)
         return self.conv(x) + x
 
 
@@ -122,7 +185,14 @@ class RestormerCNNBlock(nn.Module):
         self.LocalFeature = LocalFeatureExtraction(out_dim)
         self.FFN = nn.Conv2d(out_dim * 2, out_dim, 3, padding=1, bias=False, padding_mode='reflect')
 
+    fast_path = True
+
     def forward(self, x):
+        x = to_channels_last(x, self)
+        k = use_fast(x, self)
+        if k:
+            x = conv_act(self.embed, x)
+            return conv_act(self.FFN, torch.cat((self.GlobalFeature(x), self.LocalFeature(x)), 1))
         x = self.embed(x)
         return self.FFN(torch.cat((self.GlobalFeature(x), self.LocalFeature(x)), 1))
 
@@ -139,6 +209,7 @@ def _up(in_chs: int, out_chs: int) -> nn.Sequential:
 class UfuserBackbone(nn.Module):
     """Ufuser encoders + per-scale fusion + U-net aggregation; output 16 channels at full resolution."""
     pad_multiple = 8
+    fast_path = True
 
     def __init__(self, in_chans: int = 3, channels: Sequence[int] = (8, 16, 32, 32)):
         super().__init__()
@@ -173,6 +244,7 @@ class UfuserBackbone(nn.Module):
             raise ValueError(
                 f'Ufuser needs H and W divisible by {self.pad_multiple}, got {h}x{w}; '
                 'pad the inputs (mtvif_zoo.fuse() does this for you)')
+        vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)
         fi = self._encode(ir, 'I')
         fv = self._encode(vis, 'V')
         f1, f2, f3, f4 = (getattr(self, f'f_{n}')(torch.cat((a, b), 1)) for n, a, b in zip((1, 2, 3, 4), fi, fv))
@@ -190,8 +262,13 @@ class UfuserDecoder(nn.Module):
         self.de_1 = RestormerCNNBlock(in_chs, width)
         self.last = nn.Sequential(nn.Conv2d(width, out_chans, 3, padding=1, padding_mode='reflect'), nn.Sigmoid())
 
+    fast_path = True
+
     def forward(self, x):
-        return self.last(self.de_1(x))
+        x = self.de_1(to_channels_last(x, self))
+        if use_fast(x, self):
+            return torch.sigmoid_(conv_act(self.last[0], x))
+        return self.last(x)
 
 
 def convert_original_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -43,17 +43,44 @@ from einops import rearrange
 from timm.layers import Mlp
 
 from . import register_head
+from ..backbones._fast import conv_act, conv_bn_weights, fast_enabled, fconv, linear_act, pointwise, to_channels_last, use_fast
 
 __all__ = ['ChannelContextAttention', 'HIAF', 'MultiTaskHead', 'MultiTaskHeadNoHIA']
 
 
+class ConvLReLU(nn.Sequential):
+    """``Sequential(Conv2d, LeakyReLU)``; fast path: channels_last, and with autograd off on CPU the
+    conv + LeakyReLU as one oneDNN primitive (same bits as the two modules)."""
+    fast_path = True
+
+    def forward(self, x):
+        if not fast_enabled(self):
+            return super().forward(x)
+        x = to_channels_last(x, self)
+        return fconv(self[0], x, 'leaky_relu', [self[1].negative_slope], use_fast(x, self))
+
+
+class ConvBNReLU(nn.Sequential):
+    """``Sequential(Conv2d, BatchNorm2d, ReLU)``; fast path in eval mode: the BatchNorm folded into
+    the conv (``w * s``, ``(b - mean) * s + beta``, autograd-capable), conv + ReLU as one oneDNN
+    primitive with autograd off on CPU. Training mode (batch statistics): the modules as they are."""
+    fast_path = True
+
+    def forward(self, x):
+        if self.training or not fast_enabled(self):
+            return super().forward(x)
+        x = to_channels_last(x, self)
+        w, b = conv_bn_weights(self[0], self[1])
+        return fconv(self[0], x, 'relu', (), use_fast(x, self), weight=w, bias=b)
+
+
 def _conv_lrelu(in_chs: int, out_chs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_chs, out_chs, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
+    return ConvLReLU(nn.Conv2d(in_chs, out_chs, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
 
 
 def _conv_bn_relu(in_chs: int, out_chs: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(out_chs), nn.ReLU(inplace=True))
+    return ConvBNReLU(nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False),
+                      nn.BatchNorm2d(out_chs), nn.ReLU(inplace=True))
 
 
 class ChannelContextAttention(nn.Module):
@@ -76,6 +103,23 @@ class ChannelContextAttention(nn.Module):
         ctx = ((k.transpose(-2, -1) @ v) * self.scale).softmax(dim=-2)
         return rearrange(q @ ctx, 'b h n d -> b n (h d)')
 
+    def folded_context(self, context: torch.Tensor, w_next: torch.Tensor) -> torch.Tensor:
+        """Fast path: ``blockdiag(ctx_1 .. ctx_heads) @ w_next^T`` (``B x C x out``) for ``context``
+        ``B x N x C`` (any row stride), so that ``q @ ctx`` followed by a linear layer ``w_next``
+        is the single product ``q @ result``. Needs the bias-free ``kv`` projection
+        (``k^T v = W_k (t^T t) W_v^T``)."""
+        if self.kv.bias is not None:
+            raise NotImplementedError('folded_context needs kv without bias')
+        B, _, C = context.shape
+        h, d = self.num_heads, C // self.num_heads
+        wk, wv = self.kv.weight[:C], self.kv.weight[C:]
+        gram = context.transpose(1, 2) @ context  # B x C x C
+        full = wk @ gram @ wv.t()  # B x C x C: k^T v for all pairs of heads
+        ctx = torch.diagonal(full.view(B, h, d, h, d), dim1=1, dim2=3)  # B x d x d x h
+        ctx = (ctx.permute(0, 3, 1, 2) * self.scale).softmax(dim=-2)  # B x h x d x d
+        w = w_next.t().reshape(h, d, -1)  # (h d) x out -> h x d x out
+        return (ctx @ w.unsqueeze(0)).reshape(B, C, -1)  # block-diagonal product, per head
+
 
 class HIAF(nn.Module):
     """HIA-F: segmentation features guide the fusion reconstruction feature (Sec. 3.3, Fig. 3)."""
@@ -90,7 +134,11 @@ class HIAF(nn.Module):
         self.mlp = Mlp(2 * dim, hidden_features=dim, out_features=dim)
         self.norm = nn.LayerNorm(dim)
 
+    fast_path = True  # fast formulation (see mtvif_zoo.models.backbones._fast)
+
     def forward(self, f_re: torch.Tensor, f_seg: torch.Tensor) -> torch.Tensor:
+        if fast_enabled(self):
+            return self.forward_fast(f_re, f_seg)
         h, w = f_re.shape[-2:]
         t_re = rearrange(f_re, 'b c h w -> b (h w) c')
         f_seg = self.align(f_seg)
@@ -103,6 +151,49 @@ class HIAF(nn.Module):
         f_l = self.attn_l(t_r_l, t_s_l)
         out = self.norm(t_re + self.mlp(torch.cat((f_h, f_l), dim=-1)))
         return rearrange(out, 'b (h w) c -> b c h w', h=h, w=w)
+
+    def forward_fast(self, f_re: torch.Tensor, f_seg: torch.Tensor) -> torch.Tensor:
+        """The fast formulation (autograd-capable; the same function as the plain path up to fp32
+        rounding):
+
+        * tokens are views of channels_last maps (no rearrange copies), the 1x1 ``align`` is a
+          matrix product over the pixels;
+        * keys and values are never materialised: with the bias-free ``kv`` projection
+          ``k^T v = W_k (t^T t) W_v^T``, so each attention needs the ``C x C`` Gram matrix of its
+          context tokens and two ``C x C`` products per batch item
+          (:meth:`ChannelContextAttention.folded_context`);
+        * ``q @ ctx`` for all heads is ``q @ blockdiag(ctx)``, and that block-diagonal matrix is
+          folded into the first MLP layer, ``fc1(cat(q_h M_h, q_l M_l)) = q_h (M_h W_1a^T) +
+          q_l (M_l W_1b^T) + b_1``: neither ``f_h``, ``f_l`` nor their concatenation is built;
+        * with autograd off on CPU (:func:`use_fast`), ``Linear`` + ReLU and ``Linear`` + residual
+          add as single oneDNN matmuls (the same bits as the separate ops).
+        """
+        B, C, H, W = f_re.shape
+        N = H * W
+        f_re = to_channels_last(f_re, self)
+        k = use_fast(f_re, self)
+        t_re = f_re.permute(0, 2, 3, 1).reshape(B, N, C)  # a view of a channels_last map
+        f_seg = pointwise(self.align, to_channels_last(f_seg, self), kernels=k)
+        if f_seg.shape[-2:] != (H, W):
+            f_seg = F.interpolate(f_seg, size=(H, W), mode='bilinear', align_corners=False)
+        t_seg = f_seg.permute(0, 2, 3, 1).reshape(B, N, C)
+        if k:
+            e_re = linear_act(self.embed_re[0], t_re, 'relu')  # [t_r^h | t_r^l]
+            e_seg = linear_act(self.embed_seg[0], t_seg, 'relu')  # [t_s^h | t_s^l]
+        else:
+            e_re, e_seg = self.embed_re(t_re), self.embed_seg(t_seg)
+        fc1, fc2 = self.mlp.fc1, self.mlp.fc2
+        # C_h: query t_s^h, context t_r^h; C_l: query t_r^l, context t_s^l
+        a_h = self.attn_h.folded_context(e_re[..., :C], fc1.weight[:, :C])  # B x C x C_hidden
+        a_l = self.attn_l.folded_context(e_seg[..., C:], fc1.weight[:, C:])
+        hidden = torch.baddbmm(fc1.bias.view(1, 1, -1), e_seg[..., :C], a_h).baddbmm_(e_re[..., C:], a_l)
+        hidden = self.mlp.drop1(self.mlp.act(hidden))
+        if k:
+            out = torch.ops.mkldnn._linear_pointwise.binary(
+                hidden.view(B * N, -1), t_re.reshape(B * N, C), fc2.weight, fc2.bias, 'add').view(B, N, C)
+        else:
+            out = fc2(hidden) + t_re
+        return self.norm(out).view(B, H, W, C).permute(0, 3, 1, 2)  # channels_last B x C x H x W
 
 
 @register_head('mth')
@@ -153,12 +244,19 @@ class MultiTaskHead(nn.Module):
         """Whether the fused image depends on the segmentation branch (it does through HIA-F)."""
         return self.hiaf is not None
 
+    fast_path = True  # fast path (see mtvif_zoo.models.backbones._fast)
+
     def forward(self, x: torch.Tensor, with_seg: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        x = to_channels_last(x, self)  # fast path (the blocks fuse their ops themselves)
         f_re = self.fusion_branch(x)
         f_seg = self.seg_branch(x) if (with_seg or self.hiaf is not None) else None
         if self.hiaf is not None:
             f_re = self.hiaf(f_re, f_seg)
-        fused = torch.sigmoid(self.fusion_out(self.fusion_tail(f_re)))
+        f_re = self.fusion_tail(f_re)
+        if use_fast(f_re, self):
+            fused = torch.sigmoid_(conv_act(self.fusion_out, f_re))
+        else:
+            fused = torch.sigmoid(self.fusion_out(f_re))
         seg = self.seg_classifier(f_seg) if with_seg else None
         if seg is not None and seg.shape[-2:] != x.shape[-2:]:
             seg = F.interpolate(seg, size=x.shape[-2:], mode='bilinear', align_corners=False)

@@ -1,0 +1,98 @@
+"""``mtvif bench``: JSON structure, medians and ratios with sane values. No timing thresholds: speed
+belongs in the benchmark's output, never in a test's pass/fail."""
+import json
+import statistics
+
+import pytest
+import torch
+
+from mtvif_zoo.bench import DTYPES, ROOFLINE_CONV, SCHEMA, bench, format_table, roofline, roofline_flops
+from mtvif_zoo.cli import main
+from mtvif_zoo.models.multitaskvif import VARIANTS
+from mtvif_zoo.profile import count_macs
+
+
+@pytest.fixture(scope='module')
+def quick_report(tmp_path_factory):
+    """``mtvif bench --model all --quick``: every variant on CPU, the CI mode."""
+    path = tmp_path_factory.mktemp('bench') / 'quick.json'
+    assert main(['bench', '--model', 'all', '--quick', '--json', str(path)]) == 0
+    return json.loads(path.read_text())
+
+
+def test_quick_runs_every_variant(quick_report):
+    r = quick_report
+    assert r['schema'] == SCHEMA
+    assert [row['model'] for row in r['results']] == list(VARIANTS)
+    assert r['config'] == {'size': [64, 96], 'batch': 1, 'device': 'cpu', 'dtypes': ['fp32'], 'compile': False,
+                           'warmup': 1, 'runs': 3, 'mode': 'fuse'}
+    assert r['env']['threads'] == torch.get_num_threads() and r['env']['torch'] == torch.__version__
+    roof = r['roofline']['fp32']
+    assert '256x128x128' in roof['op'] and roof['gflops_median'] > 0
+    assert roof['gflops_median'] == statistics.median(roof['gflops_runs'])
+
+
+@pytest.mark.parametrize('name', list(VARIANTS))
+def test_row_is_medians_and_ratios(quick_report, name):
+    row = next(x for x in quick_report['results'] if x['model'] == name)
+    assert row['size'] == [64, 96] and row['runs'] == 3 and len(row['times_s']) == 3
+    assert row['time_median_s'] == statistics.median(row['times_s'])
+    assert row['images_per_s'] == pytest.approx(1 / row['time_median_s'])
+    assert row['macs_per_image'] > 0
+    assert row['gflops'] == pytest.approx(2 * row['macs_per_image'] / row['time_median_s'] / 1e9)
+    assert len(row['roofline_runs_gflops']) == 3 and all(g > 0 for g in row['roofline_runs_gflops'])
+    assert row['roofline_gflops'] == statistics.median(row['roofline_runs_gflops'])
+    # the fraction is the median of the per-run (model, adjacent roofline) ratios
+    ratios = [2 * row['macs_per_image'] / t / 1e9 / g for t, g in zip(row['times_s'], row['roofline_runs_gflops'])]
+    assert row['roofline_fraction'] == pytest.approx(statistics.median(ratios))
+    assert 0 < row['roofline_fraction'] < 1.5
+    assert row['peak_memory_mb'] >= 0 and row['memory_method']
+    assert row['fast_path'] is True and row['dtype'] == 'fp32' and row['compile'] is False
+
+
+def test_macs_are_the_plain_eval_count():
+    res = bench('seafusion', size=(40, 56), warmup=0, runs=1, mode='model')
+    from mtvif_zoo import create_model
+    assert res.macs_per_image == count_macs(create_model('seafusion'), (40, 56), training=False)
+    # a padded model counts the padded size (Ufuser pads to a multiple of 8)
+    res = bench('emma_ufuser', size=(30, 41), warmup=0, runs=1)
+    assert res.macs_per_image == count_macs(create_model('emma_ufuser'), (32, 48), training=False)
+
+
+def test_table_and_cli_output(capsys, tmp_path):
+    path = tmp_path / 'b.json'
+    assert main(['bench', '--model', 'seafusion', '--size', '32x40', '--runs', '2', '--warmup', '0', '--batch', '2',
+                 '--mode', 'model', '--json', str(path)]) == 0
+    out = capsys.readouterr().out
+    assert 'seafusion' in out and '% roof' in out and 'roofline' in out
+    rep = json.loads(path.read_text())
+    row, = rep['results']
+    assert row['batch'] == 2 and row['mode'] == 'model' and row['size'] == [32, 40]
+    assert row['images_per_s'] == pytest.approx(2 / row['time_median_s'])
+    assert 'seafusion' in format_table(rep['results'])
+
+
+def test_roofline_definition():
+    c = ROOFLINE_CONV
+    assert (c['batch'], c['in_chs'], c['size'], c['out_chs'], c['kernel']) == (1, 256, (128, 128), 256, 3)
+    assert roofline_flops() == 2 * 256 * 256 * 9 * 128 * 128
+    r = roofline(runs=2)
+    assert r['gflops_median'] > 0 and len(r['gflops_runs']) == 2
+
+
+@pytest.mark.parametrize('args,match', [
+    (['--model', 'nope'], 'unknown model'),
+    (['--model', 'seafusion', '--dtype', 'fp8'], 'unknown dtype'),
+    (['--model', 'seafusion', '--size', '12'], 'size must be HxW'),
+])
+def test_cli_errors(args, match, capsys):
+    assert main(['bench', *args]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_bf16_row_on_cpu():
+    """bf16 autocast runs on CPU too (the CUDA path is checked by tools/cuda_check.py)."""
+    res = bench('seafusion', size=(32, 40), dtype='bf16', warmup=0, runs=1, check_fp32=True)
+    assert res.dtype == 'bf16' and not res.fast_path
+    assert res.max_abs_diff_vs_fp32 is not None and res.max_abs_diff_vs_fp32 < 0.1
+    assert set(DTYPES) == {'fp32', 'bf16', 'fp16'}

@@ -1,0 +1,169 @@
+"""Every fast path against the plain path (fp32, max abs diff <= 1e-5), and the fast paths are taken.
+
+Fast = what ``fuse()`` runs on CPU (channels_last maps, the fast formulations, the oneDNN inference
+kernels, Swin's SDPA window attention); plain = ``plain_path()`` + ``set_fused_attn(model, False)``:
+the original op sequence on NCHW tensors. Small inputs only; speed is measured by ``mtvif bench``,
+never here.
+"""
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from mtvif_zoo import create_model, fuse
+from mtvif_zoo.models.backbones._fast import fast_enabled, plain_path, set_fast_path, use_fast
+from mtvif_zoo.models.backbones.swinfusion import set_fused_attn
+from mtvif_zoo.models.multitaskvif import VARIANTS
+
+TOL = 1e-5
+ALL = sorted(VARIANTS)
+
+
+def _perturbed(name, seed=0, **kwargs):
+    """A model whose BN running stats and LayerNorm / bias parameters are off their init."""
+    torch.manual_seed(seed)
+    m = create_model(name, **kwargs)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() <= 1 or p.numel() < 5000:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        m.train()
+        m(torch.rand(2, m.in_chans, 32, 32, generator=g), torch.rand(2, m.in_chans, 32, 32, generator=g))
+    return m.eval()
+
+
+def _inputs(b=1, c=3, h=40, w=48, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, c, h, w, generator=g), torch.rand(b, 1, h, w, generator=g).expand(-1, c, -1, -1)
+
+
+def _plain(m, vis, ir):
+    set_fused_attn(m, False)
+    try:
+        with plain_path(), torch.no_grad():
+            return m(vis.contiguous(), ir.contiguous())
+    finally:
+        set_fused_attn(m, True)
+
+
+@pytest.mark.parametrize('name', ALL)
+def test_fast_equals_plain(name):
+    m = _perturbed(name)
+    vis, ir = _inputs(b=2)
+    ref = _plain(m, vis, ir)
+    with torch.inference_mode():
+        fast = m(vis, ir)
+    assert fast.is_contiguous(memory_format=torch.channels_last)  # the fast path ran (NHWC maps)
+    assert (fast - ref).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize('name', ['mtvif_iii', 'mtvif_iv', 'mtvif_ii', 'seafusion', 'segmif', 'emma_ufuser'])
+def test_eval_forward_same_bits_with_and_without_autograd(name):
+    """The CPU inference kernels fuse ops whose separate results they reproduce bit for bit, so an
+    eval-mode forward gives the same image whether autograd records it or not (fuse() == model())."""
+    m = _perturbed(name)
+    vis, ir = _inputs()
+    with_grad = m(vis, ir)
+    assert with_grad.requires_grad
+    with torch.inference_mode():
+        without = m(vis, ir)
+    assert torch.equal(with_grad.detach(), without)
+    assert torch.equal(fuse(vis, ir, model=m), without.clamp(0, 1))
+
+
+def _op_names(fn):
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name for e in prof.events()}
+
+
+@pytest.mark.parametrize('name', ['mtvif_i', 'mtvif_ii', 'mtvif_iii', 'mtvif_iv'])
+def test_inference_kernels_are_used(name):
+    m = _perturbed(name)
+    vis, ir = _inputs()
+    with torch.inference_mode():
+        fast = _op_names(lambda: m(vis, ir))
+        with plain_path():
+            plain = _op_names(lambda: m(vis, ir))
+    assert 'mkldnn::_convolution_pointwise' in fast
+    assert 'mkldnn::_convolution_pointwise' not in plain
+    if name == 'mtvif_i':
+        assert 'mkldnn::_linear_pointwise' in fast  # Swin MLP / projections with fused bias, GELU, add
+
+
+def test_switches():
+    m = _perturbed('mtvif_iii')
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert use_fast(x, m.head) and fast_enabled(m.head.hiaf)
+        with plain_path():
+            assert not use_fast(x, m.head) and not fast_enabled(m.head.hiaf)
+        set_fast_path(m, False)
+        assert not use_fast(x, m.head) and not fast_enabled(m.head.hiaf)
+        set_fast_path(m, True)
+    assert not use_fast(x, m.head)  # autograd on: the fused oneDNN ops have no backward
+    m.train()
+    with torch.no_grad():
+        assert not use_fast(x, m.head)  # training-mode BN / dropout: plain kernels
+    # MACs are counted on the plain path (FlopCounterMode is a dispatch mode)
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False):
+        assert not fast_enabled(m.head.hiaf)
+
+
+@pytest.mark.parametrize('name', ['mtvif_iii', 'mtvif_ii'])
+def test_fast_formulation_gradients_match_plain(name):
+    """The fast formulations (HIA-F's Gram matrix, Ufuser's folded channel attention, channels_last)
+    in training mode: same fused image and gradients. The loss is on the fused image (which reaches
+    the segmentation branch through HIA-F); a loss on the logits of a 2-image batch goes through
+    training-mode BN statistics so ill-conditioned that NCHW vs channels_last alone moves its
+    gradients by ~1e-2 relative."""
+    m = _perturbed(name).train()
+    vis, ir = _inputs(b=2, h=24, w=32)
+    grads, outs = [], []
+    for fast in (True, False):
+        set_fast_path(m, fast)
+        m.zero_grad()
+        fused, _ = m(vis, ir)
+        fused.square().mean().backward()
+        outs.append(fused.detach())
+        grads.append({k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None})
+    set_fast_path(m, True)
+    assert (outs[0] - outs[1]).abs().max().item() <= TOL
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        scale = grads[1][k].abs().max().item()
+        assert (grads[0][k] - grads[1][k]).abs().max().item() <= 1e-4 * scale + 1e-9, k
+
+
+@pytest.mark.parametrize('name', ['mtvif_i', 'swinfusion'])
+def test_swin_inference_chunks_and_batch(name, monkeypatch):
+    """Chunked Swin inference (several chunks, windows of all four mask classes in one chunk,
+    batch 2) equals the plain path."""
+    from mtvif_zoo.models.backbones import swinfusion as sf
+    m = _perturbed(name)
+    vis, ir = _inputs(b=2, h=48, w=64)
+    ref = _plain(m, vis, ir)
+    for rows in (64 * 2, 64 * 2 * 5, 1 << 20):  # 1 window, 5 windows per chunk, everything
+        monkeypatch.setattr(sf, 'INFERENCE_CHUNK_ROWS', rows)
+        with torch.inference_mode():
+            assert (m(vis, ir) - ref).abs().max().item() <= TOL
+
+
+def test_one_channel_models():
+    for name in ('mtvif_ii', 'mtvif_iii', 'mtvif_i'):
+        m = _perturbed(name, in_chans=1)
+        vis, ir = _inputs(c=1)
+        ref = _plain(m, vis, ir)
+        with torch.inference_mode():
+            assert (m(vis, ir) - ref).abs().max().item() <= TOL
+
+
+def test_segmentation_logits_fast_equals_plain():
+    m = _perturbed('mtvif_iv')
+    vis, ir = _inputs()
+    with plain_path(), torch.no_grad():
+        ref = m.segment(vis, ir)
+    with torch.inference_mode():
+        fast = m.segment(vis, ir)
+    assert (fast - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
