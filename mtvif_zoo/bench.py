@@ -22,10 +22,14 @@ What one benchmark row measures (``mtvif bench``; :func:`bench` / :func:`bench_m
   ``roofline_fraction`` is the median over runs of ``model GFLOP/s / roofline GFLOP/s`` of each
   adjacent pair (machine load that drifts between runs cancels; on a shared machine single runs
   vary by 2x or more, the ratio much less).
-* **peak memory**: on CUDA ``torch.cuda.max_memory_allocated`` over the timed runs; on CPU the
-  process's peak resident set size during the timed runs (``/proc/self/statm``, sampled every
-  2 ms by a thread) minus the resident size before the first run: what the runs add on top of the
-  loaded model and inputs.
+* **peak memory**: on CUDA ``torch.cuda.max_memory_allocated`` over warm-up and timed runs; on
+  CPU the process's peak resident set size during warm-up and timed runs (``/proc/self/statm``,
+  sampled every 2 ms by a thread) minus the resident size before the first call (after glibc's
+  ``malloc_trim``, so memory an earlier row left in the heap does not hide this row's): what fusing
+  adds on top of the loaded model and inputs.
+* **allocator**: ``mtvif bench`` calls :func:`mtvif_zoo.fusion.tune_cpu_allocator` first (glibc
+  keeps freed large buffers for reuse instead of page-faulting fresh zeroed memory for every
+  activation); ``--no-tune-allocator`` measures glibc's defaults. The report says which.
 
 Threads: PyTorch's intra-op thread count (``torch.get_num_threads()``) is recorded, not changed.
 """
@@ -136,6 +140,19 @@ def _rss_bytes() -> int:
         return rss if platform.system() == 'Darwin' else rss * 1024
 
 
+def _malloc_trim() -> None:
+    """Hand free heap pages back to the kernel (glibc ``malloc_trim``), so that the RSS baseline of
+    the next measurement is live memory, not what an earlier row left in the heap."""
+    import ctypes
+    import ctypes.util
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _PeakRSS:
     """Peak resident set size while the ``with`` block runs (a sampling thread, every ``interval`` s)."""
 
@@ -189,6 +206,7 @@ class BenchResult:
     memory_method: str
     fast_path: bool
     threads: int
+    allocator_tuned: bool
     max_abs_diff_vs_fp32: Optional[float] = None
     notes: List[str] = field(default_factory=list)
 
@@ -282,18 +300,18 @@ def bench(model, size=(480, 640), batch: int = 1, device: str = 'cpu', dtype: st
         call = _model_callable(model, vis, ir, dev, dtype, compiled)
 
     roof = roof if roof is not None else _Roofline(dev, dtype)
-    for _ in range(max(warmup, 1 if compile else warmup)):
-        call()
-    _sync(dev)
-
     times, roof_gf, ratios = [], [], []
     if dev.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(dev)
         base_mem = torch.cuda.memory_allocated(dev)
         mem_ctx = contextlib.nullcontext()
     else:
+        _malloc_trim()
         mem_ctx = _PeakRSS()
     with mem_ctx as rss:
+        for _ in range(max(warmup, 1 if compile else warmup)):
+            call()
+        _sync(dev)
         for _ in range(runs):
             rg = roof.gflops()
             _sync(dev)
@@ -306,10 +324,10 @@ def bench(model, size=(480, 640), batch: int = 1, device: str = 'cpu', dtype: st
             ratios.append(2 * macs * batch / t / 1e9 / rg)
     if dev.type == 'cuda':
         peak_mb = (torch.cuda.max_memory_allocated(dev) - base_mem) / 2 ** 20
-        mem_method = 'cuda max_memory_allocated during the timed runs, above the allocation before them'
+        mem_method = 'cuda max_memory_allocated during warm-up and timed runs, above the allocation before them'
     else:
         peak_mb = (rss.peak - rss.base) / 2 ** 20
-        mem_method = 'peak RSS during the timed runs minus RSS before them (sampled every 2 ms)'
+        mem_method = 'peak RSS during warm-up and timed runs minus RSS before them (sampled every 2 ms)'
 
     diff = None
     if check_fp32 and dtype != 'fp32' and mode == 'fuse':
@@ -324,7 +342,12 @@ def bench(model, size=(480, 640), batch: int = 1, device: str = 'cpu', dtype: st
         roofline_gflops=statistics.median(roof_gf), roofline_runs_gflops=roof_gf,
         roofline_fraction=statistics.median(ratios), peak_memory_mb=peak_mb, memory_method=mem_method,
         fast_path=_fast_path_active(model, dev, dtype, compile), threads=torch.get_num_threads(),
-        max_abs_diff_vs_fp32=diff, notes=notes)
+        allocator_tuned=_allocator_tuned(), max_abs_diff_vs_fp32=diff, notes=notes)
+
+
+def _allocator_tuned() -> bool:
+    from . import fusion
+    return fusion._ALLOCATOR_TUNED
 
 
 def _fast_path_active(model, dev, dtype, compile) -> bool:
@@ -340,7 +363,7 @@ def environment() -> Dict[str, Any]:
     env = {'torch': torch.__version__, 'python': platform.python_version(), 'platform': platform.platform(),
            'processor': _cpu_name(), 'cpu_count': os.cpu_count(), 'threads': torch.get_num_threads(),
            'mkldnn': torch.backends.mkldnn.is_available(), 'cpu_capability': torch.backends.cpu.get_cpu_capability(),
-           'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
+           'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'allocator_tuned': _allocator_tuned()}
     try:
         env['load_average'] = list(os.getloadavg())
     except OSError:

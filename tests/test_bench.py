@@ -27,6 +27,7 @@ def test_quick_runs_every_variant(quick_report):
     assert r['config'] == {'size': [64, 96], 'batch': 1, 'device': 'cpu', 'dtypes': ['fp32'], 'compile': False,
                            'warmup': 1, 'runs': 3, 'mode': 'fuse'}
     assert r['env']['threads'] == torch.get_num_threads() and r['env']['torch'] == torch.__version__
+    assert isinstance(r['env']['allocator_tuned'], bool)
     roof = r['roofline']['fp32']
     assert '256x128x128' in roof['op'] and roof['gflops_median'] > 0
     assert roof['gflops_median'] == statistics.median(roof['gflops_runs'])
@@ -48,6 +49,7 @@ def test_row_is_medians_and_ratios(quick_report, name):
     assert 0 < row['roofline_fraction'] < 1.5
     assert row['peak_memory_mb'] >= 0 and row['memory_method']
     assert row['fast_path'] is True and row['dtype'] == 'fp32' and row['compile'] is False
+    assert row['allocator_tuned'] == quick_report['env']['allocator_tuned']
 
 
 def test_macs_are_the_plain_eval_count():

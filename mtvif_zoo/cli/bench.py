@@ -36,8 +36,12 @@ def _run(args) -> int:
     runs = args.runs if args.runs is not None else (3 if args.quick else 5)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f'roofline: {roofline_description()}, interleaved with the model runs; threads {torch.get_num_threads()}',
-          file=sys.stderr)
+    if not args.no_tune_allocator:
+        from ..fusion import tune_cpu_allocator
+        tune_cpu_allocator()
+    from .. import fusion
+    print(f'roofline: {roofline_description()}, interleaved with the model runs; threads {torch.get_num_threads()}; '
+          f'allocator {"tuned" if fusion._ALLOCATOR_TUNED else "glibc defaults"}', file=sys.stderr)
 
     def log(r):
         print(f'  {r.model} {r.dtype}{" compiled" if r.compile else ""}: {r.images_per_s:.3f} img/s, '
@@ -50,7 +54,8 @@ def _run(args) -> int:
         rows = [r for r in report['results'] if r['dtype'] == dtype]
         roof = report['roofline'][dtype]
         print(f'\n{args.device} {dtype}{" compiled" if args.compile else ""}, batch {args.batch}, mode {args.mode}, '
-              f'median of {runs} runs after {warmup} warm-up; roofline {roof["gflops_median"]:.1f} GFLOP/s (median)')
+              f'median of {runs} runs after {warmup} warm-up, {torch.get_num_threads()} threads, allocator '
+              f'{"tuned" if fusion._ALLOCATOR_TUNED else "default"}; roofline {roof["gflops_median"]:.1f} GFLOP/s (median)')
         print(format_table(rows))
     if args.json:
         write_json(report, args.json)
@@ -73,5 +78,8 @@ def add_parser(sub) -> None:
     p.add_argument('--runs', type=int, help='timed runs, the median is reported (default 5; 3 with --quick)')
     p.add_argument('--threads', type=int, help='torch.set_num_threads (default: leave as is)')
     p.add_argument('--quick', action='store_true', help='CI mode: small size, 1 warm-up + 3 runs')
+    p.add_argument('--no-tune-allocator', action='store_true',
+                   help="keep glibc's malloc defaults (by default large CPU buffers are reused, see "
+                        'mtvif_zoo.fusion.tune_cpu_allocator)')
     p.add_argument('--json', help='write the full report (every run, environment) to this file')
     p.set_defaults(func=_run)
