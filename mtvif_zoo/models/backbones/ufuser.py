@@ -83,14 +83,17 @@ class AttentionBase(nn.Module):
         qkv = fconv(self.qkv2, pointwise(self.qkv1, x, kernels=k_), kernels=k_)
         t = qkv.permute(0, 2, 3, 1).reshape(B, H * W, 3 * C)  # a view of the channels_last map
         qk, v = t[..., :2 * C], t[..., 2 * C:]
-        gram = qk.transpose(1, 2) @ qk  # B x 2C x 2C
-        norms = torch.diagonal(gram, dim1=1, dim2=2).sqrt().clamp_min(1e-12)  # F.normalize's eps
-        cos = gram[:, :C, C:] / (norms[:, :C].unsqueeze(2) * norms[:, C:].unsqueeze(1))  # B x C x C
         h, c = self.num_heads, C // self.num_heads
-        blocks = torch.diagonal(cos.reshape(B, h, c, h, c), dim1=1, dim2=3).permute(0, 3, 1, 2)  # B x h x c x c
-        attn = (blocks * self.scale).softmax(dim=-1)
-        wp = self.proj.weight.view(C, C).t().reshape(h, c, C)  # [(h i), o] -> h x i x o
-        m = (attn.transpose(-2, -1) @ wp).reshape(B, C, C)  # [(h j), o] = sum_i attn[h, i, j] W[o, (h i)]
+        with torch.autocast(x.device.type, enabled=False):  # the small C x C algebra in fp32
+            qk = qk.float()
+            gram = qk.transpose(1, 2) @ qk  # B x 2C x 2C
+            norms = torch.diagonal(gram, dim1=1, dim2=2).sqrt().clamp_min(1e-12)  # F.normalize's eps
+            cos = gram[:, :C, C:] / (norms[:, :C].unsqueeze(2) * norms[:, C:].unsqueeze(1))  # B x C x C
+            blocks = torch.diagonal(cos.reshape(B, h, c, h, c), dim1=1, dim2=3).permute(0, 3, 1, 2)  # B x h x c x c
+            attn = (blocks * self.scale.float()).softmax(dim=-1)
+            wp = self.proj.weight.float().view(C, C).t().reshape(h, c, C)  # [(h i), o] -> h x i x o
+            m = (attn.transpose(-2, -1) @ wp).reshape(B, C, C)  # [(h j), o] = sum_i attn[h, i, j] W[o, (h i)]
+        m = m.to(v.dtype)
         if residual is None:
             out = v @ m
         else:

@@ -112,13 +112,17 @@ class ChannelContextAttention(nn.Module):
             raise NotImplementedError('folded_context needs kv without bias')
         B, _, C = context.shape
         h, d = self.num_heads, C // self.num_heads
-        wk, wv = self.kv.weight[:C], self.kv.weight[C:]
-        gram = context.transpose(1, 2) @ context  # B x C x C
-        full = wk @ gram @ wv.t()  # B x C x C: k^T v for all pairs of heads
-        ctx = torch.diagonal(full.view(B, h, d, h, d), dim1=1, dim2=3)  # B x d x d x h
-        ctx = (ctx.permute(0, 3, 1, 2) * self.scale).softmax(dim=-2)  # B x h x d x d
-        w = w_next.t().reshape(h, d, -1)  # (h d) x out -> h x d x out
-        return (ctx @ w.unsqueeze(0)).reshape(B, C, -1)  # block-diagonal product, per head
+        # the C x C products in fp32 even under autocast: k^T v sums over every pixel, its entries
+        # reach 1e4 and bf16 would round them by tens before a softmax (cheap: N C^2 + 2 C^3)
+        with torch.autocast(context.device.type, enabled=False):
+            wk, wv = self.kv.weight[:C].float(), self.kv.weight[C:].float()
+            context = context.float()
+            gram = context.transpose(1, 2) @ context  # B x C x C
+            full = wk @ gram @ wv.t()  # B x C x C: k^T v for all pairs of heads
+            ctx = torch.diagonal(full.view(B, h, d, h, d), dim1=1, dim2=3)  # B x d x d x h
+            ctx = (ctx.permute(0, 3, 1, 2) * self.scale).softmax(dim=-2)  # B x h x d x d
+            w = w_next.float().t().reshape(h, d, -1)  # (h d) x out -> h x d x out
+            return (ctx @ w.unsqueeze(0)).reshape(B, C, -1)  # block-diagonal product, per head
 
 
 class HIAF(nn.Module):
@@ -186,7 +190,9 @@ class HIAF(nn.Module):
         # C_h: query t_s^h, context t_r^h; C_l: query t_r^l, context t_s^l
         a_h = self.attn_h.folded_context(e_re[..., :C], fc1.weight[:, :C])  # B x C x C_hidden
         a_l = self.attn_l.folded_context(e_seg[..., C:], fc1.weight[:, C:])
-        hidden = torch.baddbmm(fc1.bias.view(1, 1, -1), e_seg[..., :C], a_h).baddbmm_(e_re[..., C:], a_l)
+        a_h, a_l = a_h.to(e_seg.dtype), a_l.to(e_re.dtype)  # (fp32 under autocast)
+        hidden = torch.baddbmm(fc1.bias.view(1, 1, -1), e_seg[..., :C], a_h)
+        hidden = hidden.baddbmm_(e_re[..., C:], a_l.to(hidden.dtype))
         hidden = self.mlp.drop1(self.mlp.act(hidden))
         if k:
             out = torch.ops.mkldnn._linear_pointwise.binary(
