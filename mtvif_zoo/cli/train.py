@@ -34,6 +34,7 @@ def _train(args) -> int:
         patience=args.patience, min_delta=args.min_delta, weight_decay=args.weight_decay, scheduler=args.scheduler,
         grad_clip=args.grad_clip, amp=args.amp, seed=args.seed, workers=args.workers, device=args.device,
         val_fraction=args.val_fraction, val_crop=args.val_crop, hflip=args.hflip, vflip=args.vflip,
+        ir_gain=args.ir_gain, vis_gain=args.vis_gain, init_from=args.init_from,
         in_chans=args.in_chans, num_classes=args.num_classes, ignore_index=args.ignore_index,
         ckpt_every=args.ckpt_every, grad_projection=args.grad_projection, sync_bn=args.sync_bn,
         threads=args.threads,
@@ -90,6 +91,11 @@ def add_parser(sub) -> None:
     p.add_argument('--val-fraction', type=float, help='validation share when the data has no val list (0.1)')
     p.add_argument('--val-crop', type=int, help='centre crop of validation images (default --crop; 0: whole)')
     p.add_argument('--hflip', type=float, help='horizontal flip probability (0.5)')
+    p.add_argument('--ir-gain', type=float, nargs=2, metavar=('LOW', 'HIGH'),
+                   help='multiply each infrared crop by a random gain in [LOW, HIGH] (intensity augmentation; off)')
+    p.add_argument('--vis-gain', type=float, nargs=2, metavar=('LOW', 'HIGH'),
+                   help='the same for the visible crop (off)')
+    p.add_argument('--init-from', metavar='FILE', help='start from these .safetensors weights (fine-tuning)')
     p.add_argument('--vflip', type=float, help='vertical flip probability (0)')
     p.add_argument('--in-chans', type=int, choices=[1, 3], help='3: RGB (default); 1: Y channel mode')
     p.add_argument('--num-classes', type=int, help='segmentation classes (layout default: 9 MSRS/folder, 15 FMB)')

@@ -105,6 +105,15 @@ def _grey(ir: torch.Tensor) -> torch.Tensor:
     return ir[:1] if bool((ir[:1] == ir[1:]).all()) else rgb_to_gray(ir)
 
 
+def _gain_range(g, name: str):
+    if g is None:
+        return None
+    lo, hi = (float(v) for v in g)
+    if not 0 < lo <= hi:
+        raise ValueError(f'{name} must be (low, high) with 0 < low <= high, got {tuple(g)!r}')
+    return lo, hi
+
+
 class VisIRSegDataset(Dataset):
     """Visible / infrared (/ label) pairs with paired random crops and flips (see module docstring).
 
@@ -114,16 +123,24 @@ class VisIRSegDataset(Dataset):
         train: random crop + flips (``True``) or centre crop (``False``).
         seed: augmentation seed.
         hflip, vflip: flip probabilities (training only).
+        ir_gain, vis_gain: ``(low, high)``: multiply the infrared / visible crop by a gain drawn
+            uniformly from that range, clipped to [0, 1] (training only; ``None`` = off). The
+            fusion targets are computed from the augmented sources, so this teaches the network
+            the max-of-sources behaviour over a wider range of relative brightness than one
+            sensor's data shows (MFNet's raw thermal is brighter than MSRS's, for instance).
     """
 
     def __init__(self, records: Sequence[PairRecord], crop: Optional[int] = None, train: bool = True,
-                 seed: int = 0, hflip: float = 0.5, vflip: float = 0.0):
+                 seed: int = 0, hflip: float = 0.5, vflip: float = 0.0,
+                 ir_gain: Optional[Sequence[float]] = None, vis_gain: Optional[Sequence[float]] = None):
         self.records = list(records)
         self.crop = crop
         self.train = train
         self.seed = int(seed)
         self.hflip = float(hflip)
         self.vflip = float(vflip)
+        self.ir_gain = _gain_range(ir_gain, 'ir_gain')
+        self.vis_gain = _gain_range(vis_gain, 'vis_gain')
         self.has_labels = bool(self.records) and all(r.label is not None for r in self.records)
 
     def __len__(self) -> int:
@@ -150,6 +167,11 @@ class VisIRSegDataset(Dataset):
             top = int(rng.integers(0, h - c + 1)) if c else 0
             left = int(rng.integers(0, w - c + 1)) if c else 0
             flip_h, flip_v = rng.random() < self.hflip, rng.random() < self.vflip
+            # drawn after the crop / flips so that runs without gains keep their random streams
+            if self.ir_gain is not None:
+                ir = (ir * float(rng.uniform(*self.ir_gain))).clamp_(0, 1)
+            if self.vis_gain is not None:
+                vis = (vis * float(rng.uniform(*self.vis_gain))).clamp_(0, 1)
         else:
             top, left = ((h - c) // 2, (w - c) // 2) if c else (0, 0)
             flip_h = flip_v = False

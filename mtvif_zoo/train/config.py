@@ -18,7 +18,7 @@ available), no weight decay, Adam's default betas / eps, no gradient clipping, h
 with p = 0.5, validation on a centre crop of the training crop size, seed 0.
 """
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 __all__ = ['RECIPES', 'TrainConfig', 'RESUME_OVERRIDABLE']
 
@@ -80,6 +80,9 @@ class TrainConfig:
     val_crop: Optional[int] = None
     hflip: Optional[float] = None
     vflip: Optional[float] = None
+    ir_gain: Optional[Tuple[float, float]] = None
+    vis_gain: Optional[Tuple[float, float]] = None
+    init_from: Optional[str] = None
     in_chans: Optional[int] = None
     num_classes: Optional[int] = None
     ignore_index: Optional[int] = None

@@ -62,7 +62,7 @@ from ..data import (DatasetError, EvalSampler, LAYOUTS, ResumableBatchSampler, V
                     validate_records)
 from ..losses import TERMS, LossWeights, MultiTaskVIFLoss
 from ..models.multitaskvif import VARIANTS
-from ..weights import model_config
+from ..weights import model_config, load_weights
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .config import RESUME_OVERRIDABLE, TrainConfig
 
@@ -179,7 +179,8 @@ class Trainer:
             raise DatasetError([f'{len(train_rec)} training pairs, fewer than one global batch of {gb} '
                                 f'(batch size {cfg.batch_size} x {self.world_size} process(es)); '
                                 'lower --batch-size or add data'], cfg.data)
-        self.train_set = VisIRSegDataset(train_rec, cfg.crop, True, cfg.seed, cfg.hflip, cfg.vflip)
+        self.train_set = VisIRSegDataset(train_rec, cfg.crop, True, cfg.seed, cfg.hflip, cfg.vflip,
+                                         ir_gain=cfg.ir_gain, vis_gain=cfg.vis_gain)
         self.val_set = VisIRSegDataset(val_rec, cfg.val_crop or None, False, cfg.seed)
         self.sampler = ResumableBatchSampler(len(self.train_set), cfg.batch_size, cfg.seed, self.rank,
                                              self.world_size)
@@ -204,6 +205,8 @@ class Trainer:
             kwargs['num_classes'] = self.num_classes
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model, **kwargs)
+        if cfg.init_from and not cfg.resume:  # start from given weights (fine-tuning); optimizer starts fresh
+            load_weights(model, cfg.init_from)
         if self.config.crop % model.pad_multiple:
             raise ValueError(f'crop {cfg.crop} must be a multiple of {model.pad_multiple} for {cfg.model}')
         if cfg.val_crop and cfg.val_crop % model.pad_multiple:

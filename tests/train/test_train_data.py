@@ -139,3 +139,25 @@ def test_mfnet220_layout_validates(shared):
     validate_records(val, num_classes=9, crop=256)
     s = VisIRSegDataset(val[:1], crop=64, train=True)[0]
     assert s['vis'].shape == (3, 64, 64) and s['label'].max() < 9
+
+
+def test_intensity_gain_augmentation(tmp_path):
+    for d in ('vi', 'ir', 'label'):
+        (tmp_path / d).mkdir()
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(tmp_path / 'vi' / 'a.png')
+    Image.fromarray(np.full((16, 16), 160, np.uint8)).save(tmp_path / 'ir' / 'a.png')
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / 'label' / 'a.png')
+    recs = find_pairs(tmp_path, 'all')
+    plain = VisIRSegDataset(recs, crop=8, train=True, seed=0)
+    aug = VisIRSegDataset(recs, crop=8, train=True, seed=0, ir_gain=(0.25, 0.5), vis_gain=(1.0, 1.0))
+    gains = set()
+    for epoch in range(6):
+        p, a = plain[(epoch, 0)], aug[(epoch, 0)]
+        g = (a['ir'] / p['ir']).unique()
+        assert g.numel() == 1 and 0.25 <= g.item() <= 0.5  # one gain per crop, inside the range
+        assert torch.equal(a['vis'], p['vis'])  # gain 1: unchanged
+        gains.add(round(g.item(), 6))
+        assert torch.equal(aug[(epoch, 0)]['ir'], a['ir'])  # deterministic in (seed, epoch, index)
+    assert len(gains) > 3
+    with pytest.raises(ValueError, match=r'ir_gain must be \(low, high\) with 0 < low <= high'):
+        VisIRSegDataset(recs, crop=8, ir_gain=(0.5, 0.2))

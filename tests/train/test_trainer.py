@@ -160,3 +160,14 @@ def test_grad_projection_is_the_scalar_projection_on_backbone_gradients(tiny_dat
     assert gp[0].item() == pytest.approx((dot / gs.norm()).item(), rel=1e-6)
     assert gp[1].item() == pytest.approx((dot / gf.norm()).item(), rel=1e-6)
     assert gp[2].item() == pytest.approx(torch.nn.functional.cosine_similarity(gf, gs, dim=0).item(), rel=1e-6)
+
+
+def test_init_from_weights_and_gain_options(tiny_data, tmp_path, tiny_mtvif):
+    first = tmp_path / 'a'
+    train(_cfg(tiny_data, first, tiny_mtvif, epochs=1))
+    init = first / 'best' / 'model.safetensors'
+    out = tmp_path / 'b'
+    t = Trainer(_cfg(tiny_data, out, tiny_mtvif, epochs=1, init_from=str(init), ir_gain=[0.3, 1.0]).resolved())
+    ref = load_file(str(init))
+    assert all(torch.equal(v, ref[k]) for k, v in t.model.state_dict().items())  # starts from the given weights
+    assert t.train_set.ir_gain == (0.3, 1.0)
