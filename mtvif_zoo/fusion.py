@@ -169,7 +169,7 @@ def _normalise(t: torch.Tensor, dtype, role: str, rng: Range) -> torch.Tensor:
                              'divide by 255 (8-bit) or 65535 (16-bit), or pass an integer array')
         t = t.clamp(0, 1)
     elif t.dtype == torch.uint8:
-        t = t.float() / 255.0
+        t = t.float().div_(255.0)  # in place: one full-size float copy, not two
     else:  # 16-bit (or wider) integers
         t = t.to(torch.int64)
         if t.min().item() < 0:
@@ -193,7 +193,7 @@ def _from_tensor(t: torch.Tensor, meta: _Meta):
         if meta.layout == 'CHW':
             return out[0]
         return out
-    u8 = lambda x: (x * 255.0).round().clamp(0, 255).to(torch.uint8)  # noqa: E731
+    u8 = lambda x: (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)  # noqa: E731
     if meta.kind in ('pil', 'path'):
         arr = u8(t[0]).permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr, mode='L' if arr.shape[-1] == 1 else 'RGB')
@@ -353,7 +353,7 @@ def _run_tiled(model, vis: torch.Tensor, ir: torch.Tensor, tile: int, overlap: i
             wgt = (wy[:, None] * wx[None, :])[None, None]
             acc[..., y0:y0 + th, x0:x0 + tw] += out * wgt
             wsum[..., y0:y0 + th, x0:x0 + tw] += wgt
-    return acc / wsum
+    return acc.div_(wsum)
 
 
 def _resolve_model(model):
@@ -444,8 +444,12 @@ def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None
         for rows in groups.values():
             for s in range(0, len(rows), batch_size):
                 chunk = rows[s:s + batch_size]
-                vt = torch.cat([pairs[k][0][r:r + 1] for k, r in chunk])
-                it = torch.cat([pairs[k][1][r:r + 1] for k, r in chunk])
+                if len(chunk) == 1:  # no copy of a single (possibly huge) image
+                    (k, r), = chunk
+                    vt, it = pairs[k][0][r:r + 1], pairs[k][1][r:r + 1]
+                else:
+                    vt = torch.cat([pairs[k][0][r:r + 1] for k, r in chunk])
+                    it = torch.cat([pairs[k][1][r:r + 1] for k, r in chunk])
                 fused = _fuse_tensors(model, vt, it, device, tile, overlap, amp, amp_dtype,
                                       _compiled_forward(model) if compile else None)
                 for j, key in enumerate(chunk):
@@ -476,7 +480,7 @@ def _fuse_tensors(model, vis: torch.Tensor, ir: torch.Tensor, device: torch.devi
             out = _run_tiled(model, v_in, i_in, tile, overlap, torch.device('cpu'), compiled)
         else:
             out = _run(model, v_in.to(device, non_blocking=pin), i_in.to(device, non_blocking=pin), compiled).cpu()
-    out = out.float().clamp(0, 1)
+    out = out.float().clamp_(0, 1)
     if model.in_chans == 1:
         if vis_grey:
             return out

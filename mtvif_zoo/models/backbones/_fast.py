@@ -61,6 +61,8 @@ def fast_enabled(owner: Optional[nn.Module] = None) -> bool:
 
 def use_fast(x: torch.Tensor, owner: Optional[nn.Module] = None) -> bool:
     """Level 2, the inference kernels, may run on ``x`` for module ``owner`` (see module docstring)."""
+    if _compiling():  # inductor does its own fusions (and the checks below would break the graph)
+        return False
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and not (owner is not None and owner.training) and fast_enabled(owner)
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
@@ -187,6 +189,10 @@ def pointwise(layer: nn.Module, x: torch.Tensor, act: str = 'none', residual: Op
     token matrices are views (no copies) and the result is channels_last. With ``kernels`` (level
     2) bias, activation and residual add are fused into one oneDNN matmul; without, the same
     arithmetic as separate autograd ops (``F.linear``): the two give the same bits."""
+    if _compiling() and isinstance(layer, nn.Conv2d):
+        # under torch.compile the conv itself (inductor's CPU linear lowering wants constant weights)
+        y = _ACTS_OUT_OF_PLACE[act](layer(x), ())
+        return y if residual is None else y + residual
     B, C, H, W = x.shape
     weight = layer.weight.reshape(layer.weight.shape[0], C)
     t = x.permute(0, 2, 3, 1).reshape(B * H * W, C)

@@ -1,0 +1,222 @@
+"""Speed figures of the README that ``mtvif bench`` does not produce itself.
+
+    python benchmarks/bench_fuse.py train --models mtvif_iii,mtvif_ii       # training samples/s, plain vs fast
+    python benchmarks/bench_fuse.py originals                               # released SwinFusion / EMMA Ufuser vs fuse()
+    python benchmarks/bench_fuse.py tiling --models seafusion,mtvif_iii     # tiled vs untiled at 1024^2
+    python benchmarks/bench_fuse.py memory --models mtvif_iii               # peak RSS, 4096^2 pair, tile=512
+
+* ``train``: one training step as :class:`mtvif_zoo.train.Trainer` takes it (``benchmarks/bench_train.py``'s
+  ``_step``: training-mode forward, the Sec. 3.4 loss, backward, Adam) on random inputs, *before*
+  (``plain_path()``: NCHW, the original formulations; Swin keeps its SDPA window attention, which
+  predates this benchmark) and *after* (the fast path: channels_last, HIA-F's Gram formulation,
+  Ufuser's folded channel attention, folded BN in eval only), alternated step by step in one
+  process; median samples/s of each.
+* ``originals``: the released networks (``models/network_swinfusion1.py`` of Linfeng-Tang/SwinFusion,
+  ``nets/Ufuser.py`` of Zhaozixiang1228/MMIF-EMMA, read from a local git mirror into a temp dir,
+  never part of this repo), 1-channel as released, random init, 480x640, against ``fuse()`` with
+  the zoo's ``swinfusion`` / ``emma_ufuser`` (1- and 3-channel) in the same process.
+* ``tiling`` / ``memory``: see README "Tiling".
+"""
+import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MIRRORS = Path('/work/.mirror')
+
+
+def _example(size):
+    from PIL import Image
+    h, w = size
+    vis = Image.open(REPO / 'examples' / 'vi' / '00081D.png').convert('RGB').resize((w, h), Image.BILINEAR)
+    ir = Image.open(REPO / 'examples' / 'ir' / '00081D.png').convert('L').resize((w, h), Image.BILINEAR)
+    return (torch.from_numpy(np.array(vis)).permute(2, 0, 1).float() / 255,
+            torch.from_numpy(np.array(ir)).float()[None] / 255)
+
+
+def train(args):
+    import mtvif_zoo
+    from mtvif_zoo.losses import MultiTaskVIFLoss
+    from mtvif_zoo.models.backbones._fast import plain_path
+    spec = importlib.util.spec_from_file_location('bench_train', REPO / 'benchmarks' / 'bench_train.py')
+    bt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bt)
+    out = {}
+    for name in args.models.split(','):
+        torch.manual_seed(0)
+        model = mtvif_zoo.create_model(name).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+        loss_fn = MultiTaskVIFLoss()
+        g = torch.Generator().manual_seed(0)
+        vis = torch.rand(args.batch_size, 3, args.crop, args.crop, generator=g)
+        ir = torch.rand(args.batch_size, 1, args.crop, args.crop, generator=g)
+        labels = torch.randint(0, 9, (args.batch_size, args.crop, args.crop), generator=g)
+        times = {'before': [], 'after': []}
+        for step in range(args.warmup + args.steps):
+            for which in ('before', 'after'):
+                t0 = time.perf_counter()
+                if which == 'before':
+                    with plain_path():
+                        bt._step(model, opt, loss_fn, vis, ir, labels, None, None)
+                else:
+                    bt._step(model, opt, loss_fn, vis, ir, labels, None, None)
+                if step >= args.warmup:
+                    times[which].append(time.perf_counter() - t0)
+        sps = {k: args.batch_size / statistics.median(v) for k, v in times.items()}
+        out[name] = {'crop': args.crop, 'batch_size': args.batch_size, 'steps': args.steps,
+                     'samples_per_s_before': sps['before'], 'samples_per_s_after': sps['after'],
+                     'speedup': sps['after'] / sps['before'], 'threads': torch.get_num_threads()}
+        print(f"{name}: {sps['before']:.2f} -> {sps['after']:.2f} samples/s ({sps['after'] / sps['before']:.2f}x), "
+              f'crop {args.crop}, batch {args.batch_size}, median of {args.steps} steps', flush=True)
+    return out
+
+
+def _git_show(mirror: str, path: str, dst: Path) -> bool:
+    repo = MIRRORS / mirror / 'repo'
+    if not repo.exists():
+        return False
+    res = subprocess.run(['git', '-C', str(repo), 'show', f'HEAD:{path}'], capture_output=True)
+    if res.returncode:
+        return False
+    dst.write_bytes(res.stdout)
+    return True
+
+
+def originals(args):
+    import mtvif_zoo
+    from mtvif_zoo.color import rgb_to_ycbcr
+    tmp = Path(tempfile.mkdtemp(prefix='mtvif_originals_'))
+    have_swin = _git_show('Linfeng-Tang+SwinFusion', 'models/network_swinfusion1.py', tmp / 'network_swinfusion1.py')
+    have_emma = _git_show('Zhaozixiang1228+MMIF-EMMA', 'nets/Ufuser.py', tmp / 'Ufuser.py')
+    sys.path.insert(0, str(tmp))
+    h, w = args.size
+    g = torch.Generator().manual_seed(0)
+    vis, ir = torch.rand(1, 3, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
+    y = rgb_to_ycbcr(vis)[:, :1]
+    out = {'size': [h, w], 'threads': torch.get_num_threads()}
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    pairs = []
+    if have_swin and 'swin' in args.which:
+        from network_swinfusion1 import SwinFusion
+        torch.manual_seed(0)
+        orig = SwinFusion(upscale=1, in_chans=1, img_size=128, window_size=8, img_range=1., embed_dim=60,
+                          num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler=None, resi_connection='1conv').eval()
+        pairs.append(('swinfusion', orig, args.original_runs_swin))
+    if have_emma and 'ufuser' in args.which:
+        from Ufuser import Ufuser
+        torch.manual_seed(0)
+        pairs.append(('emma_ufuser', Ufuser().eval(), args.original_runs))
+    for name, orig, runs in pairs:
+        ours = {c: mtvif_zoo.create_model(name, in_chans=c).eval() for c in (1, 3)}
+        with torch.inference_mode():
+            for m in ours.values():
+                mtvif_zoo.fuse(vis, ir, model=m)  # warm-up (layouts, oneDNN primitives)
+            t = {'original': [], 'ours_in1': [], 'ours_in3': []}
+            for _ in range(runs):  # alternate, so both see the same machine load
+                t['ours_in1'].append(timed(lambda: mtvif_zoo.fuse(vis, ir, model=ours[1])))
+                t['original'].append(timed(lambda: orig(y, ir)))
+                t['ours_in3'].append(timed(lambda: mtvif_zoo.fuse(vis, ir, model=ours[3])))
+        med = {k: statistics.median(v) for k, v in t.items()}
+        out[name] = {'runs_s': t, 'median_s': med, 'speedup_in1': med['original'] / med['ours_in1'],
+                     'speedup_in3': med['original'] / med['ours_in3']}
+        print(f"{name}: original {med['original']:.2f} s/img, fuse() 1-ch {med['ours_in1']:.2f} s "
+              f"({out[name]['speedup_in1']:.1f}x), 3-ch {med['ours_in3']:.2f} s ({out[name]['speedup_in3']:.1f}x); "
+              f'{runs} alternated runs', flush=True)
+    return out
+
+
+def tiling(args):
+    import mtvif_zoo
+    tv, ti = _example((1024, 1024))
+    out = {}
+    for name in args.models.split(','):
+        torch.manual_seed(0)
+        m = mtvif_zoo.create_model(name).eval()
+        whole = mtvif_zoo.fuse(tv, ti, model=m)
+        tiled = mtvif_zoo.fuse(tv, ti, model=m, tile=512, overlap=32)
+        d = (whole - tiled).abs()
+        out[name] = {'max_abs': float(d.max()), 'mean_abs': float(d.mean()),
+                     'frac_8bit_levels_differ': float(((whole * 255).round() != (tiled * 255).round()).float().mean())}
+        print(f"{name}: max {out[name]['max_abs']:.2e}, mean {out[name]['mean_abs']:.2e}, "
+              f"8-bit values differing {100 * out[name]['frac_8bit_levels_differ']:.3f} %", flush=True)
+    return out
+
+
+_MEM = r'''
+import sys, time, numpy as np, torch, mtvif_zoo
+def hwm_kb():  # this process's peak RSS (VmHWM is per address space: not inherited over exec, unlike ru_maxrss)
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])
+torch.set_num_threads({threads})
+m = mtvif_zoo.create_model('{name}').eval()
+rng = np.random.default_rng(0)
+vis = rng.integers(0, 256, ({n}, {n}, 3), dtype=np.uint8); ir = rng.integers(0, 256, ({n}, {n}), dtype=np.uint8)
+before = hwm_kb()
+t = time.perf_counter()
+out = mtvif_zoo.fuse(vis, ir, model=m, tile={tile}, overlap=32)
+print(before, hwm_kb(), time.perf_counter() - t)
+'''
+
+
+def memory(args):
+    out = {}
+    for name in args.models.split(','):
+        code = _MEM.format(name=name, n=args.n, tile=args.tile, threads=torch.get_num_threads())
+        res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+        if res.returncode:
+            print(res.stderr[-2000:], file=sys.stderr)
+            continue
+        before, peak, secs = res.stdout.split()[-3:]
+        out[name] = {'n': args.n, 'tile': args.tile, 'peak_rss_gib': int(peak) / 2 ** 20,
+                     'rss_before_fuse_gib': int(before) / 2 ** 20, 'seconds': float(secs)}
+        print(f"{name} {args.n}x{args.n} tile {args.tile}: peak RSS {out[name]['peak_rss_gib']:.2f} GiB "
+              f"(process before fuse {out[name]['rss_before_fuse_gib']:.2f} GiB), {float(secs):.0f} s", flush=True)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--threads', type=int)
+    ap.add_argument('--json')
+    sub = ap.add_subparsers(dest='cmd', required=True)
+    p = sub.add_parser('train')
+    p.add_argument('--models', default='mtvif_iii,mtvif_ii')
+    p.add_argument('--crop', type=int, default=256)
+    p.add_argument('--batch-size', type=int, default=2)
+    p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=1)
+    p = sub.add_parser('originals')
+    p.add_argument('--which', default='swin,ufuser')
+    p.add_argument('--size', type=int, nargs=2, default=(480, 640))
+    p.add_argument('--original-runs', type=int, default=3)
+    p.add_argument('--original-runs-swin', type=int, default=1)
+    p = sub.add_parser('tiling')
+    p.add_argument('--models', default='seafusion,segmif,emma_ufuser,mtvif_iii')
+    p = sub.add_parser('memory')
+    p.add_argument('--models', default='mtvif_iii')
+    p.add_argument('--n', type=int, default=4096)
+    p.add_argument('--tile', type=int, default=512)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    res = {'train': train, 'originals': originals, 'tiling': tiling, 'memory': memory}[args.cmd](args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
