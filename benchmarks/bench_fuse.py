@@ -1,7 +1,7 @@
 """Speed figures of the README that ``mtvif bench`` does not produce itself.
 
     python benchmarks/bench_fuse.py train --models mtvif_iii,mtvif_ii       # training samples/s, plain vs fast
-    python benchmarks/bench_fuse.py originals                               # released SwinFusion / EMMA Ufuser vs fuse()
+    python benchmarks/bench_fuse.py originals                        # released SwinFusion / EMMA Ufuser vs fuse()
     python benchmarks/bench_fuse.py tiling --models seafusion,mtvif_iii     # tiled vs untiled at 1024^2
     python benchmarks/bench_fuse.py memory --models mtvif_iii               # peak RSS, 4096^2 pair, tile=512
 

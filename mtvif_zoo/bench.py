@@ -67,7 +67,8 @@ def roofline_flops() -> int:
 
 def roofline_description() -> str:
     c = ROOFLINE_CONV
-    return (f"conv2d {c['batch']}x{c['in_chs']}x{c['size'][0]}x{c['size'][1]} (channels_last) -> {c['out_chs']} channels, "
+    return (f"conv2d {c['batch']}x{c['in_chs']}x{c['size'][0]}x{c['size'][1]} (channels_last) -> "
+            f"{c['out_chs']} channels, "
             f"{c['kernel']}x{c['kernel']}, stride 1, padding {c['kernel'] // 2}, "
             f"{roofline_flops() / 1e9:.2f} GFLOP per call")
 

@@ -56,25 +56,50 @@ def recipe(name: str) -> dict:
     return r[name]
 
 
-def train_command(name: str, data: Path, out: Path, resume: bool = False) -> List[str]:
+def stages(name: str) -> List[dict]:
+    """The training stages of a recipe: its ``train_args`` from scratch, then an optional ``finetune``
+    stage that starts from the first stage's best weights (``--init-from``) with its own arguments."""
     r = recipe(name)
+    out = [{'train_args': r['train_args'], 'budget': r['budget']}]
+    if r.get('finetune'):
+        out.append(r['finetune'])
+    return out
+
+
+def stage_dir(runs: Path, name: str, index: int, count: int) -> Path:
+    """``runs/<name>`` holds the final stage (the one evaluated and published), ``runs/<name>.stage1``
+    the first stage of a two-stage recipe."""
+    return runs / name if index == count - 1 else runs / f'{name}.stage{index + 1}'
+
+
+def train_command(name: str, data: Path, runs: Path, index: int = 0, resume: bool = False) -> List[str]:
+    r, st = recipe(name), stages(name)
+    out = stage_dir(runs, name, index, len(st))
     cmd = [sys.executable, '-m', 'mtvif_zoo.cli', 'train', '--model', r['model'], '--data', str(data / r['data']),
-           '--out', str(out), '--no-progress'] + [str(a) for a in r['train_args']]
+           '--out', str(out), '--no-progress'] + [str(a) for a in st[index]['train_args']]
+    if index:
+        cmd += ['--init-from', str(stage_dir(runs, name, index - 1, len(st)) / 'best' / 'model.safetensors')]
     return cmd + (['--resume'] if resume else [])
 
 
 def cmd_train(args) -> int:
-    rc = 0
     for name in args.names:
-        out = Path(args.runs) / name
-        cmd = train_command(name, Path(args.data), out, resume=args.resume)
-        print('+', ' '.join(cmd), flush=True)
-        t0 = time.time()
-        rc = subprocess.call(cmd, cwd=REPO)
-        (out / 'wall_time_s.txt').write_text(f'{time.time() - t0:.0f}\n') if rc == 0 and not args.resume else None
-        if rc:
-            return rc
-    return rc
+        st = stages(name)
+        for i in range(len(st)):
+            out = stage_dir(Path(args.runs), name, i, len(st))
+            if args.resume and (out / 'best' / 'model.safetensors').exists() and i < len(st) - 1 \
+                    and (out / 'wall_time_s.txt').exists():
+                continue  # a finished earlier stage
+            resume = args.resume and (out / 'last').exists()
+            cmd = train_command(name, Path(args.data), Path(args.runs), i, resume=resume)
+            print('+', ' '.join(cmd), flush=True)
+            t0 = time.time()
+            rc = subprocess.call(cmd, cwd=REPO)
+            if rc:
+                return rc
+            if not resume:
+                (out / 'wall_time_s.txt').write_text(f'{time.time() - t0:.0f}\n')
+    return 0
 
 
 def _subset_dir(root: Path, vis: str, ir: str, labels, stems_file) -> Dict[str, Path]:
@@ -234,19 +259,35 @@ def cmd_publish(args) -> int:
     from mtvif_zoo.train.export import model_from_checkpoint
     for name in args.names:
         rec = recipe(name)
-        model, state = model_from_checkpoint(Path(args.runs) / name / 'best')
+        runs, st = Path(args.runs), stages(name)
+        model, state = model_from_checkpoint(runs / name / 'best')
         cfg = state['config']
-        wall = Path(args.runs) / name / 'wall_time_s.txt'
+        steps, wall = 0, 0.0
+        for i in range(len(st)):  # every stage's steps and logged per-epoch wall times
+            d = stage_dir(runs, name, i, len(st))
+            epochs = {}
+            for line in (d / 'log.jsonl').read_text().splitlines():
+                e = json.loads(line)
+                epochs[e['epoch']] = e
+            wall += sum(e.get('epoch_time_s') or 0.0 for e in epochs.values())
+            steps += int(state['global_step']) if i == len(st) - 1 else max(e['step'] for e in epochs.values())
+        optim = f"Adam lr {cfg['lr']}, {cfg['scheduler']} schedule, grad clip {cfg['grad_clip']}"
+        if len(st) > 1:
+            optim = f"stage 1: {recipe(name)['budget']}; stage 2 (from the stage-1 best): {optim}"
         training = {
             'data': f"mfnet220 (MFNet via RTFNet preprocessing): {state.get('config', {}).get('data')} "
                     "splits/train.txt (180 pairs), validation splits/val.txt (20 pairs)",
-            'iterations': int(state['global_step']), 'epochs': int(state['epoch']),
+            'iterations': steps, 'epochs': int(state['epoch']),
             'batch_size': int(cfg['batch_size']), 'crop': int(cfg['crop']),
-            'optimizer': f"Adam lr {cfg['lr']}, {cfg['scheduler']} schedule, grad clip {cfg['grad_clip']}",
+            'optimizer': optim,
+            'augmentation': f"random crops, horizontal flips (p={cfg.get('hflip')})"
+                            + (f", infrared gain U{tuple(cfg['ir_gain'])}" if cfg.get('ir_gain') else '')
+                            + (f", visible gain U{tuple(cfg['vis_gain'])}" if cfg.get('vis_gain') else ''),
             'losses': 'Eq. 2-3 with (beta1, beta2, lambda1..4) = (1, 1, 20, 20, 10, 20)'
                       + ('' if model.has_segmentation else '; no L_seg (no segmentation head)'),
             'hardware': rec['hardware'], 'seed': int(cfg['seed']),
-            'budget': rec['budget'] + (f'; wall time {int(wall.read_text())} s' if wall.exists() else ''),
+            'budget': ' then '.join(x['budget'] for x in st)
+                      + f'; wall time {wall / 60:.0f} min (sum of the logged epoch times)',
             'code': f"python tools/weights.py reproduce {name}",
         }
         limitations = [

@@ -55,7 +55,8 @@ def _run(args) -> int:
         roof = report['roofline'][dtype]
         print(f'\n{args.device} {dtype}{" compiled" if args.compile else ""}, batch {args.batch}, mode {args.mode}, '
               f'median of {runs} runs after {warmup} warm-up, {torch.get_num_threads()} threads, allocator '
-              f'{"tuned" if fusion._ALLOCATOR_TUNED else "default"}; roofline {roof["gflops_median"]:.1f} GFLOP/s (median)')
+              f'{"tuned" if fusion._ALLOCATOR_TUNED else "default"}; '
+              f'roofline {roof["gflops_median"]:.1f} GFLOP/s (median)')
         print(format_table(rows))
     if args.json:
         write_json(report, args.json)

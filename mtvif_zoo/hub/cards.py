@@ -81,7 +81,7 @@ _TASKS = {'fusion': ('image-to-image', 'Visible and infrared image fusion'),
           'segmentation': ('image-segmentation', 'Semantic segmentation of fused images')}
 _TRAINING_FIELDS = (('data', 'Training data'), ('budget', 'Budget'), ('epochs', 'Epochs'),
                     ('iterations', 'Iterations'), ('batch_size', 'Batch size'), ('crop', 'Crop size'),
-                    ('optimizer', 'Optimiser'), ('losses', 'Losses'), ('hardware', 'Hardware'),
+                    ('optimizer', 'Optimiser'), ('augmentation', 'Augmentation'), ('losses', 'Losses'), ('hardware', 'Hardware'),
                     ('gpu_hours', 'GPU hours'), ('seed', 'Seed'), ('code', 'Code revision'))
 NOT_RECORDED = 'not recorded'
 

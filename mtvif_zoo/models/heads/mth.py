@@ -43,7 +43,8 @@ from einops import rearrange
 from timm.layers import Mlp
 
 from . import register_head
-from ..backbones._fast import conv_act, conv_bn_weights, fast_enabled, fconv, linear_act, pointwise, to_channels_last, use_fast
+from ..backbones._fast import (conv_act, conv_bn_weights, fast_enabled, fconv, linear_act, pointwise,
+                               to_channels_last, use_fast)
 
 __all__ = ['ChannelContextAttention', 'HIAF', 'MultiTaskHead', 'MultiTaskHeadNoHIA']
 
