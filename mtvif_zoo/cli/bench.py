@@ -65,7 +65,7 @@ def _run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser('bench', help='benchmark fuse(): images/s, GFLOP/s, % of the conv roofline, memory',
+    p = sub.add_parser('bench', help='benchmark fuse(): images/s, GFLOP/s, %% of the conv roofline, memory',
                        description=__doc__, formatter_class=__import__('argparse').RawDescriptionHelpFormatter)
     p.add_argument('--model', required=True, help="model name, comma-separated names, or 'all'")
     p.add_argument('--size', help='HxW (default 480x640; 64x96 with --quick)')
