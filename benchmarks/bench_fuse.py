@@ -1,7 +1,6 @@
 """Speed figures of the README that ``mtvif bench`` does not produce itself.
 
     python benchmarks/bench_fuse.py train --models mtvif_iii,mtvif_ii       # training samples/s, plain vs fast
-    python benchmarks/bench_fuse.py originals                        # released SwinFusion / EMMA Ufuser vs fuse()
     python benchmarks/bench_fuse.py tiling --models seafusion,mtvif_iii     # tiled vs untiled at 1024^2
     python benchmarks/bench_fuse.py memory --models mtvif_iii               # peak RSS, 4096^2 pair, tile=512
 
@@ -11,10 +10,6 @@
   predates this benchmark) and *after* (the fast path: channels_last, HIA-F's Gram formulation,
   Ufuser's folded channel attention, folded BN in eval only), alternated step by step in one
   process; median samples/s of each.
-* ``originals``: the released networks (``models/network_swinfusion1.py`` of Linfeng-Tang/SwinFusion,
-  ``nets/Ufuser.py`` of Zhaozixiang1228/MMIF-EMMA, read from a local git mirror into a temp dir,
-  never part of this repo), 1-channel as released, random init, 480x640, against ``fuse()`` with
-  the zoo's ``swinfusion`` / ``emma_ufuser`` (1- and 3-channel) in the same process.
 * ``tiling`` / ``memory``: see README "Tiling".
 """
 import argparse
@@ -23,7 +18,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +25,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-MIRRORS = Path('/work/.mirror')
 
 
 def _example(size):
@@ -77,65 +70,6 @@ def train(args):
                      'speedup': sps['after'] / sps['before'], 'threads': torch.get_num_threads()}
         print(f"{name}: {sps['before']:.2f} -> {sps['after']:.2f} samples/s ({sps['after'] / sps['before']:.2f}x), "
               f'crop {args.crop}, batch {args.batch_size}, median of {args.steps} steps', flush=True)
-    return out
-
-
-def _git_show(mirror: str, path: str, dst: Path) -> bool:
-    repo = MIRRORS / mirror / 'repo'
-    if not repo.exists():
-        return False
-    res = subprocess.run(['git', '-C', str(repo), 'show', f'HEAD:{path}'], capture_output=True)
-    if res.returncode:
-        return False
-    dst.write_bytes(res.stdout)
-    return True
-
-
-def originals(args):
-    import mtvif_zoo
-    from mtvif_zoo.color import rgb_to_ycbcr
-    tmp = Path(tempfile.mkdtemp(prefix='mtvif_originals_'))
-    have_swin = _git_show('Linfeng-Tang+SwinFusion', 'models/network_swinfusion1.py', tmp / 'network_swinfusion1.py')
-    have_emma = _git_show('Zhaozixiang1228+MMIF-EMMA', 'nets/Ufuser.py', tmp / 'Ufuser.py')
-    sys.path.insert(0, str(tmp))
-    h, w = args.size
-    g = torch.Generator().manual_seed(0)
-    vis, ir = torch.rand(1, 3, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
-    y = rgb_to_ycbcr(vis)[:, :1]
-    out = {'size': [h, w], 'threads': torch.get_num_threads()}
-
-    def timed(fn):
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-
-    pairs = []
-    if have_swin and 'swin' in args.which:
-        from network_swinfusion1 import SwinFusion
-        torch.manual_seed(0)
-        orig = SwinFusion(upscale=1, in_chans=1, img_size=128, window_size=8, img_range=1., embed_dim=60,
-                          num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler=None, resi_connection='1conv').eval()
-        pairs.append(('swinfusion', orig, args.original_runs_swin))
-    if have_emma and 'ufuser' in args.which:
-        from Ufuser import Ufuser
-        torch.manual_seed(0)
-        pairs.append(('emma_ufuser', Ufuser().eval(), args.original_runs))
-    for name, orig, runs in pairs:
-        ours = {c: mtvif_zoo.create_model(name, in_chans=c).eval() for c in (1, 3)}
-        with torch.inference_mode():
-            for m in ours.values():
-                mtvif_zoo.fuse(vis, ir, model=m)  # warm-up (layouts, oneDNN primitives)
-            t = {'original': [], 'ours_in1': [], 'ours_in3': []}
-            for _ in range(runs):  # alternate, so both see the same machine load
-                t['ours_in1'].append(timed(lambda: mtvif_zoo.fuse(vis, ir, model=ours[1])))
-                t['original'].append(timed(lambda: orig(y, ir)))
-                t['ours_in3'].append(timed(lambda: mtvif_zoo.fuse(vis, ir, model=ours[3])))
-        med = {k: statistics.median(v) for k, v in t.items()}
-        out[name] = {'runs_s': t, 'median_s': med, 'speedup_in1': med['original'] / med['ours_in1'],
-                     'speedup_in3': med['original'] / med['ours_in3']}
-        print(f"{name}: original {med['original']:.2f} s/img, fuse() 1-ch {med['ours_in1']:.2f} s "
-              f"({out[name]['speedup_in1']:.1f}x), 3-ch {med['ours_in3']:.2f} s ({out[name]['speedup_in3']:.1f}x); "
-              f'{runs} alternated runs', flush=True)
     return out
 
 
@@ -198,11 +132,6 @@ def main(argv=None):
     p.add_argument('--batch-size', type=int, default=2)
     p.add_argument('--steps', type=int, default=5)
     p.add_argument('--warmup', type=int, default=1)
-    p = sub.add_parser('originals')
-    p.add_argument('--which', default='swin,ufuser')
-    p.add_argument('--size', type=int, nargs=2, default=(480, 640))
-    p.add_argument('--original-runs', type=int, default=3)
-    p.add_argument('--original-runs-swin', type=int, default=1)
     p = sub.add_parser('tiling')
     p.add_argument('--models', default='seafusion,segmif,emma_ufuser,mtvif_iii')
     p = sub.add_parser('memory')
@@ -212,7 +141,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    res = {'train': train, 'originals': originals, 'tiling': tiling, 'memory': memory}[args.cmd](args)
+    res = {'train': train, 'tiling': tiling, 'memory': memory}[args.cmd](args)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + '\n')
     return 0
