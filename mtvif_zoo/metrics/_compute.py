@@ -64,7 +64,7 @@ def _as_batch(x: torch.Tensor, name: str) -> torch.Tensor:
         x = x[None]
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f'{name} must be B x C x H x W with C in (1, 3), got {tuple(x.shape)}')
-    return x.to(torch.float64)
+    return x.to(torch.float64).contiguous()  # plane-contiguous: every per-plane op runs on dense memory
 
 
 def _check_sizes(f: torch.Tensor, v: torch.Tensor, i: torch.Tensor):

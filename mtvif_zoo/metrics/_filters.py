@@ -8,7 +8,7 @@ few MB so the accumulation stays in cache (5-15x faster than ``conv2d`` on float
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -52,9 +52,61 @@ def _correlate_plane(xp: torch.Tensor, out: torch.Tensor, th: List[float], tw: L
             o.add_(y[..., j:j + Wo], alpha=tw[j])
 
 
+#: CPU band-matrix GEMM: output rows (columns) per block; the band of a block is (block + taps - 1)
+_GEMM_BLOCK = 48
+_GEMM_MIN_TAPS = 5
+_band_cache: Dict[Tuple, torch.Tensor] = {}
+
+
+def _band(m: int, taps: Tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``m x (m + k - 1)`` matrix with ``taps`` on its k upper diagonals: ``band @ x[r:r+m+k-1]`` is the
+    'valid' correlation of those rows. Cached (a few KB each)."""
+    key = (m, taps, dtype, str(device))
+    b = _band_cache.get(key)
+    if b is None:
+        b = torch.zeros(m, m + len(taps) - 1, dtype=dtype, device=device)
+        for j, t in enumerate(taps):
+            b.diagonal(j).fill_(t)
+        if len(_band_cache) > 64:
+            _band_cache.clear()
+        _band_cache[key] = b
+    return b
+
+
+def _correlate3_gemm(xs: torch.Tensor, th: List[float], tw: List[float]) -> torch.Tensor:
+    """CPU: both passes as matrix products with block-banded tap matrices (few large BLAS calls
+    instead of one slice-add per tap and tile: 1.5-2x faster for 7..17 taps). The products sum the
+    same terms as the slice adds, in BLAS order (float rounding only)."""
+    n, H, W = xs.shape
+    kh, kw = len(th), len(tw)
+    Ho, Wo = H - kh + 1, W - kw + 1
+    bs = _GEMM_BLOCK
+    if kh > 1 or th[0] != 1.0:
+        y = xs.new_empty((n, Ho, W))
+        bv = _band(bs, tuple(th), xs.dtype, xs.device)
+        for r0 in range(0, Ho, bs):
+            m = min(bs, Ho - r0)
+            for p in range(n):
+                torch.mm(bv[:m, :m + kh - 1], xs[p, r0:r0 + m + kh - 1], out=y[p, r0:r0 + m])
+    else:
+        y = xs if xs.is_contiguous() else xs.contiguous()
+    if kw == 1 and tw[0] == 1.0:
+        return y
+    y2 = y.view(n * Ho, W)
+    z = xs.new_empty((n * Ho, Wo))
+    bh = _band(bs, tuple(tw), xs.dtype, xs.device).t()
+    for c0 in range(0, Wo, bs):
+        m = min(bs, Wo - c0)
+        torch.mm(y2[:, c0:c0 + m + kw - 1], bh[:m + kw - 1, :m], out=z[:, c0:c0 + m])
+    return z.view(n, Ho, Wo)
+
+
 def _correlate3(xs: torch.Tensor, th: List[float], tw: List[float]) -> torch.Tensor:
     n, H, W = xs.shape
     Ho, Wo = H - len(th) + 1, W - len(tw) + 1
+    if (xs.device.type == 'cpu' and xs.dtype in (torch.float64, torch.float32)
+            and max(len(th), len(tw)) >= _GEMM_MIN_TAPS):
+        return _correlate3_gemm(xs, th, tw)
     out = xs.new_empty((n, Ho, Wo))
     if xs.device.type != 'cpu':
         _correlate_plane(xs, out, th, tw, Ho, xs.new_empty((n, Ho, W)))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from typing import Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -836,26 +837,53 @@ def delta_e(fused: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
 
 
 def _as_8bit(x: torch.Tensor):
-    """``x`` as int64 if it holds only the integers 0..255, else None."""
-    xi = x.to(torch.int64)
-    if int(xi.min()) < 0 or int(xi.max()) > 255 or not torch.equal(xi.to(x.dtype), x):
+    """``x`` as int32 if it holds only the integers 0..255, else None."""
+    if x.numel() == 0:
+        return None
+    mn, mx = torch.aminmax(x)
+    if float(mn) < 0 or float(mx) > 255:
+        return None
+    xi = x.to(torch.int32)
+    if not torch.equal(xi.to(x.dtype), x):
         return None
     return xi
 
 
+def _unique(x: torch.Tensor, return_inverse: bool = False, return_counts: bool = False):
+    """``torch.unique`` (sorted); on CPU through numpy's sort, several times faster than torch's."""
+    if x.device.type != 'cpu':
+        return torch.unique(x, sorted=True, return_inverse=return_inverse, return_counts=return_counts)
+    res = np.unique(x.numpy(), return_inverse=return_inverse, return_counts=return_counts)
+    if not (return_inverse or return_counts):
+        return torch.from_numpy(res)
+    return tuple(torch.from_numpy(np.ascontiguousarray(r).reshape(-1)) for r in res)
+
+
+def _lab_of_codes(codes: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """24-bit RGB codes ``(N,)`` -> CIELAB ``3 x 1 x N``."""
+    rgb = torch.stack([lut[(codes >> sh) & 255] for sh in (16, 8, 0)])
+    return linear_rgb_to_lab(rgb[:, None])
+
+
 def _delta_e_8bit(fi: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-    """Mean CIEDE2000 of two 8-bit ``3 x H x W`` (int64) images over their distinct (fused,
-    visible) colour pairs, weighted by pair counts: the same sum with 3-10x fewer evaluations."""
-    f = fi
-    key = (((fi[0] << 16) | (fi[1] << 8) | fi[2]) << 24) | ((vi[0] << 16) | (vi[1] << 8) | vi[2])
-    uniq, counts = torch.unique(key.reshape(-1), return_counts=True)
-    lut = srgb_to_linear(torch.arange(256, dtype=_F64, device=f.device))
-    total = torch.zeros((), dtype=_F64, device=f.device)
-    step = TILE_ELEMENTS // 3 if _tiled(f) else uniq.numel()
-    for s in range(0, uniq.numel(), max(1, step)):
-        u, c = uniq[s:s + step], counts[s:s + step]
-        rgb = [(u >> sh) & 255 for sh in (40, 32, 24, 16, 8, 0)]
-        lf = linear_rgb_to_lab(torch.stack([lut[k] for k in rgb[:3]])[:, None])
-        lv = linear_rgb_to_lab(torch.stack([lut[k] for k in rgb[3:]])[:, None])
-        total += (ciede2000(lf, lv, dim=-3)[0] * c).sum()
-    return total / (f.shape[-2] * f.shape[-1])
+    """Mean CIEDE2000 of two 8-bit ``3 x H x W`` (integer) images over their distinct (fused,
+    visible) colour pairs, weighted by pair counts: the same sum with 3-10x fewer evaluations. The
+    CIELAB values are computed once per distinct colour of each image and gathered per pair."""
+    dev = fi.device
+    cf = ((fi[0] << 16) | (fi[1] << 8) | fi[2]).to(torch.int64)
+    cv = ((vi[0] << 16) | (vi[1] << 8) | vi[2]).to(torch.int64)
+    uniq, counts = _unique(cf.mul_(1 << 24).add_(cv).reshape(-1), return_counts=True)
+    # fused colours: the high halves of the sorted pair keys are sorted -> consecutive runs
+    uf, inv_f = torch.unique_consecutive(uniq >> 24, return_inverse=True)
+    uv, inv_v = _unique(uniq & 0xFFFFFF, return_inverse=True)
+    lut = srgb_to_linear(torch.arange(256, dtype=_F64, device=dev))
+    lab_f, lab_v = _lab_of_codes(uf, lut), _lab_of_codes(uv, lut)
+    counts = counts.to(_F64)
+    total = torch.zeros((), dtype=_F64, device=dev)
+    n = uniq.numel()
+    step = (TILE_ELEMENTS + 1) if _tiled(fi) else n
+    for s in range(0, n, max(1, step)):
+        lf = lab_f[..., inv_f[s:s + step]]
+        lv = lab_v[..., inv_v[s:s + step]]
+        total += torch.dot(ciede2000(lf, lv, dim=-3)[0], counts[s:s + step])
+    return total / (fi.shape[-2] * fi.shape[-1])

@@ -110,7 +110,7 @@ def to_metric_tensor(img: Any, *, data_range: Optional[float] = None, name: str 
         raise TypeError(f'{name}: expected a path, PIL image, numpy array or torch tensor, got {type(img).__name__}')
 
     dtype = t.dtype
-    x = t.to(torch.float64)
+    x = t.to(torch.float64, memory_format=torch.contiguous_format)  # C x H x W planes (not HWC strides)
     if dtype == torch.uint8:
         scale = 1.0
     elif dtype == torch.uint16:
