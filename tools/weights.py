@@ -168,8 +168,12 @@ def cmd_evaluate(args) -> int:
             for conv in CONVENTIONS:
                 r = evaluate([fused_dir], dirs['vis'], dirs['ir'], convention=conv, progress=False,
                              workers=args.threads)
+                per_image = {}
+                for row in r.rows:  # what tests/test_published_weights.py re-measures on a few pairs
+                    per_image[row['image']] = {k: row[k] for k in r.metrics if k in row}
                 res['datasets'][ds][conv] = {'n': r.counts[name], 'means': r.summary[name],
-                                             'problems': r.problems, 'notes': r.notes}
+                                             'problems': r.problems, 'notes': r.notes,
+                                             'per_image': dict(sorted(per_image.items()))}
             if dirs['labels'] is not None and model.has_segmentation:
                 cm = ConfusionMatrix(model.num_classes, class_names=list(mtvif_zoo.MSRS_CLASSES))
                 labels = {p.stem: p for p in dirs['labels'].iterdir()}
