@@ -632,26 +632,23 @@ def ms_ssim(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *, combine
 # VIF
 # --------------------------------------------------------------------------------------------
 
-def _vif_terms(mu1, e1, mu2, e2, cross, sigma_nsq, eps):
-    """Per-pixel VIFp numerator and denominator terms (CDDFuse ``compare_viff`` steps, in order)."""
-    s1 = torch.relu(e1 - mu1 * mu1)
-    s2 = torch.relu(e2 - mu2 * mu2)
-    s12 = cross - mu1 * mu2
-    g = s12 / (s1 + eps)
-    sv = s2 - g * s12
-    m = s1 < eps
-    g = g.masked_fill(m, 0.0)
-    sv = torch.where(m, s2, sv)
-    s1 = s1.masked_fill(m, 0.0)
-    m = s2 < eps
-    g = g.masked_fill(m, 0.0)
-    sv = sv.masked_fill(m, 0.0)
-    m = g < 0
-    sv = torch.where(m, s2, sv)
-    g = g.masked_fill(m, 0.0)
-    sv = sv.clamp_min(eps)  # sv <= eps -> eps
+def _vif_terms(mu1, e1, mu2, s2, cross, sigma_nsq, eps):
+    """Per-pixel VIFp numerator and denominator terms (CDDFuse ``compare_viff`` steps).
+
+    ``s2`` is the (clamped) variance of the distorted image, shared by every reference. The
+    reference's masking steps reduce to: the numerator term is log10(1) = 0 wherever
+    ``s1 < eps``, ``s2 < eps`` or ``g < 0`` (g is zeroed there), the denominator term is 0 where
+    ``s1 < eps``; elsewhere both are the reference's expressions, evaluated in the same order."""
+    s1 = torch.mul(mu1, mu1).neg_().add_(e1).clamp_min_(0.0)       # relu(e1 - mu1^2)
+    s12 = torch.mul(mu1, mu2).neg_().add_(cross)                    # cross - mu1 mu2
+    g = torch.div(s12, s1 + eps)
+    sv = torch.mul(g, s12).neg_().add_(s2)                          # s2 - g s12
+    m1 = s1 < eps
+    zero_g = (s2 < eps).logical_or_(m1).logical_or_(g < 0)
+    g.masked_fill_(zero_g, 0.0)
+    sv.clamp_min_(eps)  # sv <= eps -> eps
     num = torch.log10(g.mul_(g).mul_(s1).div_(sv.add_(sigma_nsq)).add_(1.0))
-    den = torch.log10(s1.div(sigma_nsq).add_(1.0))
+    den = torch.log10(s1.masked_fill_(m1, 0.0).div_(sigma_nsq).add_(1.0))
     return num, den
 
 
@@ -671,10 +668,10 @@ def _vif_core(dist: torch.Tensor, refs, *, sigma_nsq: float = 2.0, eps: float = 
         if min(y.shape[-2:]) < n:
             raise ValueError(f'VIF: image too small for scale {scale} ({n}x{n} window); need about 41x41 or more')
         mu2, e2 = _gauss_stats(y, taps)
-        for r, x in enumerate(xs):
-            mu1, e1 = _gauss_stats(x, taps)
-            cross = correlate_valid(x * y, taps)
-            nu, de = _tiled_sums(lambda *t: _vif_terms(*t, sigma_nsq, eps), [mu1, e1, mu2, e2, cross], B, C)
+        stats = [_gauss_stats(x, taps) + (correlate_valid(x * y, taps),) for x in xs]
+        s2 = torch.mul(mu2, mu2).neg_().add_(e2).clamp_min_(0.0)       # relu(e2 - mu2^2)
+        for r, (mu1, e1, cross) in enumerate(stats):
+            nu, de = _tiled_sums(lambda *t: _vif_terms(*t, sigma_nsq, eps), [mu1, e1, mu2, s2, cross], B, C)
             num[r] = num[r] + nu
             den[r] = den[r] + de
     out = []
