@@ -40,14 +40,18 @@ def gray_cv2(rgb: torch.Tensor, round_result: bool = True) -> torch.Tensor:
     float32 rounding that the hardware FMA does.
     """
     if rgb.shape[-3] == 1:
-        rgb = rgb.expand(*rgb.shape[:-3], 3, *rgb.shape[-2:])
-    r, g, b = (_f32(c) for c in rgb.to(torch.float64).unbind(-3))
-    t = _f32(g * _CV_G)
-    t = _f32(b * _CV_B + t)
-    t = _f32(r * _CV_R + t)
+        r = g = b = rgb.to(torch.float32)[..., 0, :, :]
+    else:
+        r, g, b = rgb.to(torch.float32).unbind(-3)
+    # float32 product = the float32 rounding of the exact product (same as _f32(g64 * c))
+    t = torch.mul(g, _CV_G)
+    # fma in float64: the product of two float32 values is exact in float64, one rounding in the sum,
+    # then the float32 rounding; in-place alpha-adds avoid float64 temporaries of the channels
+    t = t.to(torch.float64).add_(b, alpha=_CV_B).to(torch.float32)
+    t = t.to(torch.float64).add_(r, alpha=_CV_R).to(torch.float32)
     if round_result:
-        t = torch.round(t)  # half to even, like np.round
-    return t.unsqueeze(-3)
+        t = torch.round(t)  # half to even, like np.round (exact on float32 values)
+    return t.to(torch.float64).unsqueeze(-3)
 
 
 def gray_matlab(rgb: torch.Tensor, uint8_input: bool) -> torch.Tensor:
