@@ -258,7 +258,16 @@ def _results_for_card(name: str) -> List[dict]:
     return out
 
 
+def _git_head() -> str:
+    try:
+        return subprocess.run(['git', 'rev-parse', '--short=12', 'HEAD'], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'
+
+
 def cmd_publish(args) -> int:
+    import mtvif_zoo
     from mtvif_zoo.hub import publish_weight
     from mtvif_zoo.train.export import model_from_checkpoint
     for name in args.names:
@@ -274,25 +283,34 @@ def cmd_publish(args) -> int:
                 e = json.loads(line)
                 epochs[e['epoch']] = e
             wall += sum(e.get('epoch_time_s') or 0.0 for e in epochs.values())
-            steps += int(state['global_step']) if i == len(st) - 1 else max(e['step'] for e in epochs.values())
-        optim = f"Adam lr {cfg['lr']}, {cfg['scheduler']} schedule, grad clip {cfg['grad_clip']}"
-        if len(st) > 1:
-            optim = f"stage 1: {recipe(name)['budget']}; stage 2 (from the stage-1 best): {optim}"
+            # each stage continues from the previous stage's best checkpoint
+            steps += int(json.loads((d / 'best' / 'state.json').read_text())['global_step'])
+        lrs = []
+        for x in st:
+            a = [str(v) for v in x['train_args']]
+            lrs.append(a[a.index('--lr') + 1] if '--lr' in a else '?')
+        optim = (f"Adam, {cfg['scheduler']} schedule from lr {' then '.join(lrs)}"
+                 f"{' (stage 1, stage 2)' if len(st) > 1 else ''}, grad clip {cfg['grad_clip']}")
         training = {
-            'data': f"mfnet220 (MFNet via RTFNet preprocessing): {state.get('config', {}).get('data')} "
+            'data': f"{rec['data']} (MFNet, RTFNet's preprocessing; ../shared/data/{rec['data']} in the project): "
                     "splits/train.txt (180 pairs), validation splits/val.txt (20 pairs)",
-            'iterations': steps, 'epochs': int(state['epoch']),
+            'iterations': steps,
             'batch_size': int(cfg['batch_size']), 'crop': int(cfg['crop']),
             'optimizer': optim,
             'augmentation': f"random crops, horizontal flips (p={cfg.get('hflip')})"
                             + (f", infrared gain U{tuple(cfg['ir_gain'])}" if cfg.get('ir_gain') else '')
-                            + (f", visible gain U{tuple(cfg['vis_gain'])}" if cfg.get('vis_gain') else ''),
+                            + (f", visible gain U{tuple(cfg['vis_gain'])}" if cfg.get('vis_gain') else '')
+                            + (' (the gains in stage 2 only)' if len(st) > 1 and (cfg.get('ir_gain') or
+                                                                                  cfg.get('vis_gain')) else ''),
             'losses': 'Eq. 2-3 with (beta1, beta2, lambda1..4) = (1, 1, 20, 20, 10, 20)'
                       + ('' if model.has_segmentation else '; no L_seg (no segmentation head)'),
             'hardware': rec['hardware'], 'seed': int(cfg['seed']),
-            'budget': ' then '.join(x['budget'] for x in st)
-                      + f'; wall time {wall / 60:.0f} min (sum of the logged epoch times)',
-            'code': f"python tools/weights.py reproduce {name}",
+            'budget': ' '.join(f'stage {i + 1}: {x["budget"]}.' for i, x in enumerate(st))
+                      + (f' The published weights are the best by validation loss, after {steps} steps in all.'
+                         if len(st) > 1 else '')
+                      + f' Wall time {wall / 60:.0f} min (sum of the logged epoch times).',
+            'code': f"mtvif_zoo {mtvif_zoo.__version__} at commit {_git_head()}; "
+                    f"retrain and re-evaluate: python tools/weights.py reproduce {name}",
         }
         limitations = [
             'Trained on 180 raw-thermal MFNet pairs (mfnet220 train split) on a 2-core CPU for a few hundred steps, '

@@ -158,6 +158,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _fmt_metric(v: Any) -> str:
+    """Metric values in the card's tables: 4 decimals (the exact values are in the front matter)."""
+    return f'{v:.4f}' if isinstance(v, float) else str(v)
+
+
 def _slug(s: str) -> str:
     return ''.join(c if c.isalnum() else '-' for c in s.lower()).strip('-')
 
@@ -265,7 +270,7 @@ def render_card(entry: Mapping[str, Any]) -> str:
         lines += [f'{_TASKS[r["task"]][1]} on {r["dataset"]} ({r["split"]} split), metric convention '
                   f'`{r["convention"]}`:', '',
                   '| ' + ' | '.join(r['metrics']) + ' |', '|' + '---|' * len(r['metrics']),
-                  '| ' + ' | '.join(_fmt(v) for v in r['metrics'].values()) + ' |', '']
+                  '| ' + ' | '.join(_fmt_metric(v) for v in r['metrics'].values()) + ' |', '']
         if r.get('source'):
             lines += [f'Measured with: `{r["source"]}`', '']
 
