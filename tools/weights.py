@@ -182,8 +182,8 @@ def cmd_evaluate(args) -> int:
                     pred = mtvif_zoo.segment(vis[stem], ir[stem], model=model)
                     cm.update(torch.from_numpy(pred.astype(np.int64)),
                               torch.from_numpy(load_image(labels[stem], 'label').astype(np.int64)))
-                seg = cm.compute()
-                res['segmentation'] = {'dataset': ds, **{k: seg[k] for k in ('mIoU', 'IoU', 'absent_classes')
+                seg = cm.compute().to_dict()
+                res['segmentation'] = {'dataset': ds, **{k: seg[k] for k in ('mIoU', 'IoU', 'absent_classes', 'pixel_accuracy')
                                                          if k in seg}}
         res['fuse_seconds'] = round(t_fuse, 1)
         (RESULTS / f'{name}.json').write_text(json.dumps(res, indent=1, default=float))

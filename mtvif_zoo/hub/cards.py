@@ -116,6 +116,7 @@ def _validate_results(results: Sequence[Mapping[str, Any]]) -> List[Dict[str, An
         if r['task'] not in _TASKS:
             raise ValueError(f'results[{i}].task must be one of {sorted(_TASKS)}, got {r["task"]!r}')
         metrics = {str(k): _number(v, f'results[{i}].metrics[{k!r}]') for k, v in dict(r['metrics']).items()}
+        metrics = dict(sorted(metrics.items(), key=lambda kv: _metric_rank(kv[0])))
         out.append({**{k: v for k, v in r.items() if k != 'metrics'}, 'metrics': metrics})
     return out
 
@@ -158,9 +159,18 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+#: the order metrics are shown in (the paper's Tables 4-5, then the others, then anything else by name),
+#: so a card rendered at publication equals one rendered from the (key-sorted) registry file
+_METRIC_ORDER = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'dE', 'SD', 'SF', 'AG', 'SCD', 'PSNR', 'mIoU')
+
+
+def _metric_rank(name: str):
+    return (_METRIC_ORDER.index(name), '') if name in _METRIC_ORDER else (len(_METRIC_ORDER), name)
+
+
 def _fmt_metric(v: Any) -> str:
     """Metric values in the card's tables: 4 decimals (the exact values are in the front matter)."""
-    return f'{v:.4f}' if isinstance(v, float) else str(v)
+    return (f'{v:.4f}'.rstrip('0').rstrip('.') or '0') if isinstance(v, float) else str(v)
 
 
 def _slug(s: str) -> str:
@@ -186,7 +196,7 @@ def _front_matter(entry: Mapping[str, Any], name: str) -> Dict[str, Any]:
             'task': {'type': ttype, 'name': tname},
             'dataset': {'name': r['dataset'], 'type': r.get('dataset_id') or _slug(r['dataset']), 'split': r['split']},
             'metrics': [{'type': _slug(k), 'name': k, 'value': v, 'config': r['convention'], 'verified': False}
-                        for k, v in r['metrics'].items()],
+                        for k, v in sorted(r['metrics'].items(), key=lambda kv: _metric_rank(kv[0]))],
         })
     if results:
         meta['model-index'] = [{'name': name, 'results': results}]
@@ -267,10 +277,11 @@ def render_card(entry: Mapping[str, Any]) -> str:
     if not card['results']:
         lines += [f'No measured results were supplied for this weight ({NOT_RECORDED}).', '']
     for r in card['results']:
+        ordered = sorted(r['metrics'].items(), key=lambda kv: _metric_rank(kv[0]))
         lines += [f'{_TASKS[r["task"]][1]} on {r["dataset"]} ({r["split"]} split), metric convention '
                   f'`{r["convention"]}`:', '',
-                  '| ' + ' | '.join(r['metrics']) + ' |', '|' + '---|' * len(r['metrics']),
-                  '| ' + ' | '.join(_fmt_metric(v) for v in r['metrics'].values()) + ' |', '']
+                  '| ' + ' | '.join(k for k, _ in ordered) + ' |', '|' + '---|' * len(ordered),
+                  '| ' + ' | '.join(_fmt_metric(v) for _, v in ordered) + ' |', '']
         if r.get('source'):
             lines += [f'Measured with: `{r["source"]}`', '']
 

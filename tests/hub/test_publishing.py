@@ -91,6 +91,7 @@ def test_publish_weight_end_to_end(model, loopback, tmp_path, no_pickle):
     kwargs = dict(dataset='MSRS (test-only)', results=TEST_RESULTS, training=TEST_TRAINING,
                   registry_path=root / 'registry.json', shipped_dir=root / 'weights', cards_dir=root / 'model_cards',
                   release_dir=root / 'release', url_base='https://github.com/o/r/releases/download/w1')
+    package_weights = mtvif_zoo.list_models(pretrained=True)  # the weights this checkout ships
     with registry.use_registry(root / 'registry.json', root / 'weights'):
         assert mtvif_zoo.list_models(pretrained=True) == []
         entry = publish_weight(model, 'mtvif_iii.pubtest', hf_hub_id='test-org/pubtest', push=True, token='hf_test',
@@ -117,7 +118,7 @@ def test_publish_weight_end_to_end(model, loopback, tmp_path, no_pickle):
         again = publish_weight(model, 'mtvif_iii.pubtest', overwrite=True, hf_hub_id='test-org/pubtest',
                                revision=entry['revision'], **kwargs)
         assert again['files'] == entry['files']
-    assert mtvif_zoo.list_models(pretrained=True) == []
+    assert mtvif_zoo.list_models(pretrained=True) == package_weights  # the package registry is back
 
 
 def test_publish_weight_refuses_incomplete_metadata(model, tmp_path):
