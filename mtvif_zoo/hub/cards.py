@@ -78,10 +78,11 @@ _HEAD_TITLE = {'mth': 'Multi-Task Head with HIA-F (MultiTaskVIF, Sec. 3.3)',
                'mth_nohia': 'Multi-Task Head without HIA-F (MultiTaskVIF, Table 6 ii)',
                'cnn': "the backbone's original fusion decoder (no segmentation branch)"}
 _TASKS = {'fusion': ('image-to-image', 'Visible and infrared image fusion'),
-          'segmentation': ('image-segmentation', 'Semantic segmentation of fused images')}
+          'segmentation': ('image-segmentation', 'Semantic segmentation by the multi-task head')}
 _TRAINING_FIELDS = (('data', 'Training data'), ('budget', 'Budget'), ('epochs', 'Epochs'),
                     ('iterations', 'Iterations'), ('batch_size', 'Batch size'), ('crop', 'Crop size'),
-                    ('optimizer', 'Optimiser'), ('augmentation', 'Augmentation'), ('losses', 'Losses'), ('hardware', 'Hardware'),
+                    ('optimizer', 'Optimiser'), ('augmentation', 'Augmentation'), ('losses', 'Losses'),
+                    ('hardware', 'Hardware'),
                     ('gpu_hours', 'GPU hours'), ('seed', 'Seed'), ('code', 'Code revision'))
 NOT_RECORDED = 'not recorded'
 
