@@ -9,17 +9,20 @@ __all__ = ['add_parser']
 
 def _list(args) -> int:
     names = list_models(args.filter or '', pretrained=args.pretrained)
+    published = list_models(pretrained=True)
     rows = []
     for name in names:
         arch = name.split('.')[0]
         m = create_model(arch)
-        rows.append((name, m.backbone_name, m.head_name, count_params(m)))
+        tags = [n.split('.', 1)[1] for n in published if n.split('.')[0] == arch]
+        rows.append((name, m.backbone_name, m.head_name, count_params(m), tags))
     if args.json:
-        print(json.dumps([dict(name=n, backbone=b, head=h, params=p) for n, b, h, p in rows], indent=2))
+        print(json.dumps([dict(name=n, backbone=b, head=h, params=p, pretrained_tags=t) for n, b, h, p, t in rows],
+                         indent=2))
         return 0
-    print(f'{"model":<24}{"backbone":<12}{"head":<10}{"params":>10}')
-    for n, b, h, p in rows:
-        print(f'{n:<24}{b:<12}{h:<10}{p / 1e6:>9.3f}M')
+    print(f'{"model":<24}{"backbone":<12}{"head":<10}{"params":>10}  pretrained')
+    for n, b, h, p, t in rows:
+        print(f'{n:<24}{b:<12}{h:<10}{p / 1e6:>9.3f}M  {", ".join(t) if t else "-"}')
     return 0
 
 

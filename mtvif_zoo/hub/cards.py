@@ -13,6 +13,7 @@ and a metric that is not a finite number is refused.
 ``model_cards/`` copy, the Hugging Face Hub (pinned revision), an ``hf-hub:``/``local-dir:`` repo,
 a file, or a URL.
 """
+import json
 import math
 import numbers
 import urllib.request
@@ -217,9 +218,11 @@ def render_card(entry: Mapping[str, Any]) -> str:
     """The model card (``README.md``) of a registry entry; deterministic: same entry, same text.
 
     The Hub revision is deliberately absent (the card is part of the commit it would name); the
-    registry pins it.
+    registry pins it. Key order does not matter: the entry is read as the registry file stores it
+    (keys sorted), so an entry in memory and the same entry read back give the same card.
     """
     import yaml
+    entry = json.loads(json.dumps(entry, sort_keys=True))
     name = f'{entry["architecture"]}.{entry["tag"]}'
     card, args, sizes = entry['card'], entry['model_args'], entry['card']['sizes']
     backbone, head = args.get('backbone'), args.get('head')
