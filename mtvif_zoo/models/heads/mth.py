@@ -110,7 +110,7 @@ class ChannelContextAttention(nn.Module):
         is the single product ``q @ result``. Needs the bias-free ``kv`` projection
         (``k^T v = W_k (t^T t) W_v^T``)."""
         if self.kv.bias is not None:
-            raise NotImplementedError('folded_context needs kv without bias')
+            raise ValueError('folded_context needs the bias-free kv projection (qkv_bias=False); use forward()')
         B, _, C = context.shape
         h, d = self.num_heads, C // self.num_heads
         # the C x C products in fp32 even under autocast: k^T v sums over every pixel, its entries
