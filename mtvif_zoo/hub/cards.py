@@ -18,7 +18,7 @@ import math
 import numbers
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = ['CITATIONS', 'BACKBONE_CITATION', 'measure', 'card_block', 'render_card', 'model_card', 'card_summary',
            'CARDS_DIR']
@@ -118,7 +118,6 @@ def _validate_results(results: Sequence[Mapping[str, Any]]) -> List[Dict[str, An
         if r['task'] not in _TASKS:
             raise ValueError(f'results[{i}].task must be one of {sorted(_TASKS)}, got {r["task"]!r}')
         metrics = {str(k): _number(v, f'results[{i}].metrics[{k!r}]') for k, v in dict(r['metrics']).items()}
-        metrics = dict(sorted(metrics.items(), key=lambda kv: _metric_rank(kv[0])))
         out.append({**{k: v for k, v in r.items() if k != 'metrics'}, 'metrics': metrics})
     return out
 
@@ -166,8 +165,9 @@ def _fmt(v: Any) -> str:
 _METRIC_ORDER = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'dE', 'SD', 'SF', 'AG', 'SCD', 'PSNR', 'mIoU')
 
 
-def _metric_rank(name: str):
-    return (_METRIC_ORDER.index(name), '') if name in _METRIC_ORDER else (len(_METRIC_ORDER), name)
+def _ordered_metrics(metrics: Mapping[str, Any]) -> List[Tuple[str, Any]]:
+    rank = {k: i for i, k in enumerate(_METRIC_ORDER)}
+    return sorted(metrics.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
 
 
 def _fmt_metric(v: Any) -> str:
@@ -198,7 +198,7 @@ def _front_matter(entry: Mapping[str, Any], name: str) -> Dict[str, Any]:
             'task': {'type': ttype, 'name': tname},
             'dataset': {'name': r['dataset'], 'type': r.get('dataset_id') or _slug(r['dataset']), 'split': r['split']},
             'metrics': [{'type': _slug(k), 'name': k, 'value': v, 'config': r['convention'], 'verified': False}
-                        for k, v in sorted(r['metrics'].items(), key=lambda kv: _metric_rank(kv[0]))],
+                        for k, v in _ordered_metrics(r['metrics'])],
         })
     if results:
         meta['model-index'] = [{'name': name, 'results': results}]
@@ -281,7 +281,7 @@ def render_card(entry: Mapping[str, Any]) -> str:
     if not card['results']:
         lines += [f'No measured results were supplied for this weight ({NOT_RECORDED}).', '']
     for r in card['results']:
-        ordered = sorted(r['metrics'].items(), key=lambda kv: _metric_rank(kv[0]))
+        ordered = _ordered_metrics(r['metrics'])
         lines += [f'{_TASKS[r["task"]][1]} on {r["dataset"]} ({r["split"]} split), metric convention '
                   f'`{r["convention"]}`:', '',
                   '| ' + ' | '.join(k for k, _ in ordered) + ' |', '|' + '---|' * len(ordered),

@@ -190,9 +190,7 @@ def _save(model: nn.Module, folder: Path, *, name: str, weights: str, full_copy:
              'input': input, 'license': license,
              'card': card if card is not None else card_block(model)}
     readme = folder / 'README.md'
-    # rendered from the entry as the registry file stores it (keys sorted), so that regenerating the
-    # card from registry.json gives exactly this file
-    readme.write_text(render_card(json.loads(json.dumps(entry, sort_keys=True))), encoding='utf-8')
+    readme.write_text(render_card(entry), encoding='utf-8')
     files['README.md'] = {'sha256': sha256_file(readme), 'size': readme.stat().st_size}
     config = _hf_config(model, arch, tag, args, label_names, license, files, weights, dataset, input)
     cfg_path = folder / 'config.json'
