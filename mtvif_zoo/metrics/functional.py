@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ._colour import linear_rgb_to_lab, srgb_to_linear
-from ._filters import correlate_valid, gaussian_taps, uniform_valid_float32
+from ._filters import banded_moments, correlate_valid, gaussian_taps, uniform_valid_float32
 
 __all__ = [
     'entropy', 'standard_deviation', 'spatial_frequency', 'average_gradient',
@@ -93,6 +93,11 @@ def _tiled(x: torch.Tensor) -> bool:
 
 def _rows_per_tile(width: int) -> int:
     return max(1, TILE_ELEMENTS // max(width, 1))
+
+
+def _band_rows(n_sources: int, width: int) -> int:
+    """Output rows per band of :func:`banded_moments`: its stacked planes stay within ~2 MB (L2)."""
+    return max(8, (8 * TILE_ELEMENTS) // ((2 + 3 * n_sources) * max(width, 1)))
 
 
 def _plane(s: torch.Tensor, b: int, c: int) -> torch.Tensor:
@@ -418,6 +423,17 @@ class _SSIMConfig:
         n = self.win_size ** 2
         self.cov_norm = n / (n - 1) if sample_covariance else 1.0
         self.taps = gaussian_taps(self.win_size, self.sigma) if window == 'gaussian' else [1.0 / self.win_size] * self.win_size
+        self._f32 = {}
+
+    def f32_scalars(self, device) -> Tuple[torch.Tensor, ...]:
+        """cov_norm, C1, C2 and 2 as float32 scalars (numpy casts the Python floats to float32)."""
+        key = str(device)
+        if key not in self._f32:
+            C1 = (self.k[0] * self.data_range) ** 2
+            C2 = (self.k[1] * self.data_range) ** 2
+            self._f32[key] = tuple(torch.tensor(v, dtype=torch.float32, device=device)
+                                   for v in (self.cov_norm, C1, C2, 2.0))
+        return self._f32[key]
 
     def filt(self, x: torch.Tensor) -> torch.Tensor:
         if self.dtype == 'float32':
@@ -438,8 +454,7 @@ def _ssim_maps(x_stats, y_stats, xy_f, cfg: _SSIMConfig):
     C2 = (cfg.k[1] * cfg.data_range) ** 2
     if cfg.dtype == 'float32':
         # scikit-image's float32 expression order (numpy casts the Python scalars to float32)
-        f32 = lambda v: torch.tensor(v, dtype=torch.float32, device=ux.device)  # noqa: E731
-        cn, c1, c2, two = f32(cfg.cov_norm), f32(C1), f32(C2), f32(2.0)
+        cn, c1, c2, two = cfg.f32_scalars(ux.device)
         vx = cn * (uxx - ux * ux)
         vy = cn * (uyy - uy * uy)
         vxy = cn * (xy_f - ux * uy)
@@ -473,6 +488,34 @@ def _ssim_input(x: torch.Tensor, cfg: _SSIMConfig) -> torch.Tensor:
     return x.to(torch.float32).to(_F64) if cfg.dtype == 'float32' else x
 
 
+def _small_integers(x: torch.Tensor) -> bool:
+    """All values are integers in -255..255 (8-bit images, rounded grey images)."""
+    if x.numel() == 0:
+        return False
+    mn, mx = torch.aminmax(x)
+    return float(mn) >= -255 and float(mx) <= 255 and torch.equal(torch.round(x), x)
+
+
+def _ssim_uniform_f32_banded(f: torch.Tensor, sources, cfg: _SSIMConfig):
+    """CPU path of scikit-image's float32 uniform-window SSIM for integer images (the 'paper'
+    convention): per plane, in bands, the moments of the fused image and every source from one
+    stacked :func:`banded_moments` call (bit for bit scipy's float32 ``uniform_filter``), then the
+    float32 SSIM map of each source, summed in float64 like ``S.mean(dtype=float64)``."""
+    w = cfg.win_size
+    B, C, H, W = f.shape
+    Ho, Wo = H - w + 1, W - w + 1
+    out = [torch.zeros(B, C, dtype=_F64) for _ in sources]
+    for bi in range(B):
+        for ci in range(C):
+            fp = f[bi, ci]
+            srcs = [_plane(x, bi, ci) for x in sources]
+            for _, Z in banded_moments(fp, srcs, w, _band_rows(len(srcs), W), uniform_float32=True):
+                for k in range(len(srcs)):
+                    m, _ = _ssim_maps((Z[:, 2 + 3 * k], Z[:, 3 + 3 * k]), (Z[:, 0], Z[:, 1]), Z[:, 4 + 3 * k], cfg)
+                    out[k][bi, ci] += float(m.sum())
+    return [o / (Ho * Wo) for o in out]
+
+
 def _ssim_core(f: torch.Tensor, sources, cfg: _SSIMConfig):
     """Mean SSIM map of ``f`` (B x C) against each (broadcastable) source -> list of ``B x C``."""
     w = cfg.win_size
@@ -480,6 +523,9 @@ def _ssim_core(f: torch.Tensor, sources, cfg: _SSIMConfig):
     Ho, Wo = H - w + 1, W - w + 1
     if Ho < 1 or Wo < 1:
         raise ValueError(f'SSIM: image {W}x{H} is smaller than the {w}x{w} window')
+    if (_tiled(f) and cfg.dtype == 'float32' and cfg.window == 'uniform'
+            and all(_small_integers(x) for x in (f, *sources))):
+        return _ssim_uniform_f32_banded(f, sources, cfg)
     fx = _ssim_input(f, cfg)
     prepped = []
     for s in sources:
@@ -569,11 +615,14 @@ def _gauss_stats(x: torch.Tensor, taps) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def _ms_ssim_terms(mu1, e1, mu2, e2, cross, C1, C2):
-    s1 = e1 - mu1 * mu1
-    s2 = e2 - mu2 * mu2
-    s12 = cross - mu1 * mu2
-    cs = (2 * s12 + C2) / (s1 + s2 + C2)
-    return cs, ((2 * mu1 * mu2 + C1) / (mu1 * mu1 + mu2 * mu2 + C1)) * cs
+    """Per-pixel contrast-structure term and SSIM of pytorch_msssim's ``_ssim``, same expressions
+    (in-place ops: the same roundings, fewer temporaries)."""
+    m11, m22, m12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    s12 = torch.sub(cross, m12)
+    den = torch.add(torch.sub(e1, m11), torch.sub(e2, m22)).add_(C2)  # s1 + s2 + C2 (may broadcast)
+    cs = s12.mul_(2).add_(C2).div_(den)                              # (2 s12 + C2) / (s1 + s2 + C2)
+    lum = m12.mul_(2).add_(C1).div_(torch.add(m11, m22).add_(C1))    # (2 mu1 mu2 + C1) / (mu1^2 + mu2^2 + C1)
+    return cs, lum.mul_(cs)
 
 
 def _ms_ssim_core(f: torch.Tensor, sources, *, data_range, win_size, sigma, weights, k=(0.01, 0.03)):
@@ -590,12 +639,26 @@ def _ms_ssim_core(f: torch.Tensor, sources, *, data_range, win_size, sigma, weig
     mcs = [[] for _ in srcs]
     ssim_pc = [None] * len(srcs)
     for i in range(levels):
-        mu2, e2 = _gauss_stats(f, taps)
-        npix = mu2.shape[-2] * mu2.shape[-1]
-        for n, x in enumerate(srcs):
-            mu1, e1 = _gauss_stats(x, taps)
-            cs, sm = _tiled_sums(lambda *t: _ms_ssim_terms(*t, C1, C2), [mu1, e1, mu2, e2, correlate_valid(x * f, taps)],
-                                 B, C)
+        npix = (f.shape[-2] - win_size + 1) * (f.shape[-1] - win_size + 1)
+        if _tiled(f):
+            # CPU: per plane, in bands whose moments (all sources at once) and terms stay in cache
+            sums = [(torch.zeros(B, C, dtype=_F64), torch.zeros(B, C, dtype=_F64)) for _ in srcs]
+            for bi in range(B):
+                for ci in range(C):
+                    fp = f[bi, ci]
+                    for _, Z in banded_moments(fp, [_plane(x, bi, ci) for x in srcs], taps,
+                                               _band_rows(len(srcs), fp.shape[-1])):
+                        for n, (cs_sum, sm_sum) in enumerate(sums):
+                            cs, sm = _ms_ssim_terms(Z[:, 2 + 3 * n], Z[:, 3 + 3 * n], Z[:, 0], Z[:, 1],
+                                                    Z[:, 4 + 3 * n], C1, C2)
+                            cs_sum[bi, ci] += float(cs.sum())
+                            sm_sum[bi, ci] += float(sm.sum())
+        else:
+            mu2, e2 = _gauss_stats(f, taps)
+            sums = [_tiled_sums(lambda *t: _ms_ssim_terms(*t, C1, C2),
+                                [*_gauss_stats(x, taps), mu2, e2, correlate_valid(x * f, taps)], B, C)
+                    for x in srcs]
+        for n, (cs, sm) in enumerate(sums):
             ssim_pc[n] = sm / npix
             if i < levels - 1:
                 mcs[n].append(torch.relu(cs / npix))
@@ -638,11 +701,12 @@ def _vif_terms(mu1, e1, mu2, s2, cross, sigma_nsq, eps):
     ``s2`` is the (clamped) variance of the distorted image, shared by every reference. The
     reference's masking steps reduce to: the numerator term is log10(1) = 0 wherever
     ``s1 < eps``, ``s2 < eps`` or ``g < 0`` (g is zeroed there), the denominator term is 0 where
-    ``s1 < eps``; elsewhere both are the reference's expressions, evaluated in the same order."""
-    s1 = torch.mul(mu1, mu1).neg_().add_(e1).clamp_min_(0.0)       # relu(e1 - mu1^2)
-    s12 = torch.mul(mu1, mu2).neg_().add_(cross)                    # cross - mu1 mu2
+    ``s1 < eps``; elsewhere both are the reference's expressions (``addcmul`` may fuse a multiply-add:
+    one rounding fewer than numpy, ~1e-16 relative)."""
+    s1 = torch.addcmul(e1, mu1, mu1, value=-1.0).clamp_min_(0.0)   # relu(e1 - mu1^2)
+    s12 = torch.addcmul(cross, mu1, mu2, value=-1.0)                # cross - mu1 mu2
     g = torch.div(s12, s1 + eps)
-    sv = torch.mul(g, s12).neg_().add_(s2)                          # s2 - g s12
+    sv = torch.addcmul(s2, g, s12, value=-1.0)                      # s2 - g s12
     m1 = s1 < eps
     zero_g = (s2 < eps).logical_or_(m1).logical_or_(g < 0)
     g.masked_fill_(zero_g, 0.0)
@@ -667,13 +731,33 @@ def _vif_core(dist: torch.Tensor, refs, *, sigma_nsq: float = 2.0, eps: float = 
             xs = [correlate_valid(x, taps, stride=2) for x in xs]
         if min(y.shape[-2:]) < n:
             raise ValueError(f'VIF: image too small for scale {scale} ({n}x{n} window); need about 41x41 or more')
+        if _tiled(y):
+            # CPU: per plane, in bands whose moments (all sources at once) and terms stay in cache
+            for bi in range(B):
+                for ci in range(C):
+                    yp, xps = y[bi, ci], [_plane(x, bi, ci) for x in xs]
+                    acc = [[0.0, 0.0] for _ in xs]
+                    for _, Z in banded_moments(yp, xps, taps, _band_rows(len(xs), yp.shape[-1])):
+                        mu2, e2 = Z[:, 0], Z[:, 1]
+                        s2 = torch.addcmul(e2, mu2, mu2, value=-1.0).clamp_min_(0.0)  # relu(e2 - mu2^2)
+                        for r in range(len(xs)):
+                            nu, de = _vif_terms(Z[:, 2 + 3 * r], Z[:, 3 + 3 * r], mu2, s2, Z[:, 4 + 3 * r],
+                                                sigma_nsq, eps)
+                            acc[r][0] += float(nu.sum())
+                            acc[r][1] += float(de.sum())
+                    for r in range(len(xs)):
+                        if not torch.is_tensor(num[r]):
+                            num[r], den[r] = torch.zeros(B, C, dtype=_F64), torch.zeros(B, C, dtype=_F64)
+                        num[r][bi, ci] += acc[r][0]
+                        den[r][bi, ci] += acc[r][1]
+            continue
         mu2, e2 = _gauss_stats(y, taps)
         stats = [_gauss_stats(x, taps) + (correlate_valid(x * y, taps),) for x in xs]
-        s2 = torch.mul(mu2, mu2).neg_().add_(e2).clamp_min_(0.0)       # relu(e2 - mu2^2)
+        s2 = torch.addcmul(e2, mu2, mu2, value=-1.0).clamp_min_(0.0)   # relu(e2 - mu2^2)
         for r, (mu1, e1, cross) in enumerate(stats):
-            nu, de = _tiled_sums(lambda *t: _vif_terms(*t, sigma_nsq, eps), [mu1, e1, mu2, s2, cross], B, C)
-            num[r] = num[r] + nu
-            den[r] = den[r] + de
+            nu, de = _vif_terms(mu1, e1, mu2, s2, cross, sigma_nsq, eps)
+            num[r] = num[r] + nu.sum((-2, -1)).expand(B, C)
+            den[r] = den[r] + de.sum((-2, -1)).expand(B, C)
     out = []
     for nu, de in zip(num, den):
         v = torch.where(de > 0, nu / torch.where(de > 0, de, torch.ones_like(de)), torch.ones_like(de))
