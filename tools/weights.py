@@ -242,7 +242,7 @@ def cmd_table(args) -> int:
 def _results_for_card(name: str) -> List[dict]:
     r = json.loads((RESULTS / f'{name}.json').read_text())
     out = []
-    pretty = {'mfnet220_test': ('MFNet (mfnet220 test split)', 'test'), 'msrs_test20': ('MSRS', 'test (20 pairs)'),
+    pretty = {'mfnet220_test': ('MFNet (mfnet220)', 'test (20 pairs)'), 'msrs_test20': ('MSRS', 'test (20 pairs)'),
               'tno25': ('TNO', '25 pairs'), 'roadscene50': ('RoadScene', '50 pairs')}
     for ds, convs in r['datasets'].items():
         for conv, v in convs.items():
@@ -251,7 +251,7 @@ def _results_for_card(name: str) -> List[dict]:
             out.append({'task': 'fusion', 'dataset': pretty[ds][0], 'split': pretty[ds][1], 'convention': conv,
                         'metrics': metrics, 'source': f'python tools/weights.py evaluate {name}'})
     if r.get('segmentation'):
-        out.append({'task': 'segmentation', 'dataset': 'MFNet (mfnet220 test split)', 'split': 'test (20 pairs)',
+        out.append({'task': 'segmentation', 'dataset': 'MFNet (mfnet220)', 'split': 'test (20 pairs)',
                     'convention': 'mIoU over 9 classes, one confusion matrix',
                     'metrics': {'mIoU': float(r['segmentation']['mIoU'])},
                     'source': f'python tools/weights.py evaluate {name}'})

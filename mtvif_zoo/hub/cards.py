@@ -282,7 +282,7 @@ def render_card(entry: Mapping[str, Any]) -> str:
         lines += [f'No measured results were supplied for this weight ({NOT_RECORDED}).', '']
     for r in card['results']:
         ordered = _ordered_metrics(r['metrics'])
-        lines += [f'{_TASKS[r["task"]][1]} on {r["dataset"]} ({r["split"]} split), metric convention '
+        lines += [f'{_TASKS[r["task"]][1]} on {r["dataset"]}, {r["split"]}, metric convention '
                   f'`{r["convention"]}`:', '',
                   '| ' + ' | '.join(k for k, _ in ordered) + ' |', '|' + '---|' * len(ordered),
                   '| ' + ' | '.join(_fmt_metric(v) for _, v in ordered) + ' |', '']
