@@ -329,18 +329,20 @@ def mutual_information(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
 def _sobel_padded(p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """MATLAB ``conv2(x, h3, 'same')`` and ``conv2(x, h1, 'same')`` from the zero-padded ``p``
     (true convolution) with h3 = [-1 0 1; -2 0 2; -1 0 1], h1 = [1 2 1; 0 0 0; -1 -2 -1]."""
-    v = p[..., :-2, :] + 2 * p[..., 1:-1, :] + p[..., 2:, :]   # vertical [1 2 1]
-    sx = v[..., :, :-2] - v[..., :, 2:]                          # conv flips: left - right
-    h = p[..., :, :-2] + 2 * p[..., :, 1:-1] + p[..., :, 2:]     # horizontal [1 2 1]
-    sy = h[..., 2:, :] - h[..., :-2, :]                          # below - above
+    # (p0 + p2) + 2 p1: the two-term sum first, then the exact doubling added (fewer temporaries;
+    # for integer images every value is exact, otherwise float rounding order only)
+    v = torch.add(p[..., :-2, :], p[..., 2:, :]).add_(p[..., 1:-1, :], alpha=2)   # vertical [1 2 1]
+    sx = torch.sub(v[..., :, :-2], v[..., :, 2:])                                # conv flips: left - right
+    h = torch.add(p[..., :, :-2], p[..., :, 2:]).add_(p[..., :, 1:-1], alpha=2)  # horizontal [1 2 1]
+    sy = torch.sub(h[..., 2:, :], h[..., :-2, :])                                # below - above
     return sx, sy
 
 
 def _grad_angle(p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gradient magnitude and ``atan(Sy/Sx)`` (pi/2 where Sx == 0) of a zero-padded image."""
     sx, sy = _sobel_padded(p)
-    g = torch.sqrt(sx * sx + sy * sy)
-    a = torch.atan(sy / sx).masked_fill_(sx == 0, math.pi / 2)
+    g = torch.mul(sx, sx).add_(torch.mul(sy, sy)).sqrt_()
+    a = torch.div(sy, sx).atan_().masked_fill_(sx == 0, math.pi / 2)
     return g, a
 
 
@@ -446,7 +448,7 @@ class _SSIMConfig:
         return correlate_valid(x, self.taps)
 
 
-def _ssim_maps(x_stats, y_stats, xy_f, cfg: _SSIMConfig):
+def _ssim_maps(x_stats, y_stats, xy_f, cfg: _SSIMConfig, keep_float32: bool = False):
     """SSIM map from filtered statistics (mu, E[x^2]) of x and y, and filtered x*y."""
     ux, uxx = x_stats
     uy, uyy = y_stats
@@ -462,7 +464,8 @@ def _ssim_maps(x_stats, y_stats, xy_f, cfg: _SSIMConfig):
         A2 = two * vxy + c2
         B1 = ux * ux + uy * uy + c1
         B2 = vx + vy + c2
-        return ((A1 * A2) / (B1 * B2)).to(_F64), None
+        m = (A1 * A2) / (B1 * B2)
+        return (m if keep_float32 else m.to(_F64)), None
     vx = cfg.cov_norm * (uxx - ux * ux)
     vy = cfg.cov_norm * (uyy - uy * uy)
     vxy = cfg.cov_norm * (xy_f - ux * uy)
@@ -511,8 +514,9 @@ def _ssim_uniform_f32_banded(f: torch.Tensor, sources, cfg: _SSIMConfig):
             srcs = [_plane(x, bi, ci) for x in sources]
             for _, Z in banded_moments(fp, srcs, w, _band_rows(len(srcs), W), uniform_float32=True):
                 for k in range(len(srcs)):
-                    m, _ = _ssim_maps((Z[:, 2 + 3 * k], Z[:, 3 + 3 * k]), (Z[:, 0], Z[:, 1]), Z[:, 4 + 3 * k], cfg)
-                    out[k][bi, ci] += float(m.sum())
+                    m, _ = _ssim_maps((Z[:, 2 + 3 * k], Z[:, 3 + 3 * k]), (Z[:, 0], Z[:, 1]), Z[:, 4 + 3 * k], cfg,
+                                      keep_float32=True)
+                    out[k][bi, ci] += float(m.sum(dtype=_F64))
     return [o / (Ho * Wo) for o in out]
 
 
@@ -921,13 +925,12 @@ def _as_8bit(x: torch.Tensor):
     """``x`` as int32 if it holds only the integers 0..255, else None."""
     if x.numel() == 0:
         return None
-    mn, mx = torch.aminmax(x)
-    if float(mn) < 0 or float(mx) > 255:
+    # the uint8 conversion of a value outside 0..255 (or NaN) is some byte, never the value itself,
+    # so the round trip alone decides (one pass cheaper than a separate range check)
+    xu = x.to(torch.uint8)
+    if not torch.equal(xu.to(x.dtype), x):
         return None
-    xi = x.to(torch.int32)
-    if not torch.equal(xi.to(x.dtype), x):
-        return None
-    return xi
+    return xu.to(torch.int32)
 
 
 def _unique(x: torch.Tensor, return_inverse: bool = False, return_counts: bool = False):
