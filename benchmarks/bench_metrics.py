@@ -11,7 +11,9 @@ fused image defaults to the pixel average of the visible and infrared images. Th
 written the way the reference scripts are (CDDFuse's ``Evaluator``: numpy, ``scipy.signal.convolve2d``
 with the 2-D windows, ``sklearn.metrics.mutual_info_score``, scikit-image SSIM / CIEDE2000; MS-SSIM
 as pytorch_msssim's algorithm in numpy). It is checked against the torch numbers before timing.
-This is not a test; it prints per-image times and the speed ratio.
+This is not a test; it prints per-image times and the speed ratio: serial (one thread) and with
+``--workers`` processes (default: one per core; forked, so their start-up is inside the timing).
+The baseline runs serially, as the reference scripts do.
 """
 from __future__ import annotations
 
@@ -224,7 +226,7 @@ def main():
     ap.add_argument('--fused', default=None, help='folder of fused images (default: pixel average of vi and ir)')
     ap.add_argument('--device', default='cpu', help='torch device for the torch side (cpu, cuda)')
     ap.add_argument('--workers', type=int, default=os.cpu_count() or 1,
-                    help='CPU: images evaluated concurrently by the torch side (threads, each single-threaded '
+                    help='CPU: images evaluated concurrently by the torch side (processes, each single-threaded '
                          'torch) [all cores]; the serial single-thread time is always reported too')
     ap.add_argument('--baseline-images', type=int, default=None,
                     help='time the numpy baseline on only the first N images (default: all)')

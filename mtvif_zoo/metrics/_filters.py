@@ -228,7 +228,8 @@ def banded_moments(y: torch.Tensor, xs: Sequence[torch.Tensor], taps: Sequence[f
     ``P = 2 + 3 len(xs)`` planes: ``filt(y), filt(y*y)``, then per ``x``: ``filt(x), filt(x*x),
     filt(x*y)`` ('valid', same taps both ways). The planes of one band are laid side by side so
     each 1-D pass is one band-matrix product for all of them (few large BLAS calls), and a band
-    with its squares and products stays in cache: the same sums as :func:`correlate_valid` of the
+    with its squares and products stays in cache (``Z`` is a view of a buffer reused by the next
+    band: consume or clone it first): the same sums as :func:`correlate_valid` of the
     whole images, in BLAS order (float rounding only; tested to 1e-12 against the whole-tensor path).
 
     ``uniform_float32=True`` (``taps`` = its size k, a uniform window): ``scipy.ndimage.uniform_filter``
