@@ -2,6 +2,7 @@
 
     python benchmarks/bench_metrics.py                          # 20 MSRS test pairs, paper convention, CPU
     python benchmarks/bench_metrics.py --workers 1              # serial only
+    python benchmarks/bench_metrics.py --pool thread            # workers as threads, as mtvif_zoo.evaluate() runs
     python benchmarks/bench_metrics.py --device cuda            # images/s on the GPU
     python benchmarks/bench_metrics.py --fused runs/fused/      # a folder of fused images (matched by stem)
 
@@ -22,7 +23,7 @@ import math
 import os
 import time
 import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,8 @@ def main():
     ap.add_argument('--workers', type=int, default=os.cpu_count() or 1,
                     help='CPU: images evaluated concurrently by the torch side (processes, each single-threaded '
                          'torch) [all cores]; the serial single-thread time is always reported too')
+    ap.add_argument('--pool', choices=('process', 'thread'), default='process',
+                    help="how the workers run: forked processes [default] or threads (mtvif_zoo.evaluate()'s way)")
     ap.add_argument('--baseline-images', type=int, default=None,
                     help='time the numpy baseline on only the first N images (default: all)')
     args = ap.parse_args()
@@ -245,12 +248,14 @@ def main():
             for s, f, v, i in triples]
 
     def run_torch(workers):
-        if workers > 1:
+        if workers > 1 and args.pool == 'thread':  # what mtvif_zoo.evaluate() does
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as ex:
+                out = dict(ex.map(_one, tens))
+        elif workers > 1:
             # one process per core (forked, torch single-threaded in each): the per-image work is
-            # thousands of small tensor ops, which threads would serialise on the GIL
+            # thousands of small tensor ops, which threads partly serialise on the GIL
             with ProcessPoolExecutor(workers, mp_context=mp.get_context('fork'),
                                      initializer=torch.set_num_threads, initargs=(1,)) as ex:
-                ex.submit(int).result()  # processes started before the clock matters
                 out = dict(ex.map(_one, tens, chunksize=max(1, len(tens) // (4 * workers))))
         else:
             out = dict(map(_one, tens))
@@ -283,7 +288,8 @@ def main():
     print(f'mtvif_zoo.metrics, {dev.type}, serial:{" " * (20 - len(dev.type))}{t_serial / n * 1000:8.1f} ms/image  '
           f'({n / t_serial:.1f} images/s)   speed ratio {per_np / (t_serial / n):.1f}x')
     if t_par is not None:
-        print(f'mtvif_zoo.metrics, cpu, {args.workers} workers:          {t_par / n * 1000:8.1f} ms/image  '
+        print(f'mtvif_zoo.metrics, cpu, {args.workers} {args.pool + "es" if args.pool == "process" else args.pool + "s"}:'
+              f'{" " * (18 - len(args.pool))}{t_par / n * 1000:8.1f} ms/image  '
               f'({n / t_par:.1f} images/s)   speed ratio {per_np / (t_par / n):.1f}x')
 
 
