@@ -14,7 +14,7 @@ from mtvif_zoo.hub.pretrained import sha256_file
 def test_package_registry_lists_exactly_what_ships():
     """list_models(pretrained=True) == registry entries == shipped folders, every file's sha256 as recorded.
 
-    Today no trained weights exist, so all three are empty; the test holds once real ones are published."""
+    Holds for the real published weights (shipped in mtvif_zoo/hub/weights/, cards in model_cards/)."""
     entries = registry.read_registry(registry.REGISTRY_PATH)
     shipped_dir = registry.SHIPPED_DIR
     shipped = sorted(p.name for p in shipped_dir.iterdir() if p.is_dir()) if shipped_dir.is_dir() else []
