@@ -13,7 +13,8 @@ written the way the reference scripts are (CDDFuse's ``Evaluator``: numpy, ``sci
 with the 2-D windows, ``sklearn.metrics.mutual_info_score``, scikit-image SSIM / CIEDE2000; MS-SSIM
 as pytorch_msssim's algorithm in numpy). It is checked against the torch numbers before timing.
 This is not a test; it prints per-image times and the speed ratio: serial (one thread) and with
-``--workers`` processes (default: one per core; forked, so their start-up is inside the timing).
+``--workers`` processes (default: one per core; forked and started before the clock, their start-up
+time printed separately).
 The baseline runs serially, as the reference scripts do.
 """
 from __future__ import annotations
@@ -231,6 +232,8 @@ def main():
                          'torch) [all cores]; the serial single-thread time is always reported too')
     ap.add_argument('--pool', choices=('process', 'thread'), default='process',
                     help="how the workers run: forked processes [default] or threads (mtvif_zoo.evaluate()'s way)")
+    ap.add_argument('--rounds', type=int, default=4,
+                    help='interleaved rounds of torch (all pairs) and baseline (a share of the pairs) [4]')
     ap.add_argument('--baseline-images', type=int, default=None,
                     help='time the numpy baseline on only the first N images (default: all)')
     args = ap.parse_args()
@@ -248,50 +251,80 @@ def main():
             for s, f, v, i in triples]
 
     def run_torch(workers):
+        """-> (results, seconds of the evaluation itself, seconds to start the worker pool)"""
+        t_start = 0.0
         if workers > 1 and args.pool == 'thread':  # what mtvif_zoo.evaluate() does
             with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as ex:
+                t0 = time.perf_counter()
                 out = dict(ex.map(_one, tens))
+                t = time.perf_counter() - t0
         elif workers > 1:
             # one process per core (forked, torch single-threaded in each): the per-image work is
-            # thousands of small tensor ops, which threads partly serialise on the GIL
+            # thousands of small tensor ops, which threads partly serialise on the GIL. The pool is
+            # started (all processes forked) before the clock: steady-state throughput, the start-up
+            # cost is reported on its own.
+            t0 = time.perf_counter()
             with ProcessPoolExecutor(workers, mp_context=mp.get_context('fork'),
                                      initializer=torch.set_num_threads, initargs=(1,)) as ex:
+                ex.submit(int).result()
+                t_start = time.perf_counter() - t0
+                t0 = time.perf_counter()
                 out = dict(ex.map(_one, tens, chunksize=max(1, len(tens) // (4 * workers))))
+                t = time.perf_counter() - t0
         else:
+            t0 = time.perf_counter()
             out = dict(map(_one, tens))
-        if dev.type == 'cuda':
-            torch.cuda.synchronize()
-        return out
+            if dev.type == 'cuda':
+                torch.cuda.synchronize()
+            t = time.perf_counter() - t0
+        return out, t, t_start
 
     _one(tens[0])  # warm-up (CUDA kernels, allocator, LUTs)
-    t0 = time.perf_counter()
-    torch_res = run_torch(1)
-    t_serial = time.perf_counter() - t0
-    t_par = None
-    if dev.type == 'cpu' and args.workers > 1:
-        t0 = time.perf_counter()
-        run_torch(args.workers)
-        t_par = time.perf_counter() - t0
-
+    # Rounds that interleave the two sides, so that both see the same machine (the speed of a
+    # shared machine drifts by 10-20 % within a minute): each round times the torch side on all
+    # pairs (serial, then the workers) and the baseline on its share of the pairs (every pair
+    # once over the rounds). The ratio compares the baseline's total with the torch side's time
+    # for the same number of pairs in the same rounds.
     nb = min(n, args.baseline_images or n)
-    t0 = time.perf_counter()
-    np_res = {s: numpy_suite(f, v, i) for s, f, v, i in triples[:nb]}
-    t_np = time.perf_counter() - t0
+    rounds = max(1, min(args.rounds, nb))
+    share = [list(range(nb))[r::rounds] for r in range(rounds)]
+    np_res, per_round = {}, []
+    t_pool = 0.0
+    for r in range(rounds):
+        torch_res, t_serial, _ = run_torch(1)
+        t_par = None
+        if dev.type == 'cpu' and args.workers > 1:
+            _, t_par, t_pool = run_torch(args.workers)
+        t0 = time.perf_counter()
+        for j in share[r]:
+            s_, f, v, i = triples[j]
+            np_res[s_] = numpy_suite(f, v, i)
+        per_round.append((len(share[r]), time.perf_counter() - t0, t_serial / n,
+                          None if t_par is None else t_par / n))
 
     worst = {k: max(abs(np_res[s][k] - torch_res[s][k]) for s in np_res) for k in METRICS}
     print('max |torch - numpy| per metric: ' + ', '.join(f'{k} {v:.1e}' for k, v in worst.items()))
     bad = {k: v for k, v in worst.items() if v > 1e-4}
     if bad:
         print(f'WARNING: implementations disagree above 1e-4: {bad}')
+    t_np = sum(x[1] for x in per_round)
     per_np = t_np / nb
-    print(f'numpy/scikit-image baseline (serial):      {per_np * 1000:8.1f} ms/image  ({nb} images, {t_np:.1f} s)')
-    print(f'mtvif_zoo.metrics, {dev.type}, serial:{" " * (20 - len(dev.type))}{t_serial / n * 1000:8.1f} ms/image  '
-          f'({n / t_serial:.1f} images/s)   speed ratio {per_np / (t_serial / n):.1f}x')
-    if t_par is not None:
-        print(f'mtvif_zoo.metrics, cpu, {args.workers} {args.pool + "es" if args.pool == "process" else args.pool + "s"}:'
-              f'{" " * (18 - len(args.pool))}{t_par / n * 1000:8.1f} ms/image  '
-              f'({n / t_par:.1f} images/s)   speed ratio {per_np / (t_par / n):.1f}x')
 
+    # torch time for the baseline's pairs: each round's per-pair time times that round's share
+    ser = sum(x[0] * x[2] for x in per_round) / nb
+    print(f'{rounds} interleaved rounds (torch side: all {n} pairs per round; baseline: {nb} pairs in all)')
+    print(f'numpy/scikit-image baseline (serial):      {per_np * 1000:8.1f} ms/image')
+    print(f'mtvif_zoo.metrics, {dev.type}, serial:{" " * (20 - len(dev.type))}{ser * 1000:8.1f} ms/image  '
+          f'({1 / ser:.1f} images/s)   speed ratio {t_np / (ser * nb):.1f}x')
+    if per_round[0][3] is not None:
+        par = sum(x[0] * x[3] for x in per_round) / nb
+        print(f'mtvif_zoo.metrics, cpu, {args.workers} {args.pool + "es" if args.pool == "process" else args.pool + "s"}:'
+              f'{" " * (18 - len(args.pool))}{par * 1000:8.1f} ms/image  '
+              f'({1 / par:.1f} images/s)   speed ratio {t_np / (par * nb):.1f}x'
+              + (f'   (+{t_pool:.2f} s once to start the processes)' if args.pool == 'process' else ''))
+    print('per round (baseline / serial / workers, ms per image): '
+          + '; '.join(' / '.join('-' if t is None else f'{t * 1000:.0f}' for t in (x[1] / x[0], x[2], x[3]))
+                      for x in per_round))
 
 if __name__ == '__main__':
     main()

@@ -283,10 +283,10 @@ def banded_moments(y: torch.Tensor, xs: Sequence[torch.Tensor], taps: Sequence[f
         v2 = v.view(m * P, W)
         z = Zb[:m * P]
         if uniform_float32:
-            v2 = v2.div_(k).to(torch.float32)  # the cumsum reads it back into float64
+            v2 = v2.div_(k).to(torch.float32).to(torch.float64)
             for c0 in range(0, Wo, chunk):
                 c1 = min(Wo, c0 + chunk)
-                cs = torch.cumsum(v2[:, c0:c1 + k - 1], dim=1, dtype=torch.float64)
+                cs = torch.cumsum(v2[:, c0:c1 + k - 1], dim=1)
                 zc = z[:, c0:c1]
                 zc[:, 0] = cs[:, k - 1]
                 torch.sub(cs[:, k:], cs[:, :-k], out=zc[:, 1:])

@@ -210,10 +210,10 @@ def _matlab_gradient(x: torch.Tensor, dim: int) -> torch.Tensor:
         return torch.zeros_like(x)
     g = torch.empty_like(x)
     sl = lambda a, b: x.narrow(dim, a, b - a)  # noqa: E731
-    g.narrow(dim, 0, 1).copy_(sl(1, 2) - sl(0, 1))
-    g.narrow(dim, n - 1, 1).copy_(sl(n - 1, n) - sl(n - 2, n - 1))
+    torch.sub(sl(1, 2), sl(0, 1), out=g.narrow(dim, 0, 1))
+    torch.sub(sl(n - 1, n), sl(n - 2, n - 1), out=g.narrow(dim, n - 1, 1))
     if n > 2:
-        g.narrow(dim, 1, n - 2).copy_((sl(2, n) - sl(0, n - 2)) / 2)
+        torch.sub(sl(2, n), sl(0, n - 2), out=g.narrow(dim, 1, n - 2)).div_(2)
     return g
 
 
@@ -227,7 +227,7 @@ def average_gradient(fused: torch.Tensor, *, normalisation: str = 'vifb') -> tor
     f = _as4d(fused, 'fused')
     B, C, H, W = f.shape
     gx, gy = _matlab_gradient(f, 3), _matlab_gradient(f, 2)
-    s = torch.sqrt((gx.square() + gy.square()) / 2).sum((2, 3))
+    s = gx.square_().add_(gy.square_()).div_(2).sqrt_().sum((2, 3))
     if normalisation == 'vifb':
         s = s / max((H - 1) * (W - 1), 1)
     elif normalisation == 'mean':
@@ -516,7 +516,7 @@ def _ssim_uniform_f32_banded(f: torch.Tensor, sources, cfg: _SSIMConfig):
                 for k in range(len(srcs)):
                     m, _ = _ssim_maps((Z[:, 2 + 3 * k], Z[:, 3 + 3 * k]), (Z[:, 0], Z[:, 1]), Z[:, 4 + 3 * k], cfg,
                                       keep_float32=True)
-                    out[k][bi, ci] += float(m.sum(dtype=_F64))
+                    out[k][bi, ci] += float(m.to(_F64).sum())  # (faster than sum(dtype=float64) here)
     return [o / (Ho * Wo) for o in out]
 
 
