@@ -725,8 +725,8 @@ def _vif_core(dist: torch.Tensor, refs, *, sigma_nsq: float = 2.0, eps: float = 
     y = dist
     xs = list(refs)
     B, C = dist.shape[:2]
-    num = [0.0] * len(xs)
-    den = [0.0] * len(xs)
+    num = [torch.zeros(B, C, dtype=_F64, device=dist.device) for _ in xs]
+    den = [torch.zeros(B, C, dtype=_F64, device=dist.device) for _ in xs]
     for scale in range(1, scales + 1):
         n = 2 ** (scales - scale + 1) + 1
         taps = gaussian_taps(n, n / 5.0)
@@ -750,8 +750,6 @@ def _vif_core(dist: torch.Tensor, refs, *, sigma_nsq: float = 2.0, eps: float = 
                             acc[r][0] += float(nu.sum())
                             acc[r][1] += float(de.sum())
                     for r in range(len(xs)):
-                        if not torch.is_tensor(num[r]):
-                            num[r], den[r] = torch.zeros(B, C, dtype=_F64), torch.zeros(B, C, dtype=_F64)
                         num[r][bi, ci] += acc[r][0]
                         den[r][bi, ci] += acc[r][1]
             continue
