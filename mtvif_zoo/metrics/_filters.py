@@ -258,7 +258,7 @@ def banded_moments(y: torch.Tensor, xs: Sequence[torch.Tensor], taps: Sequence[f
         raise ValueError(f'image {H}x{W} is smaller than the {k}x{k} window')
     P = 2 + 3 * len(xs)
     bs = _W_BLOCK
-    bh = _band(bs, th, y.dtype, y.device).t()
+    bh = None if uniform_float32 else _band(bs, th, y.dtype, y.device).t()
     rows = max(1, min(rows, Ho))
     S = y.new_empty((rows + k - 1, P, W))
     V = y.new_empty((rows, P * W))

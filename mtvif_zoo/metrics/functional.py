@@ -448,7 +448,7 @@ class _SSIMConfig:
         return correlate_valid(x, self.taps)
 
 
-def _ssim_maps(x_stats, y_stats, xy_f, cfg: _SSIMConfig, keep_float32: bool = False):
+def _ssim_maps(x_stats, y_stats, xy_f, cfg: _SSIMConfig):
     """SSIM map from filtered statistics (mu, E[x^2]) of x and y, and filtered x*y."""
     ux, uxx = x_stats
     uy, uyy = y_stats
@@ -464,8 +464,7 @@ def _ssim_maps(x_stats, y_stats, xy_f, cfg: _SSIMConfig, keep_float32: bool = Fa
         A2 = two * vxy + c2
         B1 = ux * ux + uy * uy + c1
         B2 = vx + vy + c2
-        m = (A1 * A2) / (B1 * B2)
-        return (m if keep_float32 else m.to(_F64)), None
+        return ((A1 * A2) / (B1 * B2)).to(_F64), None
     vx = cfg.cov_norm * (uxx - ux * ux)
     vy = cfg.cov_norm * (uyy - uy * uy)
     vxy = cfg.cov_norm * (xy_f - ux * uy)
@@ -514,9 +513,8 @@ def _ssim_uniform_f32_banded(f: torch.Tensor, sources, cfg: _SSIMConfig):
             srcs = [_plane(x, bi, ci) for x in sources]
             for _, Z in banded_moments(fp, srcs, w, _band_rows(len(srcs), W), uniform_float32=True):
                 for k in range(len(srcs)):
-                    m, _ = _ssim_maps((Z[:, 2 + 3 * k], Z[:, 3 + 3 * k]), (Z[:, 0], Z[:, 1]), Z[:, 4 + 3 * k], cfg,
-                                      keep_float32=True)
-                    out[k][bi, ci] += float(m.to(_F64).sum())  # (faster than sum(dtype=float64) here)
+                    m, _ = _ssim_maps((Z[:, 2 + 3 * k], Z[:, 3 + 3 * k]), (Z[:, 0], Z[:, 1]), Z[:, 4 + 3 * k], cfg)
+                    out[k][bi, ci] += float(m.sum())
     return [o / (Ho * Wo) for o in out]
 
 
