@@ -234,21 +234,29 @@ def main():
                     help="how the workers run: forked processes [default] or threads (mtvif_zoo.evaluate()'s way)")
     ap.add_argument('--rounds', type=int, default=4,
                     help='interleaved rounds of torch (all pairs) and baseline (a share of the pairs) [4]')
+    ap.add_argument('--no-tune-allocator', action='store_true',
+                    help="keep glibc's malloc defaults (default: mtvif_zoo.tune_cpu_allocator(), as mtvif eval / "
+                         'mtvif bench do; it applies to the whole process, so to both sides)')
     ap.add_argument('--baseline-images', type=int, default=None,
                     help='time the numpy baseline on only the first N images (default: all)')
     args = ap.parse_args()
     if not (args.data / 'vi').is_dir():
         raise SystemExit(f'no data: {args.data}/vi missing (the MSRS pairs ship in ../shared/data)')
+    tuned = False
+    if not args.no_tune_allocator:
+        from mtvif_zoo.fusion import tune_cpu_allocator
+        tuned = tune_cpu_allocator()  # before the workers fork: they inherit it
     triples = load_triples(args.data, args.fused)
     n = len(triples)
     dev = torch.device(args.device)
     torch.set_num_threads(1)  # the CPU kernels are single-threaded per op; parallelism is over images
     print(f'{n} pairs from {args.data}, {triples[0][1].shape[1]}x{triples[0][1].shape[0]}, '
           f"convention 'paper', all {len(METRICS)} metrics; torch {torch.__version__} on {dev}, "
-          f'numpy {np.__version__}; {os.cpu_count()} CPU cores')
+          f'numpy {np.__version__}; {os.cpu_count()} CPU cores; allocator '
+          + ('tuned (glibc mmap / trim thresholds raised, both sides)' if tuned else "glibc defaults"))
 
-    tens = [(s, to_metric_tensor(f)[None].to(dev), to_metric_tensor(v)[None].to(dev), to_metric_tensor(i)[None].to(dev))
-            for s, f, v, i in triples]
+    # loaded as compute() / mtvif_zoo.evaluate() load files: 8-bit images stay uint8
+    tens = [(s, *(to_metric_tensor(x, keep_uint8=True)[None].to(dev) for x in (f, v, i))) for s, f, v, i in triples]
 
     def run_torch(workers):
         """-> (results, seconds of the evaluation itself, seconds to start the worker pool)"""

@@ -401,8 +401,8 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         if not todo:
             return rows, probs, nans
         try:
-            v = to_metric_tensor(vp, name='visible')
-            i = to_metric_tensor(ip, name='infrared')
+            v = to_metric_tensor(vp, name='visible', keep_uint8=True)
+            i = to_metric_tensor(ip, name='infrared', keep_uint8=True)
             if v.shape[-2:] != i.shape[-2:]:
                 raise ValueError(f'visible {vp} is {v.shape[-1]}x{v.shape[-2]} but infrared {ip} is '
                                  f'{i.shape[-1]}x{i.shape[-2]}')
@@ -411,16 +411,17 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         loaded = []
         for m, src in todo:
             try:
-                f = to_metric_tensor(src.array() if isinstance(src, _Reference) else src, name=f'fused ({m})')
+                f = to_metric_tensor(src.array() if isinstance(src, _Reference) else src, name=f'fused ({m})',
+                                     keep_uint8=True)
                 if f.shape[-2:] != v.shape[-2:]:
                     raise ValueError(f'fused image {_name(src, m, stem)} is {f.shape[-1]}x{f.shape[-2]} but its '
                                      f'sources are {v.shape[-1]}x{v.shape[-2]}')
                 loaded.append((m, f))
             except (OSError, ValueError) as e:
                 probs.append(f'{"unreadable" if isinstance(e, (OSError, UnreadableImageError)) else "skipped"}: {e}')
-        groups: Dict[int, List[Tuple[str, torch.Tensor]]] = {}
-        for m, f in loaded:
-            groups.setdefault(f.shape[0], []).append((m, f))
+        groups: Dict[Tuple[int, torch.dtype], List[Tuple[str, torch.Tensor]]] = {}
+        for m, f in loaded:  # (8-bit images stay uint8: compute_batch's fast paths)
+            groups.setdefault((f.shape[0], f.dtype), []).append((m, f))
         for chunk_src in groups.values():
             for s0 in range(0, len(chunk_src), max(1, batch_size)):
                 chunk = chunk_src[s0:s0 + max(1, batch_size)]

@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument('--batch-size', type=int, default=8, help='fused images per metric batch [8]')
     p.add_argument('--workers', type=int, help='CPU: image pairs evaluated in parallel [min(cores, 8)]')
     p.add_argument('--digits', type=int, default=3, help='decimals in the printed table [3]')
+    p.add_argument('--no-tune-allocator', action='store_true',
+                   help="CPU: keep glibc's malloc defaults (default: mtvif_zoo.fusion.tune_cpu_allocator(), "
+                        'which lets large metric / model buffers be reused instead of page-faulted in)')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
     p.set_defaults(func=run)
 
@@ -62,6 +65,9 @@ def run(args) -> int:
     if args.labels and not args.model:
         raise ValueError('--labels scores a model\'s segmentation: give --model too')
     device = torch.device(args.device) if args.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.type == 'cpu' and not args.no_tune_allocator:
+        from ..fusion import tune_cpu_allocator
+        tune_cpu_allocator()
     model = _model(args, device) if args.model else None
     out = Path(args.output) if args.output else Path(f'eval_{args.convention}')
     fused = None

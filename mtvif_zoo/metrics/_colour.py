@@ -32,13 +32,48 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32).to(torch.float64)
 
 
+_GRAY_LUTS = {}
+
+
+def _gray_cv2_luts(device) -> tuple:
+    """float64 tables for uint8 data: ``fl32(fma(B, cb, fl32(G cg)))`` per ``256 G + B`` (the first
+    two FMA steps of :func:`gray_cv2`) and ``gray_cv2`` of a grey level (for 1-channel images)."""
+    key = str(device)
+    if key not in _GRAY_LUTS:
+        lv = torch.arange(256, dtype=torch.float64, device=device)
+        gb = torch.stack(torch.meshgrid(lv, lv, indexing='ij'))   # [G, B] over the 256 x 256 grid
+        zero = torch.zeros_like(gb[0])
+        t = gray_cv2(torch.stack((zero, gb[0], gb[1]))[None], round_result=False)  # R = 0: exact t2
+        _GRAY_LUTS[key] = (t.reshape(-1), gray_cv2(lv.view(1, 1, 256), round_result=False).reshape(-1))
+    return _GRAY_LUTS[key]
+
+
+def _gray_cv2_uint8(x: torch.Tensor, round_result: bool, out_dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """:func:`gray_cv2` of uint8 data through tables (bit for bit the same; all 2^24 colours tested):
+    the (G, B) steps are one lookup, the last FMA ``fl32(t + R cr)`` is exact in float64 before
+    its float32 rounding. ``out_dtype=torch.uint8`` with ``round_result`` gives the 8-bit grey image."""
+    gb_lut, grey_lut = _gray_cv2_luts(x.device)
+    if x.shape[-3] == 1:
+        idx = x[..., 0, :, :].to(torch.int32)
+        t = grey_lut.index_select(0, idx.reshape(-1)).view(idx.shape)
+    else:
+        r, g, b = x.unbind(-3)
+        idx = g.to(torch.int32).mul_(256).add_(b)
+        t = gb_lut.index_select(0, idx.reshape(-1)).view(idx.shape).add_(r, alpha=_CV_R).to(torch.float32)
+    if round_result:
+        t = t.round_()  # float32 values: rounding in float64 is the same
+    return t.to(out_dtype).unsqueeze(-3)
+
+
 def gray_cv2(rgb: torch.Tensor, round_result: bool = True) -> torch.Tensor:
     """``... x 3 x H x W`` RGB (0..255) -> ``... x 1 x H x W`` grey, as OpenCV computes it on float32.
 
     A fused multiply-add is emulated in float64: for float32 operands the product is exact in
     float64 and so is the sum (the exponents of 0..255 data are close), leaving exactly the one
-    float32 rounding that the hardware FMA does.
+    float32 rounding that the hardware FMA does. uint8 input goes through lookup tables (same bits).
     """
+    if rgb.dtype == torch.uint8 and rgb.shape[-2] * rgb.shape[-1] > 1024:
+        return _gray_cv2_uint8(rgb, round_result)
     if rgb.shape[-3] == 1:
         r = g = b = rgb.to(torch.float32)[..., 0, :, :]
     else:

@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 
 from . import functional as Fm
-from ._colour import gray_cv2, gray_matlab
+from ._colour import _gray_cv2_uint8, gray_cv2, gray_matlab
 from .conventions import Convention, get_convention
 from .io import to_metric_tensor
 
@@ -58,13 +58,22 @@ def resolve_metrics(metrics: Optional[Union[str, Iterable[str]]]) -> List[str]:
 
 
 def _as_batch(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Checked ``B x C x H x W``: uint8 stays uint8 (8-bit fast paths), anything else float64."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f'{name}: compute_batch takes B x C x H x W tensors on 0..255; use compute() for files')
     if x.dim() == 3:
         x = x[None]
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f'{name} must be B x C x H x W with C in (1, 3), got {tuple(x.shape)}')
-    return x.to(torch.float64).contiguous()  # plane-contiguous: every per-plane op runs on dense memory
+    if x.dtype == torch.bool:
+        raise TypeError(f'{name}: boolean tensor; convert masks to uint8 0/255 (to_metric_tensor does)')
+    if x.dtype != torch.uint8:
+        x = x.to(torch.float64)
+    return x.contiguous()  # plane-contiguous: every per-plane op runs on dense memory
+
+
+def _f64(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float64)
 
 
 def _check_sizes(f: torch.Tensor, v: torch.Tensor, i: torch.Tensor):
@@ -83,14 +92,15 @@ _WHOLE_TENSOR = {'EN', 'VIF', 'MS_SSIM', 'dE', 'SD', 'SF', 'AG', 'SCD', 'PSNR'}
 _CPU_CHUNK_BYTES = 8 << 20
 
 
-def _metric_calls(c: Convention, f, f_rgb, v_rgb, srcs_exact, srcs_round):
+def _metric_calls(c: Convention, f, f_rgb, v_rgb, srcs_exact, srcs_round, ssim_in=None):
+    ssim_in = ssim_in or (f, *srcs_round)
     return {
         'EN': lambda: Fm.entropy(f, log_base=c.en_log_base, quantization=c.en_quantization),
         'MI': lambda: Fm.mutual_information(f, *srcs_round, log_base=c.mi_log_base, quantization=c.mi_quantization),
         'VIF': lambda: Fm.vif(f, *srcs_exact, combine=c.vif_combine, sigma_nsq=c.vif_sigma_nsq, eps=c.vif_eps,
                               scales=c.vif_scales),
         'Qabf': lambda: Fm.qabf(f, *srcs_exact, params=c.qabf_params, gradient_scale=c.qabf_gradient_scale),
-        'SSIM': lambda: Fm.ssim(f, *srcs_round, combine=c.ssim_combine, window=c.ssim_window,
+        'SSIM': lambda: Fm.ssim(*ssim_in, combine=c.ssim_combine, window=c.ssim_window,
                                 win_size=c.ssim_win_size, sigma=c.ssim_sigma, data_range=c.ssim_data_range,
                                 k=c.ssim_k, border=c.ssim_border, sample_covariance=c.ssim_sample_covariance,
                                 dtype=c.ssim_dtype),
@@ -110,7 +120,8 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
                   convention: Union[str, Convention] = 'paper', *,
                   on_error: str = 'raise', _reasons: Optional[Dict[str, str]] = None) -> Dict[str, torch.Tensor]:
     """Metrics of a batch of same-sized triples: ``B x C x H x W`` tensors on 0..255 (C = 1 or 3),
-    on any device. Returns ``{metric: float64 tensor (B,)}`` in :data:`METRICS` order. The sources
+    on any device; float (any precision, computed in float64) or uint8 (8-bit fast paths, same
+    results: grey conversion by lookup table, no per-metric integrality checks). Returns ``{metric: float64 tensor (B,)}`` in :data:`METRICS` order. The sources
     may have batch size 1 (several fused images of one pair, e.g. one per method): their
     statistics are then computed once.
 
@@ -125,15 +136,22 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
     if on_error not in ('raise', 'nan'):
         raise ValueError("on_error must be 'raise' or 'nan'")
 
-    f_rgb, v_rgb = f, v  # dE is always measured on colour
+    f_rgb, v_rgb = f, v  # dE is always measured on colour (uint8 data: per distinct colour pair)
+    ssim_in = None
     if conv.colour == 'gray':
-        if conv.gray == 'cv2':
-            g = lambda x: gray_cv2(x, round_result=conv.gray_round)  # noqa: E731
+        if conv.gray == 'cv2' and conv.gray_round and all(x.dtype == torch.uint8 for x in (f, v, i)):
+            # 8-bit data, rounded cv2 grey: 8-bit grey images by table lookup, and SSIM knows them integer
+            ssim_in = tuple(_gray_cv2_uint8(x, True, torch.uint8) for x in (f, v, i))
+            f, v, i = (_f64(x) for x in ssim_in)
         else:
-            g = lambda x: gray_matlab(x, uint8_input=conv.gray_round)  # noqa: E731
-        f, v, i = g(f), g(v), g(i)
+            if conv.gray == 'cv2':
+                g = lambda x: gray_cv2(x, round_result=conv.gray_round)  # noqa: E731
+            else:
+                g = lambda x: gray_matlab(_f64(x), uint8_input=conv.gray_round)  # noqa: E731
+            f, v, i = g(f), g(v), g(i)
         srcs_exact = srcs_round = (v, i)
     else:
+        f, v, i = _f64(f), _f64(v), _f64(i)
         # per channel; a grey fused image with colour sources: sources through MATLAB rgb2gray,
         # rounded where VIFB passes uint8 data (MI, SSIM), unrounded where it passes doubles.
         def gray_src(x, rnd):
@@ -143,7 +161,7 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
         srcs_exact = (gray_src(v, False), gray_src(i, False))
         srcs_round = (gray_src(v, conv.gray_round), gray_src(i, conv.gray_round))
 
-    calls = _metric_calls(conv, f, f_rgb, v_rgb, srcs_exact, srcs_round)
+    calls = _metric_calls(conv, f, f_rgb, v_rgb, srcs_exact, srcs_round, ssim_in)
     out = {}
     step = max(1, _CPU_CHUNK_BYTES // (f[0].numel() * 8)) if f.device.type == 'cpu' else f.shape[0]
     for m in names:
@@ -155,7 +173,8 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
                 for s in range(0, f.shape[0], step):
                     cut = lambda x: x[s:s + step] if x.shape[0] > 1 else x  # noqa: E731
                     sub = _metric_calls(conv, cut(f), cut(f_rgb), cut(v_rgb), tuple(cut(x) for x in srcs_exact),
-                                        tuple(cut(x) for x in srcs_round))
+                                        tuple(cut(x) for x in srcs_round),
+                                        None if ssim_in is None else tuple(cut(x) for x in ssim_in))
                     parts.append(sub[m]())
                 out[m] = torch.cat(parts)
             else:
@@ -193,9 +212,9 @@ def compute(fused: Any, vis: Any, ir: Any, metrics: Optional[Union[str, Iterable
         ValueError: images of different sizes (named in the message), unsupported layouts.
         FileNotFoundError / UnreadableImageError: for paths.
     """
-    tf = to_metric_tensor(fused, data_range=data_range, name='fused')
-    tv = to_metric_tensor(vis, data_range=data_range, name='visible')
-    ti = to_metric_tensor(ir, data_range=data_range, name='infrared')
+    tf = to_metric_tensor(fused, data_range=data_range, name='fused', keep_uint8=True)
+    tv = to_metric_tensor(vis, data_range=data_range, name='visible', keep_uint8=True)
+    ti = to_metric_tensor(ir, data_range=data_range, name='infrared', keep_uint8=True)
     dev = torch.device(device) if device is not None else tf.device
     res = compute_batch(tf[None].to(dev), tv[None].to(dev), ti[None].to(dev), metrics, convention, on_error=on_error)
     return {k: float(v[0]) for k, v in res.items()}

@@ -43,7 +43,7 @@ _F64 = torch.float64
 # input checks
 # --------------------------------------------------------------------------------------------
 
-def _as4d(x: torch.Tensor, name: str) -> torch.Tensor:
+def _as4d(x: torch.Tensor, name: str, keep_uint8: bool = False) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f'{name} must be a torch.Tensor (B x C x H x W, 0..255), got {type(x).__name__}')
     if x.dim() == 2:
@@ -52,7 +52,7 @@ def _as4d(x: torch.Tensor, name: str) -> torch.Tensor:
         x = x[None]
     if x.dim() != 4:
         raise ValueError(f'{name} must be B x C x H x W, got shape {tuple(x.shape)}')
-    return x.to(_F64)
+    return x if keep_uint8 and x.dtype == torch.uint8 else x.to(_F64)
 
 
 def _match(fused: torch.Tensor, *others: Tuple[torch.Tensor, str]) -> Tuple[torch.Tensor, ...]:
@@ -518,15 +518,16 @@ def _ssim_uniform_f32_banded(f: torch.Tensor, sources, cfg: _SSIMConfig):
     return [o / (Ho * Wo) for o in out]
 
 
-def _ssim_core(f: torch.Tensor, sources, cfg: _SSIMConfig):
-    """Mean SSIM map of ``f`` (B x C) against each (broadcastable) source -> list of ``B x C``."""
+def _ssim_core(f: torch.Tensor, sources, cfg: _SSIMConfig, integers: bool = False):
+    """Mean SSIM map of ``f`` (B x C) against each (broadcastable) source -> list of ``B x C``.
+    ``integers``: the images are known to be 8-bit (were uint8), no need to check."""
     w = cfg.win_size
     B, C, H, W = f.shape
     Ho, Wo = H - w + 1, W - w + 1
     if Ho < 1 or Wo < 1:
         raise ValueError(f'SSIM: image {W}x{H} is smaller than the {w}x{w} window')
     if (_tiled(f) and cfg.dtype == 'float32' and cfg.window == 'uniform'
-            and all(_small_integers(x) for x in (f, *sources))):
+            and (integers or all(_small_integers(x) for x in (f, *sources)))):
         return _ssim_uniform_f32_banded(f, sources, cfg)
     fx = _ssim_input(f, cfg)
     prepped = []
@@ -592,8 +593,9 @@ def ssim(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *, combine: s
     source shared by the batch (batch size 1) once.
     """
     cfg = _SSIMConfig(**kw)
+    integers = all(isinstance(x, torch.Tensor) and x.dtype == torch.uint8 for x in (fused, vis, ir))
     f, a, b = _match(fused, (vis, 'visible'), (ir, 'infrared'))
-    sa, sb = _ssim_core(f, [a, b], cfg)
+    sa, sb = _ssim_core(f, [a, b], cfg, integers)
     return _combine(sa.mean(1) + sb.mean(1), combine)
 
 
@@ -893,9 +895,10 @@ def delta_e(fused: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
 
     Lower is better. A 1-channel image is treated as grey RGB (replicated), so a grey fused image
     is charged for the colour it lost. Equals ``skimage.color.deltaE_ciede2000(rgb2lab(F),
-    rgb2lab(V)).mean()``.
+    rgb2lab(V)).mean()``. 8-bit images (uint8 tensors, or float tensors holding only the integers
+    0..255) are evaluated per distinct (fused, visible) colour pair.
     """
-    f, v = _as4d(fused, 'fused'), _as4d(vis, 'visible')
+    f, v = _as4d(fused, 'fused', keep_uint8=True), _as4d(vis, 'visible', keep_uint8=True)
     if f.shape[-2:] != v.shape[-2:]:
         raise ValueError(f'visible image is {v.shape[-1]}x{v.shape[-2]} but the fused image is '
                          f'{f.shape[-1]}x{f.shape[-2]}; metrics need images of one size')
@@ -910,6 +913,7 @@ def delta_e(fused: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
     fi, vi = _as_8bit(f), _as_8bit(v)
     if fi is not None and vi is not None:
         return torch.stack([_delta_e_8bit(fi[b], vi[b if vi.shape[0] > 1 else 0]) for b in range(B)])
+    f, v = f.to(_F64), v.to(_F64)
     fl, vl = srgb_to_linear(f), srgb_to_linear(v)
     # (B x 1 x 3 x H x W views so that the tiler walks rows of all three colour channels together)
     tot, = _tiled_sums(lambda ft, vt: (ciede2000(linear_rgb_to_lab(ft), linear_rgb_to_lab(vt), dim=-3),),
@@ -921,6 +925,8 @@ def _as_8bit(x: torch.Tensor):
     """``x`` as int32 if it holds only the integers 0..255, else None."""
     if x.numel() == 0:
         return None
+    if x.dtype == torch.uint8:
+        return x.to(torch.int32)
     # the uint8 conversion of a value outside 0..255 (or NaN) is some byte, never the value itself,
     # so the round trip alone decides (one pass cheaper than a separate range check)
     xu = x.to(torch.uint8)

@@ -70,10 +70,13 @@ def _read_path(path, name: str):
         raise UnreadableImageError(f'cannot read {name} image {str(p)!r}: {e}') from e
 
 
-def to_metric_tensor(img: Any, *, data_range: Optional[float] = None, name: str = 'image') -> torch.Tensor:
+def to_metric_tensor(img: Any, *, data_range: Optional[float] = None, name: str = 'image',
+                     keep_uint8: bool = False) -> torch.Tensor:
     """Convert one image to a float64 ``C x H x W`` tensor (C = 1 or 3) on the 0..255 scale.
 
     See the module docstring for the accepted kinds and scales. Tensors keep their device.
+    ``keep_uint8=True`` returns 8-bit data as a uint8 tensor instead (same values; ``compute_batch``
+    then takes its 8-bit fast paths: table grey conversion, no integrality checks).
     """
     implied_range = None
     if isinstance(img, (str, os.PathLike)):
@@ -110,6 +113,8 @@ def to_metric_tensor(img: Any, *, data_range: Optional[float] = None, name: str 
         raise TypeError(f'{name}: expected a path, PIL image, numpy array or torch tensor, got {type(img).__name__}')
 
     dtype = t.dtype
+    if keep_uint8 and dtype == torch.uint8:
+        return t.contiguous()
     x = t.to(torch.float64, memory_format=torch.contiguous_format)  # C x H x W planes (not HWC strides)
     if dtype == torch.uint8:
         scale = 1.0

@@ -169,3 +169,24 @@ def test_references_equal_the_same_rules_written_to_disk(dataset):
             assert ref_rows[(name, r['image'])][k] == pytest.approx(r[k], abs=1e-9), (name, r['image'], k)
     with pytest.raises(ValueError, match="unknown reference 'median'; valid: average, max"):
         evaluate(None, root / 'vi', root / 'ir', references=['median'], progress=False)
+
+
+def test_evaluate_mixes_8_and_16_bit_files(tmp_path):
+    """8-bit files take compute_batch's uint8 paths, a 16-bit file in the same method folder the
+    float path (batched apart): v * 257 in 16 bits gives the 8-bit image's values."""
+    rng = np.random.default_rng(3)
+    for s in ('a', 'b'):
+        vis = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        ir = rng.integers(0, 256, (H, W), dtype=np.uint8)
+        _write(tmp_path / 'vi' / f'{s}.png', vis)
+        _write(tmp_path / 'ir' / f'{s}.png', ir)
+        fused = ((ir.astype(np.uint16) + vis[..., 1] + 1) // 2).astype(np.uint8)
+        _write(tmp_path / 'eight' / 'm' / f'{s}.png', fused)
+        _write(tmp_path / 'mixed' / 'm' / f'{s}.png', fused.astype(np.uint16) * 257 if s == 'b' else fused)
+    assert Image.open(tmp_path / 'mixed' / 'm' / 'b.png').mode.startswith('I')
+    kw = dict(metrics=['EN', 'SSIM', 'VIF', 'dE'], convention='paper', progress=False)
+    a = evaluate(tmp_path / 'eight', tmp_path / 'vi', tmp_path / 'ir', out=tmp_path / 'o1', **kw)
+    b = evaluate(tmp_path / 'mixed', tmp_path / 'vi', tmp_path / 'ir', out=tmp_path / 'o2', **kw)
+    assert b.counts == {'m': 2} and not b.problems
+    for k in ('EN', 'SSIM', 'VIF', 'dE'):
+        assert b.summary['m'][k] == pytest.approx(a.summary['m'][k], abs=1e-12), k

@@ -230,3 +230,39 @@ def test_no_warnings_from_degenerate_arithmetic():
         warnings.simplefilter('error')
         out = compute(c, c, c, convention='vifb', metrics=[m for m in METRICS if m != 'PSNR'])
     assert not any(math.isnan(v) for v in out.values())
+
+
+def test_gray_cv2_uint8_tables_match_float_path_for_all_colours():
+    """The uint8 grey conversion (lookup tables) equals the float32-FMA emulation bit for bit, for
+    every one of the 2^24 colours and every grey level, rounded or not."""
+    codes = torch.arange(1 << 24, dtype=torch.int32)
+    for part in codes.split(1 << 22):
+        rgb = torch.stack([(part >> 16) & 255, (part >> 8) & 255, part & 255]).to(torch.uint8).view(1, 3, 1024, -1)
+        for rnd in (True, False):
+            assert torch.equal(gray_cv2(rgb, round_result=rnd), gray_cv2(rgb.double(), round_result=rnd))
+    grey = torch.arange(256, dtype=torch.uint8).repeat(16).view(1, 1, 64, 64)
+    for rnd in (True, False):
+        assert torch.equal(gray_cv2(grey, round_result=rnd), gray_cv2(grey.double(), round_result=rnd))
+
+
+@pytest.mark.parametrize('conv', ['vifb', 'paper'])
+def test_uint8_batches_equal_float_batches(triple, conv):
+    """compute_batch's 8-bit fast paths (uint8 tensors) give exactly the float64 results: RGB and
+    grey fused images, a batch sharing its batch-1 sources, and a mix of uint8 and float inputs."""
+    fused, vis, ir = triple
+    u8 = [to_metric_tensor(x, keep_uint8=True)[None] for x in (fused, vis, ir)]
+    f64 = [to_metric_tensor(x)[None] for x in (fused, vis, ir)]
+    assert [t.dtype for t in u8] == [torch.uint8] * 3 and [t.dtype for t in f64] == [torch.float64] * 3
+    grey_f = torch.from_numpy(np.ascontiguousarray(fused[..., 1]))[None, None]
+    cases = [(u8, f64),
+             ([torch.cat([u8[0], u8[0].flip(-1)]), u8[1], u8[2]], [torch.cat([f64[0], f64[0].flip(-1)]), f64[1], f64[2]]),
+             ([grey_f, u8[1], u8[2]], [grey_f.double(), f64[1], f64[2]]),
+             ([u8[0], f64[1], u8[2]], f64)]
+    for a, b in cases:
+        ra, rb = compute_batch(*a, None, conv), compute_batch(*b, None, conv)
+        for k in METRICS:
+            assert torch.equal(ra[k], rb[k]), (k, ra[k], rb[k])
+    # compute() keeps 8-bit files as uint8 and gives the same numbers as float input
+    assert compute(*triple, convention=conv) == {k: float(v[0]) for k, v in compute_batch(*f64, None, conv).items()}
+    with pytest.raises(TypeError, match='boolean'):
+        compute_batch(u8[0] > 0, u8[1], u8[2])
