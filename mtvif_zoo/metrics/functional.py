@@ -372,14 +372,18 @@ def qabf(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *,
     params = tuple(float(p) for p in params)
     L = params[0]
     pad = lambda x: F.pad(x * gradient_scale if gradient_scale != 1 else x, (1, 1, 1, 1))  # noqa: E731
+    fp = pad(f)
+    B, C, H, W = f.shape
+    if _tiled(f) and all(s.shape[0] == B and s.shape[1] == C for s in (a, b)):
+        # one pass over row tiles for the fused image and both sources (nothing image-sized is
+        # kept); with sources shared by a batch they are precomputed once instead (below)
+        return _qabf_tiled(fp, pad(a), pad(b), params).mean(1)
     srcs = []
     for s in (a, b):
         g, ang = _grad_angle(pad(s))
         w = g if L == 1 else g ** L
         srcs.append((g, ang, w))
     den = srcs[0][2].sum((2, 3)) + srcs[1][2].sum((2, 3))  # sources only: per (Bs, Cs)
-    fp = pad(f)
-    B, C, H, W = f.shape
     if _tiled(f):
         num = torch.zeros(B, C, dtype=_F64)
         rows = _rows_per_tile(W + 2)
@@ -397,9 +401,33 @@ def qabf(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *,
     else:
         gf, af = _grad_angle(fp)
         num = sum((_q_edge(g, ang, gf, af, params) * w).sum((2, 3)) for g, ang, w in srcs)
-    den = _bc(den, num)
-    q = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
-    return q.mean(1)
+    return _qabf_ratio(num, _bc(den, num)).mean(1)
+
+
+def _qabf_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+
+
+def _qabf_tiled(fp: torch.Tensor, ap: torch.Tensor, bp: torch.Tensor, params) -> torch.Tensor:
+    """Q^{AB/F} per (batch, channel) of zero-padded same-shaped images, in row tiles."""
+    B, C, Hp, Wp = fp.shape
+    H, W = Hp - 2, Wp - 2
+    L = params[0]
+    rows = _rows_per_tile(Wp)
+    num, den = torch.zeros(B, C, dtype=_F64), torch.zeros(B, C, dtype=_F64)
+    for bi in range(B):
+        for ci in range(C):
+            n_acc = d_acc = 0.0
+            for r0 in range(0, H, rows):
+                r1 = min(H, r0 + rows)
+                gf, af = _grad_angle(fp[bi, ci, r0:r1 + 2])
+                for sp in (ap, bp):
+                    g, ang = _grad_angle(sp[bi, ci, r0:r1 + 2])
+                    w = g if L == 1 else g ** L
+                    n_acc += float(torch.sum(_q_edge(g, ang, gf, af, params).mul_(w)))
+                    d_acc += float(torch.sum(w))
+            num[bi, ci], den[bi, ci] = n_acc, d_acc
+    return _qabf_ratio(num, den)
 
 
 # --------------------------------------------------------------------------------------------
