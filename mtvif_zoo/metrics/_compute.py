@@ -92,15 +92,15 @@ _WHOLE_TENSOR = {'EN', 'VIF', 'MS_SSIM', 'dE', 'SD', 'SF', 'AG', 'SCD', 'PSNR'}
 _CPU_CHUNK_BYTES = 8 << 20
 
 
-def _metric_calls(c: Convention, f, f_rgb, v_rgb, srcs_exact, srcs_round, ssim_in=None):
-    ssim_in = ssim_in or (f, *srcs_round)
+def _metric_calls(c: Convention, f, f_rgb, v_rgb, srcs_exact, srcs_round, grey8=None):
+    grey8 = grey8 or (f, *srcs_round)  # (the rounded grey images as uint8 when the inputs were 8-bit)
     return {
-        'EN': lambda: Fm.entropy(f, log_base=c.en_log_base, quantization=c.en_quantization),
-        'MI': lambda: Fm.mutual_information(f, *srcs_round, log_base=c.mi_log_base, quantization=c.mi_quantization),
+        'EN': lambda: Fm.entropy(grey8[0], log_base=c.en_log_base, quantization=c.en_quantization),
+        'MI': lambda: Fm.mutual_information(*grey8, log_base=c.mi_log_base, quantization=c.mi_quantization),
         'VIF': lambda: Fm.vif(f, *srcs_exact, combine=c.vif_combine, sigma_nsq=c.vif_sigma_nsq, eps=c.vif_eps,
                               scales=c.vif_scales),
         'Qabf': lambda: Fm.qabf(f, *srcs_exact, params=c.qabf_params, gradient_scale=c.qabf_gradient_scale),
-        'SSIM': lambda: Fm.ssim(*ssim_in, combine=c.ssim_combine, window=c.ssim_window,
+        'SSIM': lambda: Fm.ssim(*grey8, combine=c.ssim_combine, window=c.ssim_window,
                                 win_size=c.ssim_win_size, sigma=c.ssim_sigma, data_range=c.ssim_data_range,
                                 k=c.ssim_k, border=c.ssim_border, sample_covariance=c.ssim_sample_covariance,
                                 dtype=c.ssim_dtype),
@@ -137,12 +137,13 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
         raise ValueError("on_error must be 'raise' or 'nan'")
 
     f_rgb, v_rgb = f, v  # dE is always measured on colour (uint8 data: per distinct colour pair)
-    ssim_in = None
+    grey8 = None
     if conv.colour == 'gray':
         if conv.gray == 'cv2' and conv.gray_round and all(x.dtype == torch.uint8 for x in (f, v, i)):
-            # 8-bit data, rounded cv2 grey: 8-bit grey images by table lookup, and SSIM knows them integer
-            ssim_in = tuple(_gray_cv2_uint8(x, True, torch.uint8) for x in (f, v, i))
-            f, v, i = (_f64(x) for x in ssim_in)
+            # 8-bit data, rounded cv2 grey: 8-bit grey images by table lookup; EN, MI take their levels
+            # from them directly and SSIM knows them integer
+            grey8 = tuple(_gray_cv2_uint8(x, True, torch.uint8) for x in (f, v, i))
+            f, v, i = (_f64(x) for x in grey8)
         else:
             if conv.gray == 'cv2':
                 g = lambda x: gray_cv2(x, round_result=conv.gray_round)  # noqa: E731
@@ -161,7 +162,7 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
         srcs_exact = (gray_src(v, False), gray_src(i, False))
         srcs_round = (gray_src(v, conv.gray_round), gray_src(i, conv.gray_round))
 
-    calls = _metric_calls(conv, f, f_rgb, v_rgb, srcs_exact, srcs_round, ssim_in)
+    calls = _metric_calls(conv, f, f_rgb, v_rgb, srcs_exact, srcs_round, grey8)
     out = {}
     step = max(1, _CPU_CHUNK_BYTES // (f[0].numel() * 8)) if f.device.type == 'cpu' else f.shape[0]
     for m in names:
@@ -174,7 +175,7 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
                     cut = lambda x: x[s:s + step] if x.shape[0] > 1 else x  # noqa: E731
                     sub = _metric_calls(conv, cut(f), cut(f_rgb), cut(v_rgb), tuple(cut(x) for x in srcs_exact),
                                         tuple(cut(x) for x in srcs_round),
-                                        None if ssim_in is None else tuple(cut(x) for x in ssim_in))
+                                        None if grey8 is None else tuple(cut(x) for x in grey8))
                     parts.append(sub[m]())
                 out[m] = torch.cat(parts)
             else:

@@ -55,14 +55,15 @@ def _as4d(x: torch.Tensor, name: str, keep_uint8: bool = False) -> torch.Tensor:
     return x if keep_uint8 and x.dtype == torch.uint8 else x.to(_F64)
 
 
-def _match(fused: torch.Tensor, *others: Tuple[torch.Tensor, str]) -> Tuple[torch.Tensor, ...]:
+def _match(fused: torch.Tensor, *others: Tuple[torch.Tensor, str], keep_uint8: bool = False) -> Tuple[torch.Tensor, ...]:
     """Check shapes. Sources keep batch 1 or B and channels 1 or C (they broadcast against the
-    fused image), so statistics of a source shared by a batch are computed once."""
-    f = _as4d(fused, 'fused')
+    fused image), so statistics of a source shared by a batch are computed once. ``keep_uint8``:
+    uint8 tensors are returned as they are (for integer-level metrics), others as float64."""
+    f = _as4d(fused, 'fused', keep_uint8)
     B, C, H, W = f.shape
     out = [f]
     for x, name in others:
-        x = _as4d(x, name)
+        x = _as4d(x, name, keep_uint8)
         if x.shape[-2:] != f.shape[-2:]:
             raise ValueError(f'{name} image is {x.shape[-1]}x{x.shape[-2]} (WxH) but the fused image is '
                              f'{W}x{H}; metrics need images of one size (resize or crop first)')
@@ -137,6 +138,8 @@ def _tiled_sums(fn, maps: Sequence[torch.Tensor], B: int, C: int) -> Tuple[torch
 # --------------------------------------------------------------------------------------------
 
 def _quantize(x: torch.Tensor, how: str) -> torch.Tensor:
+    if x.dtype == torch.uint8 and how in ('floor', 'round'):
+        return x.to(torch.int64)  # already integer levels 0..255
     if how == 'floor':
         q = torch.floor(x)
     elif how == 'round':
@@ -168,7 +171,7 @@ def entropy(fused: torch.Tensor, *, log_base: float = 2.0, quantization: str = '
     Reference: Roberts, van Aardt, Ahmed, "Assessment of image fusion procedures using entropy,
     image quality, and multispectral classification", J. Appl. Remote Sens. 2008.
     """
-    f = _as4d(fused, 'fused')
+    f = _as4d(fused, 'fused', keep_uint8=True)
     B, C, H, W = f.shape
     q = _quantize(f.reshape(B * C, H * W), quantization)
     h = _entropy_from_counts(_histograms(q, 256), H * W, dims=1) / math.log(log_base)
@@ -244,6 +247,7 @@ def average_gradient(fused: torch.Tensor, *, normalisation: str = 'vifb') -> tor
 def _mi_levels(x: torch.Tensor, quantization: str) -> torch.Tensor:
     """``N x P`` -> integer levels 0..255 per the quantization rule."""
     if quantization == 'minmax':
+        x = x.to(_F64)
         mn = x.amin(1, keepdim=True)
         mx = x.amax(1, keepdim=True)
         rng = mx - mn
@@ -306,7 +310,7 @@ def mutual_information_pair(x: torch.Tensor, y: torch.Tensor, *, log_base: float
     ``metricsMutinf.m``; a constant image becomes all 0). ``'round'``: ``round(x)`` is the level
     (CDDFuse / sklearn ``mutual_info_score`` on integer grey levels). ``log_base=e`` gives nats.
     """
-    xx, yy = _match(x, (y, 'y'))
+    xx, yy = _match(x, (y, 'y'), keep_uint8=True)
     return (_mi_core(xx, [yy], quantization)[0] / math.log(log_base)).mean(1)
 
 
@@ -317,7 +321,7 @@ def mutual_information(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
     Per channel (a 1-channel source is reused for each channel), channel values averaged; see
     :func:`mutual_information_pair` for the quantization rules.
     """
-    f, a, b = _match(fused, (vis, 'visible'), (ir, 'infrared'))
+    f, a, b = _match(fused, (vis, 'visible'), (ir, 'infrared'), keep_uint8=True)
     ma, mb = _mi_core(f, [a, b], quantization)
     return ((ma + mb) / math.log(log_base)).mean(1)
 
@@ -325,6 +329,20 @@ def mutual_information(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
 # --------------------------------------------------------------------------------------------
 # Qabf
 # --------------------------------------------------------------------------------------------
+
+def _zero_pad1(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``F.pad(x * scale, (1, 1, 1, 1))`` writing only the border zeros (F.pad fills everything first)."""
+    H, W = x.shape[-2:]
+    out = x.new_empty((*x.shape[:-2], H + 2, W + 2))
+    inner = out[..., 1:-1, 1:-1]
+    if scale != 1:
+        torch.mul(x, scale, out=inner)
+    else:
+        inner.copy_(x)
+    for border in (out[..., 0, :], out[..., -1, :], out[..., 1:-1, 0], out[..., 1:-1, -1]):
+        border.zero_()
+    return out
+
 
 def _sobel_padded(p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """MATLAB ``conv2(x, h3, 'same')`` and ``conv2(x, h1, 'same')`` from the zero-padded ``p``
@@ -371,7 +389,7 @@ def qabf(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *,
     f, a, b = _match(fused, (vis, 'visible'), (ir, 'infrared'))
     params = tuple(float(p) for p in params)
     L = params[0]
-    pad = lambda x: F.pad(x * gradient_scale if gradient_scale != 1 else x, (1, 1, 1, 1))  # noqa: E731
+    pad = lambda x: _zero_pad1(x, gradient_scale)  # noqa: E731
     fp = pad(f)
     B, C, H, W = f.shape
     if _tiled(f) and all(s.shape[0] == B and s.shape[1] == C for s in (a, b)):
