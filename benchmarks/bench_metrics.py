@@ -2,7 +2,7 @@
 
     python benchmarks/bench_metrics.py                          # 20 MSRS test pairs, paper convention, CPU
     python benchmarks/bench_metrics.py --workers 1              # serial only
-    python benchmarks/bench_metrics.py --pool thread            # workers as threads, as mtvif_zoo.evaluate() runs
+    python benchmarks/bench_metrics.py --pool thread            # workers as threads (evaluate(pool='thread'))
     python benchmarks/bench_metrics.py --device cuda            # images/s on the GPU
     python benchmarks/bench_metrics.py --fused runs/fused/      # a folder of fused images (matched by stem)
 
@@ -231,7 +231,7 @@ def main():
                     help='CPU: images evaluated concurrently by the torch side (processes, each single-threaded '
                          'torch) [all cores]; the serial single-thread time is always reported too')
     ap.add_argument('--pool', choices=('process', 'thread'), default='process',
-                    help="how the workers run: forked processes [default] or threads (mtvif_zoo.evaluate()'s way)")
+                    help="how the workers run: forked processes [default, as mtvif_zoo.evaluate() on Linux] or threads")
     ap.add_argument('--rounds', type=int, default=4,
                     help='interleaved rounds of torch (all pairs) and baseline (a share of the pairs) [4]')
     ap.add_argument('--no-tune-allocator', action='store_true',
@@ -261,7 +261,7 @@ def main():
     def run_torch(workers):
         """-> (results, seconds of the evaluation itself, seconds to start the worker pool)"""
         t_start = 0.0
-        if workers > 1 and args.pool == 'thread':  # what mtvif_zoo.evaluate() does
+        if workers > 1 and args.pool == 'thread':  # evaluate(pool='thread'), the default without fork
             with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as ex:
                 t0 = time.perf_counter()
                 out = dict(ex.map(_one, tens))

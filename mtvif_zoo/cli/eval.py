@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument('--device', help='cpu, cuda, ... [cuda if available]')
     p.add_argument('--batch-size', type=int, default=8, help='fused images per metric batch [8]')
     p.add_argument('--workers', type=int, help='CPU: image pairs evaluated in parallel [min(cores, 8)]')
+    p.add_argument('--pool', choices=('process', 'thread'),
+                   help='CPU workers as forked processes [default on Linux] or threads')
     p.add_argument('--digits', type=int, default=3, help='decimals in the printed table [3]')
     p.add_argument('--no-tune-allocator', action='store_true',
                    help="CPU: keep glibc's malloc defaults (default: mtvif_zoo.fusion.tune_cpu_allocator(), "
@@ -76,7 +78,7 @@ def run(args) -> int:
     res = evaluate(fused, args.vis, args.ir, metrics=args.metrics, convention=args.convention, out=out,
                    labels_dir=args.labels, model=model, model_name=args.model, device=device,
                    batch_size=args.batch_size, pattern=args.pattern, progress=not args.quiet,
-                   ignore_index=args.ignore_index, workers=args.workers,
+                   ignore_index=args.ignore_index, workers=args.workers, pool=args.pool,
                    references=[r.strip() for r in args.references.split(',') if r.strip()])
     print(res.table(digits=args.digits))
     if res.segmentation:

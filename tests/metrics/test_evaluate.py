@@ -96,6 +96,24 @@ def test_evaluate_flat_vifb_style_pattern(dataset):
     assert serial.rows == res.rows and serial.summary == res.summary  # same for any number of workers
 
 
+def test_evaluate_worker_pools_agree(dataset):
+    """Forked worker processes (the Linux default) and threads give the serial results, problems
+    included; also after torch ran multi-threaded in the parent (fork after OpenMP use)."""
+    import sys
+
+    import torch
+    root, _ = dataset
+    torch.nn.functional.conv2d(torch.rand(1, 8, 64, 64), torch.rand(8, 8, 3, 3))  # parent uses its thread pool
+    kw = dict(metrics=['EN', 'MI', 'SSIM', 'VIF', 'dE'], convention='paper', progress=False)
+    serial = evaluate(root / 'fused', root / 'vi', root / 'ir', workers=1, **kw)
+    pools = ['thread'] + (['process'] if sys.platform.startswith('linux') else [])
+    for pool in pools:
+        par = evaluate(root / 'fused', root / 'vi', root / 'ir', workers=2, pool=pool, **kw)
+        assert par.rows == serial.rows and par.summary == serial.summary and par.problems == serial.problems, pool
+    with pytest.raises(ValueError, match="pool must be 'process' or 'thread'"):
+        evaluate(root / 'fused', root / 'vi', root / 'ir', workers=2, pool='gpu', **kw)
+
+
 def test_evaluate_several_folders_and_nan_notes(dataset, tmp_path):
     root, _ = dataset
     small = tmp_path / 'tiny'
