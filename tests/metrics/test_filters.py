@@ -55,3 +55,15 @@ def test_banded_uniform_float32_is_bitwise_scipy(W):
     ndimage = pytest.importorskip('scipy.ndimage')
     ref = ndimage.uniform_filter((y * y).numpy().astype(np.float32), 7)[3:-3, 3:-3]
     assert np.array_equal(Z[:, 1].numpy(), ref)
+
+
+def test_avg_pool2_is_avg_pool2d_bit_for_bit():
+    """MS-SSIM's 2x2 downsampling: the four-term sum equals pytorch_msssim's avg_pool2d exactly."""
+    import torch.nn.functional as F
+
+    from mtvif_zoo.metrics.functional import _avg_pool2
+    g = torch.Generator().manual_seed(0)
+    for shape in ((1, 1, 48, 64), (2, 3, 30, 40), (1, 1, 31, 40), (1, 1, 30, 41)):
+        x = torch.rand(shape, generator=g, dtype=torch.float64) * 255
+        ref = F.avg_pool2d(x, kernel_size=2, padding=[s % 2 for s in shape[2:]])
+        assert torch.equal(_avg_pool2(x), ref), shape
