@@ -29,7 +29,11 @@ every step.
    result (same tolerance as its dtype).
 2. **Roofline**: the bench's dense conv (``1 x 256 x 128 x 128`` channels_last -> 256, 3x3) in
    fp32 and bf16, timed interleaved with every model run (:mod:`mtvif_zoo.bench`).
-3. **Throughput** at 480x640, batch 1 and 8: ``mode='model'`` (the model's inference forward on
+3. **Metrics** (``mtvif_zoo.metrics.compute_batch``, all 12, ``paper`` convention, uint8 example
+   pair with its pixel-average fusion): CUDA vs CPU per metric (relative difference, tolerance
+   METRICS_RTOL: both run in float64 / exact float32 sums), then images/s at batch 1 and at batch 8
+   (8 fused images sharing their sources, as ``evaluate()`` batches methods).
+4. **Throughput** at 480x640, batch 1 and 8: ``mode='model'`` (the model's inference forward on
    device tensors: what the GPU sustains), fp32 and bf16 eager for every model, then bf16 +
    ``torch.compile`` for the four MultiTaskVIF variants while the budget lasts, then one
    end-to-end ``fuse()`` row (host tensors in, pinned copies) per variant at batch 8 bf16.
@@ -56,6 +60,8 @@ TOLERANCES = {'fp32_strict': (1e-4, 1e-5), 'fp32': (1e-2, 1e-3), 'fp16': (1e-2, 
 BF16_PEAK_TFLOPS = [('H200', 989.4), ('H100 NVL', 835.0), ('H100 PCIe', 756.0), ('H100', 989.4), ('GH200', 989.4),
                     ('A100', 312.0), ('L40S', 362.1), ('L4', 121.0), ('A10', 125.0), ('RTX 4090', 165.2)]
 MTVIF = ['mtvif_i', 'mtvif_ii', 'mtvif_iii', 'mtvif_iv']
+#: relative tolerance of a metric on the device vs the CPU (float64 arithmetic, other summation order)
+METRICS_RTOL = 1e-9
 
 
 def bf16_peak(name: str):
@@ -80,7 +86,8 @@ class Report:
     def __init__(self, out: Path):
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
-        self.data = {'env': {}, 'parity': [], 'roofline': {}, 'throughput': [], 'errors': [], 'skipped': []}
+        self.data = {'env': {}, 'parity': [], 'metrics': {}, 'roofline': {}, 'throughput': [], 'errors': [],
+                     'skipped': []}
 
     def save(self):
         (self.out / 'cuda_check.json').write_text(json.dumps(self.data, indent=2) + '\n')
@@ -102,6 +109,12 @@ class Report:
             lines.append(f"| {r['model']} | {r['dtype']} | {'yes' if r['compile'] else 'no'} | {r['mode']} | "
                          f"{r['batch']} | {r['images_per_s']:.1f} | {r['gflops']:.0f} | "
                          f"{100 * r['roofline_fraction']:.1f} % | {peak} |")
+        met = self.data['metrics']
+        if met:
+            lines += ['', f"## Metrics (compute_batch, 12 metrics, paper convention, {met['size']})", '',
+                      f"max relative difference vs CPU: {met['max_rel_diff']:.1e} ({met['worst_metric']}; "
+                      f"tolerance {METRICS_RTOL:.0e}, {'ok' if met['ok'] else '**NO**'}); images/s: batch 1 "
+                      f"{met['images_per_s_b1']:.1f}, batch 8 (shared sources) {met['images_per_s_b8']:.1f}"]
         roof = self.data['roofline']
         if roof:
             lines += ['', 'Conv roofline (median GFLOP/s): ' + ', '.join(f'{k} {v:.0f}' for k, v in roof.items())]
@@ -157,6 +170,41 @@ def parity(rep: Report, models, deadline: float, device='cuda', size=(480, 640))
                                             for p in rep.data['parity'] if p['model'] == name), flush=True)
 
 
+def metrics_check(rep: Report, device='cuda', size=(480, 640), reps: int = 10):
+    from mtvif_zoo.metrics import METRICS, compute_batch
+    try:
+        tv, ti = example_pair(*size)
+        v8 = (tv * 255).round().to(torch.uint8)[None]
+        i8 = (ti * 255).round().to(torch.uint8)[None]
+        f8 = ((v8.int() + i8.int() + 1) // 2).to(torch.uint8)
+        ref = compute_batch(f8, v8, i8, None, 'paper')
+        dev = torch.device(device)
+        fd, vd, idd = f8.to(dev), v8.to(dev), i8.to(dev)
+        got = compute_batch(fd, vd, idd, None, 'paper')
+        rel = {k: float((got[k].cpu() - ref[k]).abs().max() / ref[k].abs().max().clamp_min(1e-12)) for k in METRICS}
+        worst = max(rel, key=rel.get)
+        fb = torch.cat([fd, fd.flip(-1), fd.flip(-2), 255 - fd] * 2)
+
+        def timed(f, v, i):
+            compute_batch(f, v, i, None, 'paper')
+            if dev.type == 'cuda':
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                compute_batch(f, v, i, None, 'paper')
+            if dev.type == 'cuda':
+                torch.cuda.synchronize()
+            return reps * f.shape[0] / (time.perf_counter() - t0)
+        rep.data['metrics'] = {'size': f'{size[0]}x{size[1]}', 'rel_diff': rel, 'max_rel_diff': rel[worst], 'worst_metric': worst,
+                               'ok': rel[worst] <= METRICS_RTOL, 'images_per_s_b1': timed(fd, vd, idd),
+                               'images_per_s_b8': timed(fb, vd, idd)}
+        print(f"metrics: max rel diff {rel[worst]:.1e} ({worst}), {rep.data['metrics']['images_per_s_b1']:.1f} img/s "
+              f"(batch 1), {rep.data['metrics']['images_per_s_b8']:.1f} img/s (batch 8)", flush=True)
+    except Exception as e:  # noqa: BLE001
+        rep.data['errors'].append({'step': 'metrics', 'error': repr(e), 'trace': traceback.format_exc()})
+    rep.save()
+
+
 def throughput(rep: Report, deadline: float, quick: bool, device='cuda', size=(480, 640)):
     from mtvif_zoo.bench import _Roofline, bench
     from mtvif_zoo.models.multitaskvif import VARIANTS
@@ -208,6 +256,7 @@ def main(argv=None) -> int:
         rep.data['env'] = {'torch': torch.__version__, 'gpu': 'none (dry run on CPU)', 'cuda': None, 'size': '64x96'}
         t0 = time.time()
         parity(rep, MTVIF[:2], t0 + args.budget_s, device='cpu', size=(64, 96))
+        metrics_check(rep, device='cpu', size=(240, 320), reps=1)
         throughput(rep, time.time() + 10 ** 6, True, device='cpu', size=(64, 96))
         print(rep.markdown())
         return 0
@@ -233,10 +282,12 @@ def main(argv=None) -> int:
     models = MTVIF if args.quick else list(VARIANTS)
     # parity first (the most important), at most ~40 % of the budget
     parity(rep, models, t0 + 0.4 * args.budget_s)
+    metrics_check(rep)
     throughput(rep, deadline, args.quick)
     rep.data['env']['elapsed_s'] = time.time() - t0
     rep.save()
-    bad = [p for p in rep.data['parity'] if not p['ok']]
+    bad = [p for p in rep.data['parity'] if not p['ok']] + ([rep.data['metrics']] if rep.data['metrics']
+                                                             and not rep.data['metrics']['ok'] else [])
     print(rep.markdown())
     print(f"done in {time.time() - t0:.0f} s; parity failures: {len(bad)}; errors: {len(rep.data['errors'])}; "
           f"skipped: {len(rep.data['skipped'])}; wrote {rep.out / 'cuda_check.json'}")
