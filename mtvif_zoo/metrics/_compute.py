@@ -122,8 +122,8 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
     """Metrics of a batch of same-sized triples: ``B x C x H x W`` tensors on 0..255 (C = 1 or 3),
     on any device; float (any precision, computed in float64) or uint8 (8-bit fast paths, same
     results: grey conversion by lookup table, no per-metric integrality checks). Returns
-    ``{metric: float64 tensor (B,)}`` in :data:`METRICS` order. The sources may have batch size 1 (several fused images of one pair, e.g. one per method): their
-    statistics are then computed once.
+    ``{metric: float64 tensor (B,)}`` in :data:`METRICS` order. The sources may have batch size 1
+    (several fused images of one pair, e.g. one per method): their statistics are then computed once.
 
     Colour handling follows the convention (see :class:`~mtvif_zoo.metrics.Convention`). With
     ``on_error='nan'`` a metric that cannot be computed for these images (e.g. MS-SSIM on images
