@@ -389,63 +389,45 @@ def qabf(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *,
     f, a, b = _match(fused, (vis, 'visible'), (ir, 'infrared'))
     params = tuple(float(p) for p in params)
     L = params[0]
-    pad = lambda x: _zero_pad1(x, gradient_scale)  # noqa: E731
-    fp = pad(f)
+    fp, srcs_p = _zero_pad1(f, gradient_scale), [_zero_pad1(x, gradient_scale) for x in (a, b)]
     B, C, H, W = f.shape
-    if _tiled(f) and all(s.shape[0] == B and s.shape[1] == C for s in (a, b)):
-        # one pass over row tiles for the fused image and both sources (nothing image-sized is
-        # kept); with sources shared by a batch they are precomputed once instead (below)
-        return _qabf_tiled(fp, pad(a), pad(b), params).mean(1)
-    srcs = []
-    for s in (a, b):
-        g, ang = _grad_angle(pad(s))
-        w = g if L == 1 else g ** L
-        srcs.append((g, ang, w))
-    den = srcs[0][2].sum((2, 3)) + srcs[1][2].sum((2, 3))  # sources only: per (Bs, Cs)
-    if _tiled(f):
-        num = torch.zeros(B, C, dtype=_F64)
-        rows = _rows_per_tile(W + 2)
-        for bi in range(B):
-            for ci in range(C):
-                fpp = fp[bi, ci]
-                acc = 0.0
-                for r0 in range(0, H, rows):
-                    r1 = min(H, r0 + rows)
-                    gf, af = _grad_angle(fpp[r0:r1 + 2])
-                    for g, ang, w in srcs:
-                        q = _q_edge(_plane(g, bi, ci)[r0:r1], _plane(ang, bi, ci)[r0:r1], gf, af, params)
-                        acc += float(torch.sum(q.mul_(_plane(w, bi, ci)[r0:r1])))
-                num[bi, ci] = acc
-    else:
+    pre = None
+    if not _tiled(f) or not all(x.shape[0] == B and x.shape[1] == C for x in (a, b)):
+        # whole tensors, or sources shared by a batch: their gradients once, image-sized
+        pre = [_grad_weight(sp, L) for sp in srcs_p]
+        den = pre[0][2].sum((2, 3)) + pre[1][2].sum((2, 3))  # sources only: per (Bs, Cs)
+    if not _tiled(f):
         gf, af = _grad_angle(fp)
-        num = sum((_q_edge(g, ang, gf, af, params) * w).sum((2, 3)) for g, ang, w in srcs)
-    return _qabf_ratio(num, _bc(den, num)).mean(1)
-
-
-def _qabf_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
-
-
-def _qabf_tiled(fp: torch.Tensor, ap: torch.Tensor, bp: torch.Tensor, params) -> torch.Tensor:
-    """Q^{AB/F} per (batch, channel) of zero-padded same-shaped images, in row tiles."""
-    B, C, Hp, Wp = fp.shape
-    H, W = Hp - 2, Wp - 2
-    L = params[0]
-    rows = _rows_per_tile(Wp)
-    num, den = torch.zeros(B, C, dtype=_F64), torch.zeros(B, C, dtype=_F64)
+        num = sum((_q_edge(g, ang, gf, af, params) * w).sum((2, 3)) for g, ang, w in pre)
+        return _qabf_ratio(num, _bc(den, num)).mean(1)
+    # CPU: row tiles of the fused image; the sources' gradients per tile too unless precomputed
+    num, den_t = torch.zeros(B, C, dtype=_F64), torch.zeros(B, C, dtype=_F64)
+    rows = _rows_per_tile(W + 2)
     for bi in range(B):
         for ci in range(C):
             n_acc = d_acc = 0.0
             for r0 in range(0, H, rows):
                 r1 = min(H, r0 + rows)
                 gf, af = _grad_angle(fp[bi, ci, r0:r1 + 2])
-                for sp in (ap, bp):
-                    g, ang = _grad_angle(sp[bi, ci, r0:r1 + 2])
-                    w = g if L == 1 else g ** L
+                for k, sp in enumerate(srcs_p):
+                    if pre is not None:
+                        g, ang, w = (_plane(t, bi, ci)[r0:r1] for t in pre[k])
+                    else:
+                        g, ang, w = _grad_weight(sp[bi, ci, r0:r1 + 2], L)
+                        d_acc += float(torch.sum(w))
                     n_acc += float(torch.sum(_q_edge(g, ang, gf, af, params).mul_(w)))
-                    d_acc += float(torch.sum(w))
-            num[bi, ci], den[bi, ci] = n_acc, d_acc
-    return _qabf_ratio(num, den)
+            num[bi, ci], den_t[bi, ci] = n_acc, d_acc
+    return _qabf_ratio(num, _bc(den, num) if pre is not None else den_t).mean(1)
+
+
+def _grad_weight(p: torch.Tensor, L: float):
+    """Gradient magnitude, angle and weight ``g^L`` of a zero-padded image."""
+    g, ang = _grad_angle(p)
+    return g, ang, (g if L == 1 else g ** L)
+
+
+def _qabf_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
 
 
 # --------------------------------------------------------------------------------------------
