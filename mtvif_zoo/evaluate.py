@@ -314,6 +314,13 @@ def _read_label(p: Path) -> torch.Tensor:
 _PAIR_JOB = None
 
 
+def _init_pair_worker(job) -> None:
+    """Worker-process initializer: the job arrives by fork (not pickled), torch single-threaded."""
+    global _PAIR_JOB
+    _PAIR_JOB = job
+    torch.set_num_threads(1)
+
+
 def _run_pair_job(stem):
     """Worker-process entry point: the forked parent's pair job."""
     return _PAIR_JOB(stem)
@@ -471,15 +478,13 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         # pairs in parallel, torch single-threaded in each worker (the CPU kernels are tiled and
         # single-threaded per op; intra-op threads would only wait on each other)
         threads_before = torch.get_num_threads()
-        global _PAIR_JOB
         try:
             if pool == 'process':
-                # forked children inherit pair_job (a closure) through this global; with one
+                # forked children receive pair_job (a closure) through their initializer; with one
                 # torch thread they never enter an OpenMP region, so forking after the parent
                 # used its thread pool (e.g. fusing with --model first) is safe
-                _PAIR_JOB = pair_job
                 ex = ProcessPoolExecutor(min(n_workers, len(stems)), mp_context=mp.get_context('fork'),
-                                         initializer=torch.set_num_threads, initargs=(1,))
+                                         initializer=_init_pair_worker, initargs=(pair_job,))
                 submit = lambda s: ex.submit(_run_pair_job, s)  # noqa: E731
             else:
                 ex = ThreadPoolExecutor(n_workers, initializer=torch.set_num_threads, initargs=(1,))
@@ -490,7 +495,6 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
                     done[futs[fut]] = fut.result()
                     bar.update(sum(1 for m in methods if futs[fut] in methods[m]))
         finally:
-            _PAIR_JOB = None
             torch.set_num_threads(threads_before)
     else:
         for s in stems:
