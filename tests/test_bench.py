@@ -98,3 +98,28 @@ def test_bf16_row_on_cpu():
     assert res.dtype == 'bf16' and not res.fast_path
     assert res.max_abs_diff_vs_fp32 is not None and res.max_abs_diff_vs_fp32 < 0.1
     assert set(DTYPES) == {'fp32', 'bf16', 'fp16'}
+
+
+def _touch(nbytes):
+    buf = torch.empty(nbytes // 4, dtype=torch.float32)
+    buf.fill_(1.0)  # resident, not just reserved
+    return buf
+
+
+@pytest.mark.parametrize('kernel_hwm', [True, False])
+def test_peak_rss_sees_a_transient_buffer(monkeypatch, kernel_hwm):
+    """Peak memory: a 256 MiB buffer that lives and dies inside the block is in the peak, whether
+    the kernel's high-water mark is used (Linux) or the sampling thread (the fallback)."""
+    import time
+    from mtvif_zoo import bench as B
+    if kernel_hwm and not B._reset_hwm():
+        pytest.skip('/proc/self/clear_refs is not writable here (not Linux or restricted)')
+    if not kernel_hwm:
+        monkeypatch.setattr(B, '_reset_hwm', lambda: False)
+    B._malloc_trim()
+    with B._PeakRSS() as rss:
+        buf = _touch(256 * 2 ** 20)
+        time.sleep(0.05)  # the sampler's interval is 2 ms
+        del buf
+    assert rss.method == ('hwm' if kernel_hwm else 'sampled')
+    assert 250 <= (rss.peak - rss.base) / 2 ** 20 < 400
