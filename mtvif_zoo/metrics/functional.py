@@ -749,8 +749,9 @@ def _vif_terms(mu1, e1, mu2, s2, cross, sigma_nsq, eps):
     g = torch.div(s12, s1 + eps)
     sv = torch.addcmul(s2, g, s12, value=-1.0)                      # s2 - g s12
     m1 = s1 < eps
-    zero_g = (s2 < eps).logical_or_(m1).logical_or_(g < 0)
-    g.masked_fill_(zero_g, 0.0)
+    # g < 0 -> 0 by clamping (branch-free; a masked fill with such a data-dependent mask costs ~15x
+    # a clamp on CPU); the flat-region masks are rarely set, their fill is cheap
+    g.masked_fill_((s2 < eps).logical_or_(m1), 0.0).clamp_min_(0.0)
     sv.clamp_min_(eps)  # sv <= eps -> eps
     num = torch.log10(g.mul_(g).mul_(s1).div_(sv.add_(sigma_nsq)).add_(1.0))
     den = torch.log10(s1.masked_fill_(m1, 0.0).div_(sigma_nsq).add_(1.0))
@@ -878,8 +879,9 @@ _R30, _R6, _R63 = math.radians(30), math.radians(6), math.radians(63)
 
 def _hue(b: torch.Tensor, ap: torch.Tensor) -> torch.Tensor:
     """h' in [0, 2 pi), 0 where a' = b' = 0."""
-    h = torch.atan2(b, ap)
-    h = torch.where(h < 0, h + _TWO_PI, h)
+    # remainder(h, 2 pi) of h in [-pi, pi] is h + 2 pi for h < 0, else h: the same values (and zero
+    # signs) as where(h < 0, h + 2 pi, h), without a branchy select on a data-dependent mask (1.5x)
+    h = torch.remainder(torch.atan2(b, ap), _TWO_PI)
     return h.masked_fill_((ap == 0) & (b == 0), 0.0)
 
 
@@ -972,11 +974,11 @@ def delta_e(fused: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
 
 
 def _as_8bit(x: torch.Tensor):
-    """``x`` as int32 if it holds only the integers 0..255, else None."""
+    """``x`` as an integer tensor (uint8 as is, else int32) if it holds only the integers 0..255, else None."""
     if x.numel() == 0:
         return None
     if x.dtype == torch.uint8:
-        return x.to(torch.int32)
+        return x
     # the uint8 conversion of a value outside 0..255 (or NaN) is some byte, never the value itself,
     # so the round trip alone decides (one pass cheaper than a separate range check)
     xu = x.to(torch.uint8)
@@ -1010,14 +1012,30 @@ def _gather_lab(lab: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _pair_keys(fi: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """48-bit keys ``(fused RGB << 24) | visible RGB`` of the pixels of two 8-bit ``3 x H x W``
+    images (uint8 or int32 holding 0..255), flattened, int64. On CPU through numpy (in-place shifts
+    into one int64 array: 2x faster than the same in torch)."""
+    planes = (*fi.unbind(0), *vi.unbind(0))
+    if fi.device.type != 'cpu':
+        key = planes[0].to(torch.int64)
+        for p in planes[1:]:
+            key = key.bitwise_left_shift_(8).bitwise_or_(p.to(torch.int64))
+        return key.reshape(-1)
+    arrs = [p.numpy() for p in planes]
+    key = arrs[0].astype(np.int64)
+    for a in arrs[1:]:
+        key <<= 8
+        key |= a
+    return torch.from_numpy(key.reshape(-1))
+
+
 def _delta_e_8bit(fi: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
     """Mean CIEDE2000 of two 8-bit ``3 x H x W`` (integer) images over their distinct (fused,
     visible) colour pairs, weighted by pair counts: the same sum with 3-10x fewer evaluations. The
     CIELAB values are computed once per distinct colour of each image and gathered per pair."""
     dev = fi.device
-    cf = ((fi[0] << 16) | (fi[1] << 8) | fi[2]).to(torch.int64)
-    cv = ((vi[0] << 16) | (vi[1] << 8) | vi[2]).to(torch.int64)
-    uniq, counts = _unique(cf.mul_(1 << 24).add_(cv).reshape(-1), return_counts=True)
+    uniq, counts = _unique(_pair_keys(fi, vi), return_counts=True)
     # fused colours: the high halves of the sorted pair keys are sorted -> consecutive runs
     uf, inv_f = torch.unique_consecutive(uniq >> 24, return_inverse=True)
     uv, inv_v = _unique(uniq & 0xFFFFFF, return_inverse=True)
