@@ -658,15 +658,22 @@ def _gauss_stats(x: torch.Tensor, taps) -> Tuple[torch.Tensor, torch.Tensor]:
     return correlate_valid(x, taps), correlate_valid(x * x, taps)
 
 
-def _ms_ssim_terms(mu1, e1, mu2, e2, cross, C1, C2):
+def _ms_ssim_terms(mu1, e1, mu2, e2, cross, C1, C2, fused_terms=None):
     """Per-pixel contrast-structure term and SSIM of pytorch_msssim's ``_ssim``, same expressions
-    (in-place ops: the same roundings, fewer temporaries)."""
-    m11, m22, m12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    (in-place ops: the same roundings, fewer temporaries). ``fused_terms``: ``(mu2^2, e2 - mu2^2)``
+    when already computed for another source (the same values)."""
+    m22, s2 = fused_terms if fused_terms is not None else _ms_ssim_fused_terms(mu2, e2)
+    m11, m12 = mu1 * mu1, mu1 * mu2
     s12 = torch.sub(cross, m12)
-    den = torch.add(torch.sub(e1, m11), torch.sub(e2, m22)).add_(C2)  # s1 + s2 + C2 (may broadcast)
+    den = torch.add(torch.sub(e1, m11), s2).add_(C2)                  # s1 + s2 + C2 (may broadcast)
     cs = s12.mul_(2).add_(C2).div_(den)                              # (2 s12 + C2) / (s1 + s2 + C2)
     lum = m12.mul_(2).add_(C1).div_(torch.add(m11, m22).add_(C1))    # (2 mu1 mu2 + C1) / (mu1^2 + mu2^2 + C1)
     return cs, lum.mul_(cs)
+
+
+def _ms_ssim_fused_terms(mu2, e2):
+    m22 = mu2 * mu2
+    return m22, torch.sub(e2, m22)
 
 
 def _avg_pool2(x: torch.Tensor) -> torch.Tensor:
@@ -702,9 +709,10 @@ def _ms_ssim_core(f: torch.Tensor, sources, *, data_range, win_size, sigma, weig
                     fp = f[bi, ci]
                     for _, Z in banded_moments(fp, [_plane(x, bi, ci) for x in srcs], taps,
                                                _band_rows(len(srcs), fp.shape[-1])):
+                        ft = _ms_ssim_fused_terms(Z[:, 0], Z[:, 1])  # shared by the sources
                         for n, (cs_sum, sm_sum) in enumerate(sums):
                             cs, sm = _ms_ssim_terms(Z[:, 2 + 3 * n], Z[:, 3 + 3 * n], Z[:, 0], Z[:, 1],
-                                                    Z[:, 4 + 3 * n], C1, C2)
+                                                    Z[:, 4 + 3 * n], C1, C2, ft)
                             cs_sum[bi, ci] += float(cs.sum())
                             sm_sum[bi, ci] += float(sm.sum())
         else:
