@@ -850,8 +850,10 @@ def vif(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor, *, combine: st
 # SCD, PSNR
 # --------------------------------------------------------------------------------------------
 
-def _centred(x: torch.Tensor) -> torch.Tensor:
-    return x - x.mean((2, 3), keepdim=True)
+def _centred(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """``x`` minus its per-(batch, channel) mean (a constant image gives exact zeros)."""
+    m = x.mean((2, 3), keepdim=True)
+    return x.sub_(m) if inplace else x - m
 
 
 def _corr_centred(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -867,9 +869,7 @@ def scd(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tenso
     variance term makes that correlation 0 (the differences are centred as computed, so a constant
     difference is exactly zero)."""
     f, a, b = _match(fused, (vis, 'visible'), (ir, 'infrared'))
-    d_b, d_a = f - b, f - a
-    d_b -= d_b.mean((2, 3), keepdim=True)
-    d_a -= d_a.mean((2, 3), keepdim=True)
+    d_b, d_a = _centred(f - b, inplace=True), _centred(f - a, inplace=True)
     return (_corr_centred(_centred(a), d_b) + _corr_centred(_centred(b), d_a)).mean(1)
 
 
