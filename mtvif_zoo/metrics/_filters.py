@@ -283,6 +283,15 @@ def banded_moments(y: torch.Tensor, xs: Sequence[torch.Tensor], taps: Sequence[f
     S = y.new_empty((rows + k - 1, P, W))
     V = y.new_empty((rows, P * W))
     Zb = y.new_empty((rows * P, Wo))
+    plans = {}  # horizontal pass: (input, band, output) views per band height, made once
+
+    def plan(m: int):
+        if m not in plans:
+            v2, z = V[:m].view(m * P, W), Zb[:m * P]
+            plans[m] = [(v2[:, c0:c0 + mc + k - 1], bh[:mc + k - 1, :mc], z[:, c0:c0 + mc])
+                        for c0, mc in ((c0, min(bs, Wo - c0)) for c0 in range(0, Wo, bs))]
+        return plans[m]
+
     for r0 in range(0, Ho, rows):
         m = min(rows, Ho - r0)
         rin = m + k - 1
@@ -309,7 +318,6 @@ def banded_moments(y: torch.Tensor, xs: Sequence[torch.Tensor], taps: Sequence[f
                 torch.sub(cs[:, k:], cs[:, :-k], out=zc[:, 1:])
             yield r0, z.div_(k).to(torch.float32).view(m, P, Wo)
             continue
-        for c0 in range(0, Wo, bs):
-            mc = min(bs, Wo - c0)
-            torch.mm(v2[:, c0:c0 + mc + k - 1], bh[:mc + k - 1, :mc], out=z[:, c0:c0 + mc])
+        for a, b, o in plan(m):
+            torch.mm(a, b, out=o)
         yield r0, z.view(m, P, Wo)
