@@ -372,7 +372,10 @@ def _grad_angle(p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gradient magnitude and ``atan(Sy/Sx)`` (pi/2 where Sx == 0) of a zero-padded image."""
     sx, sy = _sobel_padded(p)
     g = torch.mul(sx, sx).add_(torch.mul(sy, sy)).sqrt_()
-    a = torch.div(sy, sx).atan_().masked_fill_(sx == 0, math.pi / 2)
+    # Sx == 0 makes Sy/Sx NaN (Sy = 0) or +-inf, and only that does (quotients of these gradients do
+    # not overflow): mapping all three to +inf gives atan = pi/2 there, branch-free (a masked fill on
+    # this data-dependent mask is ~15x slower)
+    a = torch.div(sy, sx).nan_to_num_(nan=math.inf, posinf=math.inf, neginf=math.inf).atan_()
     return g, a
 
 

@@ -266,3 +266,21 @@ def test_uint8_batches_equal_float_batches(triple, conv):
     assert compute(*triple, convention=conv) == {k: float(v[0]) for k, v in compute_batch(*f64, None, conv).items()}
     with pytest.raises(TypeError, match='boolean'):
         compute_batch(u8[0] > 0, u8[1], u8[2])
+
+
+def test_qabf_orientation_is_pi_half_wherever_sx_is_zero():
+    """atan(Sy/Sx) with pi/2 where Sx == 0, whatever the sign of Sy (also 0/0), as the references
+    set it; the fast path maps NaN / +-inf quotients to +inf instead of a masked fill."""
+    rows = torch.arange(10, dtype=torch.float64)[:, None].expand(10, 10)
+    for img in (rows, -rows + 9, torch.zeros(10, 10, dtype=torch.float64)):  # Sy > 0, Sy < 0, Sy = 0
+        p = Fm._zero_pad1(img[None, None])
+        sx, sy = Fm._sobel_padded(p)
+        _, ang = Fm._grad_angle(p)
+        zero = sx == 0
+        assert zero.any()
+        assert torch.equal(ang[zero], torch.full_like(ang[zero], math.pi / 2))
+        assert torch.equal(ang[~zero], torch.atan(sy[~zero] / sx[~zero]))
+    rng = np.random.default_rng(7)
+    a, b, F_ = (rng.integers(0, 3, (9, 11)).astype(float) for _ in range(3))  # many Sx == 0, Sy < 0
+    assert float(Fm.qabf(*(torch.from_numpy(z)[None, None] for z in (F_, a, b)), gradient_scale=1.0)) == \
+        pytest.approx(_qabf_loops(F_, a, b), abs=1e-12)
