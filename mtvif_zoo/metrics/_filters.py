@@ -106,6 +106,24 @@ def _correlate3_gemm(xs: torch.Tensor, th: List[float], tw: List[float]) -> torc
     return z.view(n, Ho, Wo)
 
 
+def _row_blocks(src: torch.Tensor, out: torch.Tensor, m: int, band: torch.Tensor, band_of, stride: int = 1) -> None:
+    """``out[:m]``: a band-matrix pass along the rows of the 2-D ``src`` (rows contiguous), in blocks of
+    ``band.shape[0]`` output rows, block ``i`` reading ``src`` from row ``i * rows * stride``. All
+    whole blocks are one batched product over overlapping views of ``src`` (no copies; 1.3-1.6x
+    faster than a product per block for 9-17 taps), the remaining rows one product with
+    ``band_of(rest)``. The same products as a loop over the blocks, bit for bit."""
+    rows, rin = band.shape
+    nb, rest = divmod(m, rows)
+    cols, rs = src.shape[1], src.stride(0)
+    if nb:
+        blocks = src.as_strided((nb, rin, cols), (rows * stride * rs, rs, 1))
+        torch.bmm(band.expand(nb, -1, -1), blocks, out=out[:nb * rows].view(nb, rows, cols))
+    if rest:
+        b = band_of(rest)
+        r0 = nb * rows * stride
+        torch.mm(b, src[r0:r0 + b.shape[1]], out=out[nb * rows:m])
+
+
 def _band_strided(m: int, taps: Tuple[float, ...], stride: int, dtype: torch.dtype,
                   device: torch.device) -> torch.Tensor:
     """``m x ((m - 1) stride + k)`` matrix, row i holding ``taps`` from column ``i * stride``:
@@ -129,20 +147,11 @@ def _correlate_strided_gemm(xs: torch.Tensor, th: List[float], tw: List[float], 
     """CPU ``correlate_valid(..., stride)``: both passes as products with strided band matrices
     (only the kept positions are computed; same terms as the slice adds, in BLAS order)."""
     n, H, W = xs.shape
-    kh, kw = len(th), len(tw)
-    bs = _H_BLOCK
+    kw = len(tw)
     y = xs.new_empty((n, Hs, W))
-    bv = _band_strided(bs, tuple(th), stride, xs.dtype, xs.device)
-    nb, rest = divmod(Hs, bs)
-    rin = (bs - 1) * stride + kh
+    band_of = lambda m: _band_strided(m, tuple(th), stride, xs.dtype, xs.device)  # noqa: E731
     for p in range(n):
-        if nb:  # all whole row blocks of a plane: one batched product over overlapping views
-            blocks = xs[p].as_strided((nb, rin, W), (bs * stride * W, W, 1))
-            torch.bmm(bv.expand(nb, -1, -1), blocks, out=y[p, :nb * bs].view(nb, bs, W))
-        if rest:
-            r0 = nb * bs
-            b = _band_strided(rest, tuple(th), stride, xs.dtype, xs.device)
-            torch.mm(b, xs[p, r0 * stride:r0 * stride + (rest - 1) * stride + kh], out=y[p, r0:Hs])
+        _row_blocks(xs[p], y[p], Hs, band_of(_H_BLOCK), band_of, stride)
     y2 = y.view(n * Hs, W)
     z = xs.new_empty((n * Hs, Ws))
     bs = _W_BLOCK
@@ -224,22 +233,6 @@ def uniform_valid_float32(x: torch.Tensor, size: int) -> torch.Tensor:
     return z.reshape(*lead, Ho, Wo)
 
 
-def _vertical_pass(s2: torch.Tensor, out: torch.Tensor, th: Tuple[float, ...], m: int, k: int) -> None:
-    """``out[:m] = band @ s2``, the 'valid' correlation along the rows of ``s2`` (``m + k - 1`` rows,
-    contiguous), in blocks of :data:`_H_BLOCK` output rows: all whole blocks as one batched product
-    over overlapping views of ``s2`` (no copies; 1.3-1.6x faster than a product per block for 11-17
-    taps), the rest as one product. The same products as a loop over the blocks, bit for bit."""
-    nb, rest = divmod(m, _H_BLOCK)
-    cols = s2.shape[1]
-    if nb:
-        band = _band(_H_BLOCK, th, s2.dtype, s2.device)
-        blocks = s2.as_strided((nb, _H_BLOCK + k - 1, cols), (_H_BLOCK * cols, cols, 1))
-        torch.bmm(band.expand(nb, -1, -1), blocks, out=out[:nb * _H_BLOCK].view(nb, _H_BLOCK, cols))
-    if rest:
-        j0 = nb * _H_BLOCK
-        torch.mm(_band(rest, th, s2.dtype, s2.device), s2[j0:j0 + rest + k - 1], out=out[j0:m])
-
-
 def banded_moments(y: torch.Tensor, xs: Sequence[torch.Tensor], taps: Sequence[float], rows: int, *,
                    uniform_float32: bool = False):
     """Gaussian-window moments of one ``H x W`` plane ``y`` and of each plane in ``xs``, in bands.
@@ -305,7 +298,9 @@ def banded_moments(y: torch.Tensor, xs: Sequence[torch.Tensor], taps: Sequence[f
             torch.mul(xb, xb, out=s[:, 3 + 3 * j])
             torch.mul(xb, yb, out=s[:, 4 + 3 * j])
         v = V[:m]
-        _vertical_pass(s.view(rin, P * W), v, th, m, k)  # small blocks: fewer multiplications by band zeros
+        # small blocks of rows: fewer multiplications by band zeros
+        _row_blocks(s.view(rin, P * W), v, m, _band(_H_BLOCK, th, y.dtype, y.device),
+                    lambda r: _band(r, th, y.dtype, y.device))
         v2 = v.view(m * P, W)
         z = Zb[:m * P]
         if uniform_float32:
