@@ -91,6 +91,40 @@ def test_inference_kernels_are_used(name):
         assert 'mkldnn::_linear_pointwise' in fast  # Swin MLP / projections with fused bias, GELU, add
 
 
+
+
+class _RecordInputs:
+    """Wraps an op overload packet (``torch.ops.mkldnn._convolution_pointwise``): records the shape
+    and strides of every call's input, then runs the op (``.binary`` etc. pass through)."""
+
+    def __init__(self, op):
+        self.op, self.inputs = op, []
+
+    def __call__(self, x, *args, **kwargs):
+        self.inputs.append((tuple(x.shape), x.stride()))
+        return self.op(x, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.op, name)
+
+
+@pytest.mark.parametrize('name', ['mtvif_i', 'swinfusion', 'mtvif_ii', 'mtvif_iii', 'mtvif_iv'])
+def test_every_conv_gets_canonical_channels_last_at_batch_1(name, monkeypatch):
+    """At batch 1 every fused oneDNN conv gets a channels_last input with the canonical strides
+    (batch stride C*H*W): oneDNN reads an NCHW map, or a size-1 batch dim with another stride (what
+    ``tokens.transpose(1, 2).view(1, C, H, W)`` gives), as a different layout and reorders it into a
+    copy before the conv (SwinFusion's fusion conv at 480x640: cat + reorder + conv were 2x slower)."""
+    m = _perturbed(name)
+    vis, ir = _inputs(b=1)
+    rec = _RecordInputs(torch.ops.mkldnn._convolution_pointwise)
+    monkeypatch.setattr(torch.ops.mkldnn, '_convolution_pointwise', rec)
+    with torch.inference_mode():
+        m(vis, ir)
+    assert len(rec.inputs) >= 4
+    for shape, stride in rec.inputs:
+        n, c, h, w = shape
+        assert stride == (c * h * w, 1, w * c, c), (shape, stride)
+
 def test_switches():
     m = _perturbed('mtvif_iii')
     x = torch.rand(1, 3, 8, 8)
