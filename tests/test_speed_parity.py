@@ -282,3 +282,27 @@ def test_4096_pair_fuses_in_tiles_within_4gib():
     before_kb, peak_kb = (int(v) for v in res.stdout.split()[-2:])
     assert peak_kb < 4 * 2 ** 20  # the whole process: < 4 GiB
     assert peak_kb - before_kb < 1.5 * 2 ** 20  # what fuse() adds for 4096^2 (measured 0.87 GiB)
+
+
+def test_hiaf_folded_context_has_no_subnormals_and_same_attention():
+    """A saturated channel softmax (large k^T v, as the published weights give on real pairs) leaves
+    subnormal entries in HIA-F's folded matrix; they are flushed to 0 on the CPU (every pixel's
+    product with a subnormal takes the slow path), and the attention output is unchanged."""
+    from mtvif_zoo.models.heads.mth import ChannelContextAttention
+    torch.manual_seed(0)
+    attn = ChannelContextAttention(16, num_heads=4).eval()
+    w_next = torch.randn(8, 16)
+    context = 8 * torch.rand(1, 256, 16)  # k^T v entries in the hundreds: a saturated softmax
+    query = torch.randn(1, 256, 16)
+    with torch.no_grad():
+        raw = torch.finfo(torch.float32).tiny
+        # the unflushed product (the same algebra without the flush) does hold subnormals here
+        C, h, d = 16, 4, 4
+        full = attn.kv.weight[:C] @ (context[0].t() @ context[0]) @ attn.kv.weight[C:].t()
+        ctx = (torch.diagonal(full.view(h, d, h, d), dim1=0, dim2=2).permute(2, 0, 1) * attn.scale).softmax(dim=-2)
+        unflushed = (ctx @ w_next.t().reshape(h, d, -1)).reshape(C, -1)
+        assert ((unflushed != 0) & (unflushed.abs() < raw)).any()
+        folded = attn.folded_context(context, w_next)
+        assert not ((folded != 0) & (folded.abs() < raw)).any()
+        assert torch.equal(folded[0][unflushed.abs() >= raw], unflushed[unflushed.abs() >= raw])
+        assert (query @ folded[0] - query @ unflushed).abs().max().item() <= 1e-30
