@@ -7,6 +7,11 @@ What one benchmark row measures (``mtvif bench``; :func:`bench` / :func:`bench_m
   host -> device copy and the copy back included): what a user of ``fuse()`` gets.
   ``mode='model'``: only the model's inference forward on device-resident tensors, under
   ``torch.inference_mode`` (+ autocast for bf16 / fp16).
+* **weights and inputs**: random init (``torch.manual_seed(0)``) and uniform random images by
+  default; ``pretrained=True`` (``--pretrained``) loads the published weights (offline, shipped in
+  the package), ``pair=(vis, ir)`` (``--pair VIS IR``) times that image pair (read and converted to
+  float tensors before the clock starts, repeated ``batch`` times; the size is the pair's). Data can
+  change the speed: e.g. subnormal numbers in an intermediate take the CPU's slow path.
 * **warm-up, then several timed runs**; every figure is a median over the timed runs (or a ratio of
   medians), never a single run. CUDA runs are synchronised before the clock is read.
 * **MACs**: :func:`mtvif_zoo.profile.count_macs` of the plain path in eval mode at the padded size
@@ -254,6 +259,8 @@ class BenchResult:
     allocator_tuned: bool
     max_abs_diff_vs_fp32: Optional[float] = None
     notes: List[str] = field(default_factory=list)
+    weights: str = 'random init'
+    inputs: str = 'random uniform'
 
     def as_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -282,6 +289,19 @@ def _inputs(batch: int, size: Tuple[int, int], seed: int = 0):
     return vis, ir
 
 
+def load_pair(vis, ir, batch: int = 1):
+    """A visible / infrared image pair (paths) as the float tensors ``fuse()`` converts them to
+    (``batch x 3 x H x W`` and ``batch x 1 x H x W`` in [0, 1], the pair repeated ``batch`` times)."""
+    from .fusion import _ir_to_grey, load_image, to_tensor_image
+    v, _ = to_tensor_image(load_image(vis, 'visible'), 'visible', 'full')
+    i, _ = to_tensor_image(load_image(ir, 'infrared'), 'infrared', 'minmax')
+    if v.shape[-2:] != i.shape[-2:]:
+        raise ValueError(f'the visible image {str(vis)!r} is {v.shape[-2]}x{v.shape[-1]} (HxW) but the infrared '
+                         f'image {str(ir)!r} is {i.shape[-2]}x{i.shape[-1]}; give a registered pair of the same size')
+    i = _ir_to_grey(i)
+    return v.expand(batch, -1, -1, -1).contiguous(), i.expand(batch, -1, -1, -1).contiguous()
+
+
 def _model_callable(model, vis, ir, device, dtype: str, compiled):
     """``mode='model'``: the inference forward on device tensors (what fuse() runs inside)."""
     from .fusion import _pad
@@ -300,10 +320,13 @@ def _model_callable(model, vis, ir, device, dtype: str, compiled):
     return call
 
 
-def bench(model, size=(480, 640), batch: int = 1, device: str = 'cpu', dtype: str = 'fp32',
+def bench(model, size=None, batch: int = 1, device: str = 'cpu', dtype: str = 'fp32',
           compile: bool = False, warmup: int = 2, runs: int = 5, mode: str = 'fuse', name: Optional[str] = None,
-          roof: Optional[_Roofline] = None, check_fp32: bool = False) -> BenchResult:
-    """Benchmark one model (an instance or a zoo name, random init) in one configuration.
+          roof: Optional[_Roofline] = None, check_fp32: bool = False, pretrained: bool = False,
+          pair: Optional[Tuple[Any, Any]] = None) -> BenchResult:
+    """Benchmark one model (an instance, or a zoo name: random init, or the published weights with
+    ``pretrained=True``) in one configuration, on random ``size`` images (default 480x640) or on
+    ``pair`` = ``(vis, ir)`` paths (``size`` is then the pair's; a different ``size`` is an error).
 
     See the module docstring for what is timed and how each figure is defined.
     """
@@ -317,14 +340,33 @@ def bench(model, size=(480, 640), batch: int = 1, device: str = 'cpu', dtype: st
         raise ValueError(f"mode must be 'fuse' or 'model', got {mode!r}")
     if runs < 1 or warmup < 0 or batch < 1:
         raise ValueError(f'need runs >= 1, warmup >= 0, batch >= 1 (got {runs}, {warmup}, {batch})')
-    size = _parse_size(size)
+    if pair is not None:
+        vis, ir = load_pair(*pair, batch=batch)
+        if size is not None and _parse_size(size) != tuple(vis.shape[-2:]):
+            hw = _parse_size(size)
+            raise ValueError(f'the pair is {vis.shape[-2]}x{vis.shape[-1]} (HxW) but size {hw[0]}x{hw[1]} was asked for; '
+                             'leave the size out (it is the pair\'s) or give a pair of that size')
+        size = tuple(vis.shape[-2:])
+        inputs = f'pair {pair[0]} + {pair[1]}'
+    else:
+        size = _parse_size(size if size is not None else (480, 640))
+        vis, ir = _inputs(batch, size)
+        inputs = 'random uniform'
     dev = torch.device(device)
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError('device cuda requested but torch.cuda.is_available() is False')
+    weights = 'random init'
     if isinstance(model, str):
         name = name or model
         torch.manual_seed(0)
-        model = create_model(model)
+        model = create_model(model, pretrained=pretrained)
+        if pretrained:
+            cfg = getattr(model, 'pretrained_cfg', None) or {}
+            weights = f'pretrained {cfg.get("architecture", name)}.{cfg.get("tag") or "default"}'
+    elif pretrained:
+        raise ValueError('pretrained=True needs a model name; a model instance is benchmarked with its own weights')
+    else:
+        weights = 'as given'
     name = name or (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
     model = model.eval().to(dev)
     notes = []
@@ -334,7 +376,6 @@ def bench(model, size=(480, 640), batch: int = 1, device: str = 'cpu', dtype: st
     m = model.pad_multiple
     padded = tuple(-(-s // m) * m for s in size)
     macs = count_macs(model, padded, training=False)
-    vis, ir = _inputs(batch, size)
     amp = dtype != 'fp32'
     amp_dtype = DTYPES[dtype] if amp else None
     compiled = _compiled_forward(model) if compile else None
@@ -389,7 +430,7 @@ def bench(model, size=(480, 640), batch: int = 1, device: str = 'cpu', dtype: st
         roofline_gflops=statistics.median(roof_gf), roofline_runs_gflops=roof_gf,
         roofline_fraction=statistics.median(ratios), peak_memory_mb=peak_mb, memory_method=mem_method,
         fast_path=_fast_path_active(model, dev, dtype, compile), threads=torch.get_num_threads(),
-        allocator_tuned=_allocator_tuned(), max_abs_diff_vs_fp32=diff, notes=notes)
+        allocator_tuned=_allocator_tuned(), max_abs_diff_vs_fp32=diff, notes=notes, weights=weights, inputs=inputs)
 
 
 def _allocator_tuned() -> bool:
@@ -434,10 +475,13 @@ def _cpu_name() -> str:
 
 def bench_many(models: Sequence[str], size=(480, 640), batch: int = 1, device: str = 'cpu',
                dtypes: Sequence[str] = ('fp32',), compile: bool = False, warmup: int = 2, runs: int = 5,
-               mode: str = 'fuse', log=None) -> Dict[str, Any]:
+               mode: str = 'fuse', log=None, pretrained: bool = False,
+               pair: Optional[Tuple[Any, Any]] = None) -> Dict[str, Any]:
     """Benchmark several models x dtypes; returns the JSON-ready report (``schema``, ``env``,
-    ``roofline`` per dtype, ``results`` rows)."""
+    ``roofline`` per dtype, ``results`` rows). ``pretrained`` / ``pair``: see :func:`bench`."""
     dev = torch.device(device)
+    if pair is not None:
+        size = tuple(load_pair(*pair)[0].shape[-2:]) if size is None else size
     size = _parse_size(size)
     env = environment()
     results, roofs = [], {}
@@ -446,7 +490,7 @@ def bench_many(models: Sequence[str], size=(480, 640), batch: int = 1, device: s
         gfs = []
         for name in models:
             r = bench(name, size=size, batch=batch, device=device, dtype=dtype, compile=compile, warmup=warmup,
-                      runs=runs, mode=mode, roof=roof)
+                      runs=runs, mode=mode, roof=roof, pretrained=pretrained, pair=pair)
             results.append(r.as_dict())
             gfs.extend(r.roofline_runs_gflops)
             if log is not None:
@@ -455,7 +499,9 @@ def bench_many(models: Sequence[str], size=(480, 640), batch: int = 1, device: s
                         'gflops_median': statistics.median(gfs), 'gflops_runs': gfs}
     env['load_average_after'] = list(os.getloadavg()) if hasattr(os, 'getloadavg') else None
     return {'schema': SCHEMA, 'env': env, 'config': {'size': list(size), 'batch': batch, 'device': str(dev),
-            'dtypes': list(dtypes), 'compile': bool(compile), 'warmup': warmup, 'runs': runs, 'mode': mode},
+            'dtypes': list(dtypes), 'compile': bool(compile), 'warmup': warmup, 'runs': runs, 'mode': mode,
+            'weights': 'published (pretrained=True)' if pretrained else 'random init',
+            'inputs': [str(p) for p in pair] if pair is not None else 'random uniform'},
             'roofline': roofs, 'results': results}
 
 

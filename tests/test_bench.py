@@ -6,6 +6,7 @@ import statistics
 import pytest
 import torch
 
+from mtvif_zoo import create_model
 from mtvif_zoo.bench import DTYPES, ROOFLINE_CONV, SCHEMA, bench, format_table, roofline, roofline_flops
 from mtvif_zoo.cli import main
 from mtvif_zoo.models.multitaskvif import VARIANTS
@@ -25,7 +26,8 @@ def test_quick_runs_every_variant(quick_report):
     assert r['schema'] == SCHEMA
     assert [row['model'] for row in r['results']] == list(VARIANTS)
     assert r['config'] == {'size': [64, 96], 'batch': 1, 'device': 'cpu', 'dtypes': ['fp32'], 'compile': False,
-                           'warmup': 1, 'runs': 3, 'mode': 'fuse'}
+                           'warmup': 1, 'runs': 3, 'mode': 'fuse', 'weights': 'random init',
+                           'inputs': 'random uniform'}
     assert r['env']['threads'] == torch.get_num_threads() and r['env']['torch'] == torch.__version__
     assert isinstance(r['env']['allocator_tuned'], bool)
     roof = r['roofline']['fp32']
@@ -86,6 +88,8 @@ def test_roofline_definition():
     (['--model', 'nope'], 'unknown model'),
     (['--model', 'seafusion', '--dtype', 'fp8'], 'unknown dtype'),
     (['--model', 'seafusion', '--size', '12'], 'size must be HxW'),
+    (['--model', 'seafusion,swinfusion', '--pretrained', '--quick'], 'no published weights for swinfusion'),
+    (['--model', 'seafusion', '--pair', 'nope_vis.png', 'nope_ir.png'], 'visible image not found'),
 ])
 def test_cli_errors(args, match, capsys):
     assert main(['bench', *args]) == 2
@@ -123,3 +127,43 @@ def test_peak_rss_sees_a_transient_buffer(monkeypatch, kernel_hwm):
         del buf
     assert rss.method == ('hwm' if kernel_hwm else 'sampled')
     assert 250 <= (rss.peak - rss.base) / 2 ** 20 < 400
+
+
+@pytest.fixture
+def small_pair(tmp_path):
+    """A 40x56 crop of the shipped sample pair, as PNG files."""
+    from PIL import Image
+    from pathlib import Path
+    ex = Path(__file__).resolve().parents[1] / 'examples'
+    paths = []
+    for sub in ('vi', 'ir'):
+        p = tmp_path / f'{sub}.png'
+        with Image.open(ex / sub / '00036N.png') as im:
+            im.crop((200, 150, 256, 190)).save(p)
+        paths.append(p)
+    return tuple(paths)
+
+
+def test_pair_and_published_weights(small_pair, tmp_path):
+    """--pretrained --pair: the published weights on a real pair at its own size; the timed tensors
+    are what fuse() converts the files to."""
+    from mtvif_zoo.bench import load_pair
+    from mtvif_zoo.fusion import _ir_to_grey, load_image, to_tensor_image
+    vis, ir = load_pair(*small_pair, batch=3)
+    assert vis.shape == (3, 3, 40, 56) and ir.shape == (3, 1, 40, 56)
+    ref_v, _ = to_tensor_image(load_image(small_pair[0]), 'visible', 'full')
+    ref_i, _ = to_tensor_image(load_image(small_pair[1]), 'infrared', 'minmax')
+    assert torch.equal(vis[2:], ref_v) and torch.equal(ir[1:2], _ir_to_grey(ref_i))
+    path = tmp_path / 'b.json'
+    assert main(['bench', '--model', 'seafusion', '--pretrained', '--pair', *map(str, small_pair),
+                 '--runs', '1', '--warmup', '0', '--json', str(path)]) == 0
+    rep = json.loads(path.read_text())
+    row, = rep['results']
+    assert row['size'] == [40, 56] and row['weights'] == 'pretrained seafusion.mfnet220'
+    assert row['inputs'] == f'pair {small_pair[0]} + {small_pair[1]}'
+    assert rep['config']['inputs'] == [str(p) for p in small_pair]
+    with pytest.raises(ValueError, match='the pair is 40x56'):
+        bench('seafusion', size=(48, 56), pair=small_pair, runs=1, warmup=0)
+    with pytest.raises(ValueError, match='needs a model name'):
+        bench(create_model('seafusion'), pretrained=True, size=(32, 32), runs=1, warmup=0)
+    assert bench('seafusion', size=(32, 40), runs=1, warmup=0).weights == 'random init'

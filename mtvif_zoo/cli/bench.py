@@ -4,6 +4,7 @@
     mtvif bench --model all --size 480x640 --json bench_cpu.json
     mtvif bench --model all --quick                       # CI: 64x96, 1 warm-up + 3 runs
     mtvif bench --model mtvif_i --device cuda --dtype fp32,bf16 --batch 8
+    mtvif bench --model mtvif_iv --pretrained --pair examples/vi/00036N.png examples/ir/00036N.png
 
 Every figure is a median over the timed runs or a ratio of medians; the roofline conv runs in the
 same process, interleaved with the model runs (see :mod:`mtvif_zoo.bench`).
@@ -27,11 +28,18 @@ def _run(args) -> int:
 
     from ..bench import DTYPES, QUICK_SIZE, bench_many, format_table, roofline_description, write_json
     models = _models(args.model)
+    if args.pretrained:
+        from .. import list_models
+        published = {n.split('.')[0] for n in list_models(pretrained=True)}
+        missing = [n for n in models if n not in published]
+        if missing:
+            raise ValueError(f'--pretrained: no published weights for {", ".join(missing)}; '
+                             f'published: {", ".join(sorted(published))}')
     dtypes = [d.strip() for d in args.dtype.split(',')]
     bad = [d for d in dtypes if d not in DTYPES]
     if bad:
         raise ValueError(f'unknown dtype(s) {", ".join(bad)}; valid: {", ".join(DTYPES)}')
-    size = args.size or ('x'.join(map(str, QUICK_SIZE)) if args.quick else '480x640')
+    size = args.size or ('x'.join(map(str, QUICK_SIZE)) if args.quick else (None if args.pair else '480x640'))
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     runs = args.runs if args.runs is not None else (3 if args.quick else 5)
     if args.threads:
@@ -48,7 +56,8 @@ def _run(args) -> int:
               f'{100 * r.roofline_fraction:.1f} % of roofline', file=sys.stderr, flush=True)
 
     report = bench_many(models, size=size, batch=args.batch, device=args.device, dtypes=dtypes,
-                        compile=args.compile, warmup=warmup, runs=runs, mode=args.mode, log=log)
+                        compile=args.compile, warmup=warmup, runs=runs, mode=args.mode, log=log,
+                        pretrained=args.pretrained, pair=tuple(args.pair) if args.pair else None)
     report['command'] = 'mtvif bench ' + ' '.join(sys.argv[2:]) if sys.argv[1:2] == ['bench'] else None
     for dtype in dtypes:
         rows = [r for r in report['results'] if r['dtype'] == dtype]
@@ -56,7 +65,8 @@ def _run(args) -> int:
         print(f'\n{args.device} {dtype}{" compiled" if args.compile else ""}, batch {args.batch}, mode {args.mode}, '
               f'median of {runs} runs after {warmup} warm-up, {torch.get_num_threads()} threads, allocator '
               f'{"tuned" if fusion._ALLOCATOR_TUNED else "default"}; '
-              f'roofline {roof["gflops_median"]:.1f} GFLOP/s (median)')
+              f'roofline {roof["gflops_median"]:.1f} GFLOP/s (median); weights: {report["config"]["weights"]}; '
+              f'inputs: {" + ".join(report["config"]["inputs"]) if args.pair else "random uniform"}')
         print(format_table(rows))
     if args.json:
         write_json(report, args.json)
@@ -77,6 +87,10 @@ def add_parser(sub) -> None:
                    help="'fuse': time mtvif_zoo.fuse() on host tensors (default); 'model': the forward only")
     p.add_argument('--warmup', type=int, help='warm-up calls (default 2; 1 with --quick)')
     p.add_argument('--runs', type=int, help='timed runs, the median is reported (default 5; 3 with --quick)')
+    p.add_argument('--pretrained', action='store_true',
+                   help='the published weights (shipped, offline) instead of random init')
+    p.add_argument('--pair', nargs=2, metavar=('VIS', 'IR'),
+                   help='time this visible / infrared image pair instead of random images (its size; repeated --batch times)')
     p.add_argument('--threads', type=int, help='torch.set_num_threads (default: leave as is)')
     p.add_argument('--quick', action='store_true', help='CI mode: small size, 1 warm-up + 3 runs')
     p.add_argument('--no-tune-allocator', action='store_true',
