@@ -6,8 +6,8 @@
 
 * ``train``: one training step as :class:`mtvif_zoo.train.Trainer` takes it (``benchmarks/bench_train.py``'s
   ``_step``: training-mode forward, the Sec. 3.4 loss, backward, Adam) on random inputs, *before*
-  (``plain_path()``: NCHW, the original formulations; Swin keeps its SDPA window attention, which
-  predates this benchmark) and *after* (the fast path: channels_last, HIA-F's Gram formulation,
+  (``plain_path()`` + ``set_fused_attn(model, False)``: NCHW, the original formulations, Swin's
+  original roll / partition / softmax window attention with its mask rebuilt per call) and *after* (the fast path: channels_last, HIA-F's Gram formulation,
   Ufuser's folded channel attention, folded BN in eval only), alternated step by step in one
   process; median samples/s of each.
 * ``tiling`` / ``memory``: see README "Tiling".
@@ -40,6 +40,7 @@ def train(args):
     import mtvif_zoo
     from mtvif_zoo.losses import MultiTaskVIFLoss
     from mtvif_zoo.models.backbones._fast import plain_path
+    from mtvif_zoo.models.backbones.swinfusion import set_fused_attn
     spec = importlib.util.spec_from_file_location('bench_train', REPO / 'benchmarks' / 'bench_train.py')
     bt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bt)
@@ -58,8 +59,12 @@ def train(args):
             for which in ('before', 'after'):
                 t0 = time.perf_counter()
                 if which == 'before':
-                    with plain_path():
-                        bt._step(model, opt, loss_fn, vis, ir, labels, None, None)
+                    set_fused_attn(model, False)  # no-op without Swin blocks
+                    try:
+                        with plain_path():
+                            bt._step(model, opt, loss_fn, vis, ir, labels, None, None)
+                    finally:
+                        set_fused_attn(model, True)
                 else:
                     bt._step(model, opt, loss_fn, vis, ir, labels, None, None)
                 if step >= args.warmup:

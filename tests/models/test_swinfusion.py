@@ -115,8 +115,25 @@ def test_fused_matches_plain_gradients():
         bb(vis, ir).square().mean().backward()
         grads.append({k: p.grad.clone() for k, p in bb.named_parameters()})
     for k in grads[0]:
-        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6, msg=k)
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-5, atol=1e-8, msg=k)
     assert grads[0]['layers_Fusion.0.residual_group.blocks.1.attn_A.relative_position_bias_table'].abs().sum() > 0
+
+
+def test_cpu_training_attention_skips_sdpa_math_fallback():
+    """Training on the CPU (the bias needs its gradient, which SDPA's CPU flash kernel does not
+    give) writes the attention out instead of SDPA's math fallback, whose safe softmax adds an
+    eq / all / where pass over every score tensor; inference still runs SDPA's flash kernel."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.manual_seed(0)
+    bb = SwinFusionBackbone(in_chans=1, fusion_depths=(2,), drop_path_rate=0.).train()
+    vis, ir = _inputs(1, 1, 16, 16, seed=2)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        bb(vis, ir).mean().backward()
+    ops = {e.name for e in prof.events()}
+    assert 'aten::_safe_softmax' not in ops and 'aten::_softmax' in ops
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        bb.eval()(vis, ir)
+    assert 'aten::_scaled_dot_product_flash_attention_for_cpu' in {e.name for e in prof.events()}
 
 
 @pytest.mark.parametrize('shift', [0, 4])
