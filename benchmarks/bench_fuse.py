@@ -7,9 +7,10 @@
 * ``train``: one training step as :class:`mtvif_zoo.train.Trainer` takes it (``benchmarks/bench_train.py``'s
   ``_step``: training-mode forward, the Sec. 3.4 loss, backward, Adam) on random inputs, *before*
   (``plain_path()`` + ``set_fused_attn(model, False)``: NCHW, the original formulations, Swin's
-  original roll / partition / softmax window attention with its mask rebuilt per call) and *after* (the fast path: channels_last, HIA-F's Gram formulation,
-  Ufuser's folded channel attention, folded BN in eval only), alternated step by step in one
-  process; median samples/s of each.
+  original roll / partition / softmax window attention with its mask rebuilt per call) and
+  *after* (the fast path: channels_last, HIA-F's Gram formulation, Ufuser's folded channel
+  attention, Swin's cached window permutation, folded BN in eval only), alternated step by step
+  in one process; median samples/s of each.
 * ``tiling`` / ``memory``: see README "Tiling".
 """
 import argparse

@@ -473,15 +473,16 @@ def _cpu_name() -> str:
     return platform.processor() or 'unknown'
 
 
-def bench_many(models: Sequence[str], size=(480, 640), batch: int = 1, device: str = 'cpu',
+def bench_many(models: Sequence[str], size=None, batch: int = 1, device: str = 'cpu',
                dtypes: Sequence[str] = ('fp32',), compile: bool = False, warmup: int = 2, runs: int = 5,
                mode: str = 'fuse', log=None, pretrained: bool = False,
                pair: Optional[Tuple[Any, Any]] = None) -> Dict[str, Any]:
     """Benchmark several models x dtypes; returns the JSON-ready report (``schema``, ``env``,
-    ``roofline`` per dtype, ``results`` rows). ``pretrained`` / ``pair``: see :func:`bench`."""
+    ``roofline`` per dtype, ``results`` rows). ``size``: default 480x640, or the pair's;
+    ``pretrained`` / ``pair``: see :func:`bench`."""
     dev = torch.device(device)
-    if pair is not None:
-        size = tuple(load_pair(*pair)[0].shape[-2:]) if size is None else size
+    if size is None:
+        size = tuple(load_pair(*pair)[0].shape[-2:]) if pair is not None else (480, 640)
     size = _parse_size(size)
     env = environment()
     results, roofs = [], {}

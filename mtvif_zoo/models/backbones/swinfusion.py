@@ -362,7 +362,8 @@ class _WindowAttentionBase(nn.Module):
         return F.linear(x, w, b).view(-1, n, chunks, self.num_heads, dp)
 
     def _attention_fused(self, q, k, v, layout: WindowLayout, batch: int) -> torch.Tensor:
-        """q, k, v: ``(nW*B) x heads x N x d`` window-major; one SDPA call per mask class."""
+        """q, k, v: ``(nW*B) x heads x N x d`` window-major; one SDPA call per mask class (written
+        out instead when training on the CPU, see the module docstring)."""
         bias = self.attn_bias(layout.class_masks, q.dtype)
         p = self.attn_drop.p if self.training else 0.
         # training on the CPU (the bias needs its gradient): SDPA's CPU flash kernel takes no
