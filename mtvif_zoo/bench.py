@@ -342,11 +342,12 @@ def bench(model, size=None, batch: int = 1, device: str = 'cpu', dtype: str = 'f
         raise ValueError(f'need runs >= 1, warmup >= 0, batch >= 1 (got {runs}, {warmup}, {batch})')
     if pair is not None:
         vis, ir = load_pair(*pair, batch=batch)
-        if size is not None and _parse_size(size) != tuple(vis.shape[-2:]):
-            hw = _parse_size(size)
-            raise ValueError(f'the pair is {vis.shape[-2]}x{vis.shape[-1]} (HxW) but size {hw[0]}x{hw[1]} was asked for; '
+        hw = tuple(vis.shape[-2:])
+        if size is not None and _parse_size(size) != hw:
+            asked = _parse_size(size)
+            raise ValueError(f'the pair is {hw[0]}x{hw[1]} (HxW) but size {asked[0]}x{asked[1]} was asked for; '
                              'leave the size out (it is the pair\'s) or give a pair of that size')
-        size = tuple(vis.shape[-2:])
+        size = hw
         inputs = f'pair {pair[0]} + {pair[1]}'
     else:
         size = _parse_size(size if size is not None else (480, 640))
@@ -481,9 +482,9 @@ def bench_many(models: Sequence[str], size=None, batch: int = 1, device: str = '
     ``roofline`` per dtype, ``results`` rows). ``size``: default 480x640, or the pair's;
     ``pretrained`` / ``pair``: see :func:`bench`."""
     dev = torch.device(device)
-    if size is None:
-        size = tuple(load_pair(*pair)[0].shape[-2:]) if pair is not None else (480, 640)
-    size = _parse_size(size)
+    if size is None and pair is None:
+        size = (480, 640)
+    size = None if size is None else _parse_size(size)  # None with a pair: bench() takes the pair's
     env = environment()
     results, roofs = [], {}
     for dtype in dtypes:
@@ -499,6 +500,7 @@ def bench_many(models: Sequence[str], size=None, batch: int = 1, device: str = '
         roofs[dtype] = {'op': roofline_description(), 'dtype': dtype, 'calls_per_timing': roof.inner,
                         'gflops_median': statistics.median(gfs), 'gflops_runs': gfs}
     env['load_average_after'] = list(os.getloadavg()) if hasattr(os, 'getloadavg') else None
+    size = size or tuple(results[0]['size'])
     return {'schema': SCHEMA, 'env': env, 'config': {'size': list(size), 'batch': batch, 'device': str(dev),
             'dtypes': list(dtypes), 'compile': bool(compile), 'warmup': warmup, 'runs': runs, 'mode': mode,
             'weights': 'published (pretrained=True)' if pretrained else 'random init',
