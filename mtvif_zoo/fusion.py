@@ -12,10 +12,13 @@ Input conventions (documented conversions, everything else is a clear error):
   integer tensors) is rescaled explicitly: the infrared image by ``ir_range`` (default
   ``'minmax'``: per-image min-max to [0, 1], the usual way to display radiometric thermal), the
   visible image by ``vis_range`` (default ``'full'``: divide by 65535). Either may also be a
-  ``(low, high)`` pair of raw values. Float arrays and tensors must already be in [0, 1].
+  ``(low, high)`` pair of raw values. Float arrays and tensors must already be in [0, 1]. Integer
+  numpy arrays must be uint8 or uint16 (an int32 array holding 0..255 is refused, not guessed:
+  ``arr.astype(np.uint8)``); complex data and meta-device tensors are refused.
 * **channels**: visible may be RGB (3) or grayscale (1); RGBA drops alpha, palette images are
   converted to RGB. Infrared may be 1 or 3 channels; 3-channel infrared is converted to grey
-  (BT.601 luma) because the models were trained on IR replicated from one channel. A grayscale
+  (BT.601 luma) because the models were trained on IR replicated from one channel. A colour
+  "infrared" input next to a grey "visible" one gives a ``UserWarning`` (inputs look swapped). A grayscale
   visible input gives a grayscale fused output (the BT.601 luma of a 3-channel model's output).
 * **1-channel models** (``in_chans=1``, Table 6 v): the visible image is converted to YCbCr, Y and
   IR are fused, and the fused Y is recombined with the visible Cb/Cr.
@@ -34,6 +37,9 @@ from __future__ import annotations
 
 import math
 import os
+import struct
+import warnings
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -46,7 +52,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .color import rgb_to_gray, rgb_to_ycbcr, ycbcr_to_rgb
 
-__all__ = ['fuse', 'segment', 'load_image', 'to_tensor_image', 'DEFAULT_MODEL', 'tune_cpu_allocator']
+__all__ = ['fuse', 'segment', 'load_image', 'to_tensor_image', 'check_fuse_args', 'DEFAULT_MODEL', 'tune_cpu_allocator']
 
 #: model used by ``fuse()`` / ``mtvif fuse`` when none is given: the best published weight on the
 #: msrs_test20 comparison (README "Results": beats the pixel average on 6 of the paper's 7 metrics),
@@ -68,7 +74,10 @@ def load_image(path: Union[str, os.PathLike], role: str = 'image') -> np.ndarray
     try:
         with Image.open(p) as im:
             return _pil_to_array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError as e:  # not an OSError: PIL's guard against huge declared sizes
+        raise ValueError(f'{role} image {str(p)!r} is too large to decode safely ({e}); raise '
+                         'PIL.Image.MAX_IMAGE_PIXELS if the file is trusted') from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
         raise ValueError(f'{role} image {str(p)!r} is not a readable image file ({e}); '
                          'pass a PNG/JPEG/TIFF/BMP file or an array') from None
 
@@ -127,6 +136,7 @@ def to_tensor_image(img: Any, role: str = 'image', rng: Range = 'full') -> Tuple
         layout = {2: 'HW', 3: 'HWC', 4: 'BHWC'}.get(img.ndim)
         if layout is None:
             raise ValueError(f'{role} array must be HxW, HxWxC or BxHxWxC, got shape {img.shape}')
+        _check_array_dtype(img.dtype, role)
         t = torch.from_numpy(np.ascontiguousarray(img))
         if img.ndim == 2:
             t = t[None, None]
@@ -139,10 +149,28 @@ def to_tensor_image(img: Any, role: str = 'image', rng: Range = 'full') -> Tuple
         layout = {2: 'HW', 3: 'CHW', 4: 'BCHW'}.get(img.ndim)
         if layout is None:
             raise ValueError(f'{role} tensor must be HxW, CxHxW or BxCxHxW, got shape {tuple(img.shape)}')
+        if img.device.type == 'meta':
+            raise ValueError(f'{role} tensor is on the meta device (no data); pass a tensor with values '
+                             '(e.g. .to_empty(device="cpu") and fill it, or a CPU / CUDA tensor)')
+        if img.is_complex():
+            raise ValueError(f'{role} tensor is complex ({img.dtype}); pass real values (e.g. .real or .abs())')
         t = img.reshape((1,) * (4 - img.ndim) + tuple(img.shape))
         return _normalise(t, img.dtype, role, rng), _Meta('tensor', layout, img.dtype, img.device)
     raise ValueError(f'{role} must be a file path, PIL image, numpy array or torch tensor, '
                      f'got {type(img).__name__}')
+
+
+def _check_array_dtype(dtype: np.dtype, role: str) -> None:
+    """numpy arrays: bool, uint8, uint16 or floating point; anything else is ambiguous (an int32 array
+    holding 0..255 would otherwise be read as 16-bit and come out dark) or lossy (complex)."""
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f'{role} array is complex ({dtype}); pass real values (e.g. arr.real or np.abs(arr))')
+    if np.issubdtype(dtype, np.integer) and dtype not in (np.uint8, np.uint16):
+        raise ValueError(f'{role} array has dtype {dtype}; integer images must be uint8 (0..255) or uint16 '
+                         f'(0..65535): convert with arr.astype(np.uint8) for 8-bit values or '
+                         f'arr.astype(np.uint16) for 16-bit values, or pass floats in [0, 1]')
+    if not (dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise ValueError(f'{role} array has dtype {dtype}; pass uint8, uint16 or float values in [0, 1]')
 
 
 def _is_float(dtype) -> bool:
@@ -377,6 +405,47 @@ def _ir_to_grey(ir: torch.Tensor) -> torch.Tensor:
     return ir[:, :1] if bool((ir[:, :1] == ir[:, 1:]).all()) else rgb_to_gray(ir)
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def check_fuse_args(batch_size, tile, overlap) -> None:
+    """Validate :func:`fuse`'s ``batch_size`` (>= 1), ``tile`` (``None`` or an int >= 1) and
+    ``overlap`` (an int, ``0 <= overlap < tile / 2``) before anything is loaded or run: a negative
+    overlap gave black columns / NaN and ``batch_size=0`` a deep error."""
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f'batch_size must be an integer >= 1, got {batch_size!r}')
+    if not _is_int(overlap) or overlap < 0:
+        raise ValueError(f'overlap must be an integer >= 0 (pixels), got {overlap!r}')
+    if tile is None:
+        return
+    if not _is_int(tile) or tile < 1:
+        raise ValueError(f'tile must be None or an integer >= 1 (pixels), got {tile!r}')
+    if 2 * overlap >= tile:
+        raise ValueError(f'overlap must be less than half the tile (0 <= overlap < tile / 2), got tile={tile}, '
+                         f'overlap={overlap}; use a larger tile or overlap <= {max(0, (tile - 1) // 2)}')
+
+
+#: mean absolute difference between colour channels (on [0, 1]) above which an image counts as colour
+_COLOUR_THRESHOLD = 2 / 255
+
+
+def _channel_spread(t: torch.Tensor) -> float:
+    if t.shape[1] == 1:
+        return 0.0
+    t = t.float()
+    return max(float((t[:, 0] - t[:, 1]).abs().mean()), float((t[:, 0] - t[:, 2]).abs().mean()))
+
+
+def _warn_if_swapped(vis: torch.Tensor, ir: torch.Tensor, tag: str = '') -> None:
+    """Warn when the "infrared" input has real colour and the "visible" one is grey: the usual sign
+    of ``fuse(ir, vis)`` (which would give a grey fused image)."""
+    if ir.shape[1] == 3 and _channel_spread(ir) > _COLOUR_THRESHOLD and _channel_spread(vis) <= _COLOUR_THRESHOLD:
+        warnings.warn(f'the infrared{tag} input is a colour image and the visible{tag} input is grey: the inputs '
+                      'look swapped (the order is fuse(visible, infrared)); the colour of the infrared input is '
+                      'discarded', UserWarning, stacklevel=3)
+
+
 def _as_list(x) -> Tuple[list, bool]:
     if isinstance(x, (list, tuple)):
         return list(x), True
@@ -394,9 +463,9 @@ def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None
         ir: infrared image(s), same kind, count and size as ``vis``.
         model: a model from :func:`mtvif_zoo.create_model`, or a model name (loaded with
             ``pretrained=True``); ``None`` = :data:`DEFAULT_MODEL`.
-        batch_size: how many same-sized pairs run through the model at once.
+        batch_size: how many same-sized pairs run through the model at once (>= 1).
         tile: fuse in overlapping ``tile x tile`` tiles (for very large images); ``None`` = whole image.
-        overlap: tile overlap in pixels, blended with linear ramps.
+        overlap: tile overlap in pixels, blended with linear ramps (``0 <= overlap < tile / 2``).
         amp: autocast; default on for CUDA (bf16 where supported, else fp16), off on CPU.
         amp_dtype: autocast dtype override.
         vis_range, ir_range: how 16-bit inputs are rescaled (``'full'``, ``'minmax'``, or ``(low, high)``).
@@ -409,6 +478,7 @@ def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None
     for name, rng in (('vis_range', vis_range), ('ir_range', ir_range)):
         if not (rng in ('full', 'minmax') or (isinstance(rng, (tuple, list)) and len(rng) == 2)):
             raise ValueError(f"{name} must be 'minmax', 'full' or a (low, high) pair, got {rng!r}")
+    check_fuse_args(batch_size, tile, overlap)
     model = _resolve_model(model)
     vis_list, vis_is_list = _as_list(vis)
     ir_list, ir_is_list = _as_list(ir)
@@ -418,9 +488,8 @@ def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None
                          f'{len(ir_list) if ir_is_list else "one"} infrared')
     if not vis_list:
         raise ValueError('no images given: vis and ir are empty lists')
-    if tile is not None and (tile < 2 * overlap or tile < model.pad_multiple):
-        raise ValueError(f'tile={tile} must be at least 2 * overlap ({2 * overlap}) and the model\'s '
-                         f'pad multiple ({model.pad_multiple})')
+    if tile is not None and tile < model.pad_multiple:
+        raise ValueError(f'tile={tile} must be at least the model\'s pad multiple ({model.pad_multiple})')
 
     pairs = []
     for n, (v, i) in enumerate(zip(vis_list, ir_list)):
@@ -432,6 +501,7 @@ def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None
         if vt.shape[-2:] != it.shape[-2:]:
             raise ValueError(f'visible{tag} is {vt.shape[-2]}x{vt.shape[-1]} (HxW) but infrared{tag} is '
                              f'{it.shape[-2]}x{it.shape[-1]}; register/resize the pair to the same size first')
+        _warn_if_swapped(vt, it, tag)
         pairs.append((vt, _ir_to_grey(it), vmeta))
 
     device = next(model.parameters()).device

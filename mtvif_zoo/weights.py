@@ -2,12 +2,14 @@
 
 ``save_weights(model, path)`` writes the state dict (plus the architecture as string metadata) to
 a ``.safetensors`` file; ``load_weights(model, path)`` loads it back bit-exactly and refuses files
-whose keys or shapes do not match, naming every mismatching key.
+whose keys, shapes or dtypes do not match (only floating tensors for floating weights), naming
+every mismatching key.
 """
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -15,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 __all__ = ['save_weights', 'load_weights', 'read_metadata', 'WeightsMismatchError', 'model_config',
-           'check_state_dict']
+           'check_state_dict', 'bad_dtypes']
 
 PathLike = Union[str, os.PathLike]
 
@@ -57,6 +59,29 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
         return dict(f.metadata() or {})
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace('torch.', '')
+
+
+def bad_dtypes(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> List[str]:
+    """``'key: dtype int32 (model float32)'`` for every tensor whose dtype would be cast lossily into
+    the model: a floating parameter / buffer must come as a floating tensor (int / bool / complex
+    would load truncated), an integer buffer (BatchNorm ``num_batches_tracked``) as an integer one."""
+    own = model.state_dict()
+    out = []
+    for k in sorted(set(own) & set(state_dict)):
+        got, want = state_dict[k].dtype, own[k].dtype
+        if want.is_floating_point:
+            ok = got.is_floating_point
+        elif want == torch.bool or want.is_complex:
+            ok = got == want
+        else:  # integer buffers
+            ok = not (got.is_floating_point or got.is_complex or got == torch.bool)
+        if not ok:
+            out.append(f'{k}: dtype {_dtype_name(got)} (model {_dtype_name(want)})')
+    return out
+
+
 def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str = 'state dict') -> None:
     """Raise :class:`WeightsMismatchError` naming missing, unexpected and wrongly-shaped keys."""
     own = model.state_dict()
@@ -64,7 +89,8 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], sour
     unexpected = sorted(set(state_dict) - set(own))
     shapes = sorted(f'{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
                     for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
-    if missing or unexpected or shapes:
+    dtypes = bad_dtypes(model, state_dict)
+    if missing or unexpected or shapes or dtypes:
         def _fmt(title, items):
             if not items:
                 return ''
@@ -73,6 +99,7 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], sour
         raise WeightsMismatchError(
             f'{source} does not match the model' + _fmt('missing keys', missing) +
             _fmt('unexpected keys', unexpected) + _fmt('shape mismatches', shapes) +
+            _fmt('wrong dtypes (weights must be floating point)', dtypes) +
             '\n  build the model with the architecture the weights were saved from '
             '(see mtvif_zoo.weights.read_metadata(path)["mtvif_zoo_config"])')
 
@@ -80,9 +107,12 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], sour
 def load_weights(model: nn.Module, path: PathLike, strict: bool = True) -> nn.Module:
     """Load a ``.safetensors`` file into ``model`` (in place, returns it).
 
-    ``strict=False`` accepts missing keys (e.g. fusion-only weights into a full multi-task model,
-    whose segmentation classifier then stays at its initialisation) but still refuses unexpected
-    keys and shape mismatches.
+    Every key of the model must be in the file and nothing else (names listed otherwise), with
+    the model's shapes and floating dtypes. ``strict=False`` is the explicit request for partial
+    loading: missing keys keep the model's values and are listed in a ``UserWarning`` (e.g.
+    fusion-only weights into a full multi-task model, whose segmentation classifier then stays at
+    its initialisation); unexpected keys, shape and dtype mismatches, and a file that holds none of
+    the model's keys are still refused.
     """
     path = Path(path)
     if not path.is_file():
@@ -93,7 +123,15 @@ def load_weights(model: nn.Module, path: PathLike, strict: bool = True) -> nn.Mo
         raise ValueError(f'{str(path)!r} is not a readable safetensors file ({e})') from None
     if not strict:  # tolerate missing keys only: fill them from the model before checking
         own = model.state_dict()
+        if not set(own) & set(state):
+            raise WeightsMismatchError(f'{str(path)!r} holds none of the model\'s keys ({len(state)} tensors: '
+                                       f'{", ".join(sorted(state)[:5]) or "none"}); it is not a weight file for '
+                                       'this model')
+        missing = sorted(set(own) - set(state))
         state_for_check = {**{k: v for k, v in own.items() if k not in state}, **state}
     check_state_dict(model, state if strict else state_for_check, source=str(path))
+    if not strict and missing:
+        warnings.warn(f'partial loading of {str(path)!r}: {len(missing)} missing keys keep the model\'s values: '
+                      + ', '.join(missing[:20]) + (' ...' if len(missing) > 20 else ''), UserWarning, stacklevel=2)
     model.load_state_dict(state, strict=strict)
     return model

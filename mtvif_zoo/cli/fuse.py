@@ -8,8 +8,17 @@ Outputs are 8-bit PNG (or the suffix given for a single pair); 16-bit inputs are
 :func:`mtvif_zoo.fuse` (``--ir-range``). ``--preview`` writes visible | infrared | fused |
 segmentation overlay per pair (the overlay needs the model's segmentation classifier, i.e. the full
 multi-task weights; fusion-only weights give three panels).
+
+Output safety: every path is checked before the model is loaded. An output (or preview) that is
+one of the inputs or an input folder, after resolving links, is refused; an existing output is
+replaced only with ``--overwrite`` (otherwise an error for one pair, skipped with a note in folder
+mode); ``-o`` with an image suffix is a file (an unsupported image suffix such as ``.gif`` is an
+error). Images are written to a temporary file and renamed into place, so a full disk leaves no
+partial file. In folder mode a pair that fails (unreadable, too large, model error) is reported
+and skipped, the rest are fused, and the exit code is 1.
 """
 import glob
+import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -97,28 +106,153 @@ def _load_model(args):
     if model is None:
         model = create_model(args.model, pretrained=pretrained, **kwargs)
     if args.weights:
-        load_weights(model, args.weights, strict=False)
+        model = _load_user_weights(model, args.weights, load_weights)
     device = torch.device(args.device) if args.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     return model.to(device).eval()
+
+
+def _load_user_weights(model, path, load_weights):
+    """``--weights FILE``: every key of the model, except that a fusion-only file (no segmentation
+    classifier) gives the fusion-only model; anything else missing or extra is an error."""
+    from safetensors import safe_open
+    from ..hub.pretrained import _segmentation_keys
+    seg = _segmentation_keys(model)
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            keys = set(f.keys())
+    except Exception:  # not readable: load_weights names the problem
+        keys = None
+    if seg and keys is not None and keys and set(model.state_dict()) - keys == seg:
+        fo = model.fusion_only()
+        return load_weights(fo, path)
+    return load_weights(model, path)
+
+
+class OutputError(ValueError):
+    """An output path that would lose data or cannot be written (one line, before anything is fused)."""
+
+
+def _first_existing(p: Path) -> Path:
+    for q in (p, *p.parents):
+        if q.exists() or q.is_symlink():
+            return q
+    return Path('.')
+
+
+def _check_folder(d: Path, what: str) -> None:
+    """``d`` is (or can be made) a writable folder: no file on its path, write permission."""
+    q = _first_existing(d)
+    if not q.is_dir():
+        raise OutputError(f'{what} {str(d)!r}: {str(q)!r} is a file, not a folder; choose another path')
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise OutputError(f'cannot write {what} {str(d)!r}: {str(q)!r} is not writable (permission denied)')
+
+
+def _output_kind(p: Path, n_pairs: int, what: str) -> bool:
+    """True when ``p`` names a file: an image suffix (supported: a file; other image formats such as
+    .gif: an error), unless it is an existing folder. A file name with several pairs is an error."""
+    from PIL import Image
+    if p.is_dir():
+        return False
+    suffix = p.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        if n_pairs > 1:
+            raise OutputError(f'{what} {str(p)!r} names one image file but {n_pairs} pairs were found; give a folder')
+        return True
+    if suffix in Image.registered_extensions():
+        raise OutputError(f'unsupported output format {suffix!r} for {what} {str(p)!r}; use one of '
+                          f'{", ".join(sorted(IMAGE_SUFFIXES))} (or a folder name without an image suffix)')
+    if p.exists():
+        raise OutputError(f'{what} {str(p)!r} is a file, not a folder; choose another path')
+    return False
+
+
+def _real(p: Path) -> Path:
+    return Path(os.path.realpath(p))
+
+
+def _plan_outputs(args, pairs):
+    """Where each pair goes, decided and checked before the model is loaded or anything written:
+    ``(out, single, preview, preview_single, [(stem, vp, ip, dst, pdst)], skipped)``. Refuses an
+    output that is an input or an input folder (links resolved), a path under a file, an
+    unwritable folder, an unsupported suffix, and (single pair) an existing file without
+    ``--overwrite``; in folder mode existing outputs are skipped without ``--overwrite``."""
+    out = Path(args.output)
+    single = _output_kind(out, len(pairs), 'output')
+    preview = Path(args.preview) if args.preview else None
+    pre_single = preview is not None and _output_kind(preview, len(pairs), 'preview')
+    inputs = {_real(p) for _, vp, ip in pairs for p in (vp, ip)}
+    in_dirs = {q.parent for q in inputs}
+    for path, is_file, what in ((out, single, 'output'), (preview, pre_single, 'preview')):
+        if path is None:
+            continue
+        real = _real(path)
+        if is_file and real in inputs:
+            raise OutputError(f'{what} {str(path)!r} is one of the inputs ({str(real)!r}); refusing to overwrite it')
+        if not is_file and real in in_dirs:
+            raise OutputError(f'{what} folder {str(path)!r} is an input folder ({str(real)!r}); fused images would '
+                              'replace or mix with the inputs: choose another folder')
+        _check_folder(path.parent if is_file else path, what)
+    plan, skipped = [], []
+    for stem, vp, ip in pairs:
+        dst = out if single else out / f'{stem}.{args.format}'
+        pdst = None if preview is None else (preview if pre_single else preview / f'{stem}.png')
+        targets = [t for t in (dst, pdst) if t is not None]
+        for t in targets:
+            if _real(t) in inputs:
+                raise OutputError(f'output {str(t)!r} is one of the inputs; refusing to overwrite it')
+        existing = [t for t in targets if t.exists() or t.is_symlink()]
+        if existing and not args.overwrite:
+            if single:
+                raise OutputError(f'{str(existing[0])!r} already exists; pass --overwrite to replace it')
+            skipped.append(f'{str(existing[0])!r} already exists; skipped {stem} (pass --overwrite to replace it)')
+            continue
+        plan.append((stem, vp, ip, dst, pdst))
+    return out, single, preview, pre_single, plan, skipped
+
+
+def _save_atomic(img, dst: Path) -> None:
+    """Write through a hidden temporary file in the same folder and rename it into place: a full
+    disk or a crash leaves no partial image (and never half of an old one)."""
+    from PIL import Image
+    fmt = Image.registered_extensions()[dst.suffix.lower()]
+    tmp = dst.with_name(f'.{dst.name}.{os.getpid()}.tmp')
+    try:
+        img.save(tmp, format=fmt)
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def run(args) -> int:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from ..fusion import fuse, load_image, segment
+    from ..fusion import check_fuse_args, fuse, load_image, segment
     from ..preview import make_preview
 
+    check_fuse_args(args.batch_size, args.tile, args.overlap)
     pairs, problems = resolve_pairs(args.vis, args.ir)
     for p in problems:
         print(f'warning: {p}', file=sys.stderr)
-    out = Path(args.output)
-    single = len(pairs) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
-    if not single:
-        out.mkdir(parents=True, exist_ok=True)
-    preview = Path(args.preview) if args.preview else None
-    if preview is not None and not (single and preview.suffix.lower() in IMAGE_SUFFIXES):
-        preview.mkdir(parents=True, exist_ok=True)
+    out, single, preview, pre_single, plan, skipped = _plan_outputs(args, pairs)
+    for msg in skipped:
+        print(f'note: {msg}', file=sys.stderr)
+    if not plan:
+        if not args.quiet:
+            print(f'nothing to fuse: all {len(pairs)} output(s) exist in {out} (pass --overwrite to replace them)')
+        return 0
+    try:
+        if not single:
+            out.mkdir(parents=True, exist_ok=True)
+        if preview is not None and not pre_single:
+            preview.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f'cannot create the output folder: {e}') from None
     model = _load_model(args)
     want_seg = preview is not None and model.has_segmentation
     if preview is not None and not model.has_segmentation:
@@ -127,51 +261,64 @@ def run(args) -> int:
     amp = {'auto': None, 'on': True, 'off': False}[args.amp]
     ir_range = tuple(args.ir_range) if args.ir_range else 'minmax'
     written = []
-    bar = tqdm(total=len(pairs), unit='pair', disable=len(pairs) < 2 or args.quiet)
+    bar = tqdm(total=len(plan), unit='pair', disable=len(plan) < 2 or args.quiet)
     bad = []
-    for start in range(0, len(pairs), args.batch_size):
-        chunk = pairs[start:start + args.batch_size]
+
+    def skip(stem, e):
+        msg = f'{type(e).__name__}: {e}' if not isinstance(e, ValueError) else str(e)
+        bad.append(f'{stem}: {msg}')
+        print(f'warning: skipped {stem}: {msg}', file=sys.stderr)
+
+    fuse_kw = dict(model=model, tile=args.tile, overlap=args.overlap, amp=amp, ir_range=ir_range)
+    for start in range(0, len(plan), args.batch_size):
+        chunk = plan[start:start + args.batch_size]
         loaded = []
-        for stem, vp, ip in chunk:
+        for stem, vp, ip, dst, pdst in chunk:
             try:
-                loaded.append((stem, load_image(vp, 'visible'), load_image(ip, 'infrared')))
-            except (ValueError, FileNotFoundError) as e:
-                bad.append(str(e))
-                print(f'warning: skipped {stem}: {e}', file=sys.stderr)
+                loaded.append((stem, load_image(vp, 'visible'), load_image(ip, 'infrared'), dst, pdst))
+            except Exception as e:  # noqa: BLE001 - every per-pair failure is reported and skipped
+                skip(stem, e)
         if not loaded:
             bar.update(len(chunk))
             continue
         try:
-            fused = fuse([v for _, v, _ in loaded], [i for _, _, i in loaded], model=model,
-                         batch_size=args.batch_size, tile=args.tile, overlap=args.overlap, amp=amp, ir_range=ir_range)
-        except ValueError as e:  # one bad pair in the chunk: fall back to pair by pair to name it
+            fused = fuse([x[1] for x in loaded], [x[2] for x in loaded], batch_size=args.batch_size, **fuse_kw)
+        except Exception:  # noqa: BLE001 - one bad pair in the chunk: pair by pair to name it
             fused = []
-            for stem, v, i in loaded:
+            for stem, v, i, _, _ in loaded:
                 try:
-                    fused.append(fuse(v, i, model=model, tile=args.tile, overlap=args.overlap, amp=amp,
-                                      ir_range=ir_range))
-                except ValueError as e1:
-                    bad.append(f'{stem}: {e1}')
-                    print(f'warning: skipped {stem}: {e1}', file=sys.stderr)
+                    fused.append(fuse(v, i, **fuse_kw))
+                except Exception as e1:  # noqa: BLE001
+                    skip(stem, e1)
                     fused.append(None)
-        for (stem, v, i), f in zip(loaded, fused):
+        for (stem, v, i, dst, pdst), f in zip(loaded, fused):
             if f is None:
                 continue
-            f8 = _u8(f)
-            dst = out if single else out / f'{stem}.{args.format}'
-            Image.fromarray(f8).save(dst)
+            try:
+                f8 = _u8(f)
+                pic = None
+                if pdst is not None:
+                    classes = segment(v, i, model=model, amp=amp, ir_range=ir_range) if want_seg else None
+                    pic = make_preview(_display(v), _display(i), f8, classes, title=stem)
+            except Exception as e:  # noqa: BLE001
+                skip(stem, e)
+                continue
+            try:
+                _save_atomic(Image.fromarray(f8), dst)
+                if pic is not None:
+                    _save_atomic(pic, pdst)
+            except OSError as e:  # full disk, read-only file system...: the next pair would fail the same way
+                bar.close()
+                raise OutputError(f'cannot write {str(dst)!r}: {e.strerror or e}; stopped after {len(written)} '
+                                  'complete output(s), no partial file left') from None
             written.append(dst)
-            if preview is not None:
-                classes = segment(v, i, model=model, amp=amp, ir_range=ir_range) if want_seg else None
-                pic = make_preview(_display(v), _display(i), f8, classes, title=stem)
-                pdst = preview if (single and preview.suffix.lower() in IMAGE_SUFFIXES) else preview / f'{stem}.png'
-                pic.save(pdst)
         bar.update(len(chunk))
     bar.close()
     if not args.quiet:
         where = written[0] if single and written else out
         print(f'fused {len(written)} pair(s) with {args.model} -> {where}'
-              + (f'; previews -> {preview}' if preview is not None else ''))
+              + (f'; previews -> {preview}' if preview is not None else '')
+              + (f'; {len(bad)} pair(s) failed (listed above)' if bad else ''))
     return 0 if written and not bad else (1 if written else 2)
 
 
@@ -194,5 +341,8 @@ def add_parser(sub) -> None:
                    help='raw 16-bit infrared range mapped to [0, 1] [per-image min-max]')
     p.add_argument('--preview', help='file (single pair) or folder for visible|infrared|fused|segmentation strips')
     p.add_argument('--format', default='png', choices=('png', 'jpg', 'bmp', 'tif'))
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace existing output files (default: an existing file is an error for one pair and '
+                        'is skipped in folder mode; inputs are never overwritten)')
     p.add_argument('-q', '--quiet', action='store_true')
     p.set_defaults(func=run)

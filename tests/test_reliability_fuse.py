@@ -1,0 +1,289 @@
+"""Issue 18, fuse / weights side: nothing lost, nothing silent, one-line errors (cases 1, 3-6, 8, 13, 18, 19)."""
+import errno
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mtvif_zoo import create_model, fuse
+from mtvif_zoo.cli import main
+from mtvif_zoo.weights import WeightsMismatchError, load_weights, save_weights
+
+FAST = ['--random-init', '-q', '--model', 'seafusion', '--device', 'cpu']
+
+
+@pytest.fixture
+def pair_dirs(tmp_path, rng):
+    vi, ir = tmp_path / 'vi', tmp_path / 'ir'
+    vi.mkdir(), ir.mkdir()
+    for stem in ('a', 'b'):
+        Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(vi / f'{stem}.png')
+        Image.fromarray(rng.integers(0, 256, (24, 40), dtype=np.uint8)).save(ir / f'{stem}.png')
+    return vi, ir
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    torch.manual_seed(0)
+    return create_model('seafusion').eval()
+
+
+def _snapshot(*dirs):
+    return {p: p.read_bytes() for d in dirs for p in sorted(Path(d).rglob('*')) if p.is_file()}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
+
+
+# ------------------------------------------------------------------ 1. inputs are never overwritten
+def test_output_equal_to_input_is_refused_single_pair(pair_dirs, capsys):
+    vi, ir = pair_dirs
+    before = _snapshot(vi, ir)
+    rc = main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(vi / 'a.png')] + FAST)
+    assert rc == 2
+    assert _snapshot(vi, ir) == before
+    err = capsys.readouterr().err
+    assert 'is one of the inputs' in err and err.count('\n') == 1
+
+
+def test_output_through_a_link_to_an_input_is_refused(pair_dirs, tmp_path):
+    vi, ir = pair_dirs
+    link = tmp_path / 'link.png'
+    link.symlink_to(vi / 'a.png')
+    before = _snapshot(vi, ir)
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(link)] + FAST) == 2
+    assert _snapshot(vi, ir) == before
+
+
+def test_output_folder_equal_to_input_folder_is_refused(pair_dirs, capsys):
+    vi, ir = pair_dirs
+    before = _snapshot(vi, ir)
+    assert main(['fuse', str(vi), str(ir), '-o', str(vi)] + FAST) == 2
+    assert main(['fuse', str(vi), str(ir), '-o', str(ir) + '/']) == 2
+    assert _snapshot(vi, ir) == before
+    assert 'input folder' in capsys.readouterr().err
+
+
+def test_existing_output_needs_overwrite(pair_dirs, tmp_path, capsys):
+    vi, ir = pair_dirs
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'a.png').write_bytes(b'keep me')
+    rc = main(['fuse', str(vi), str(ir), '-o', str(out)] + FAST)
+    assert rc == 0
+    assert (out / 'a.png').read_bytes() == b'keep me'  # skipped, with a message
+    assert Image.open(out / 'b.png').size == (40, 24)
+    assert 'already exists' in capsys.readouterr().err
+    single = tmp_path / 'f.png'
+    single.write_bytes(b'keep me too')
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(single)] + FAST) == 2
+    assert single.read_bytes() == b'keep me too'
+    assert main(['fuse', str(vi), str(ir), '-o', str(out), '--overwrite'] + FAST) == 0
+    assert Image.open(out / 'a.png').size == (40, 24)
+
+
+# ------------------------------------------------------------------ 3. / 4. weight files
+def test_empty_weight_file_is_refused(tmp_path, pair_dirs, capsys):
+    from safetensors.torch import save_file
+    empty = tmp_path / 'empty.safetensors'
+    save_file({}, str(empty))
+    m = create_model('seafusion')
+    with pytest.raises(WeightsMismatchError, match='missing keys'):
+        load_weights(m, empty)
+    with pytest.raises(WeightsMismatchError, match='none of the model'):
+        load_weights(m, empty, strict=False)
+    vi, ir = pair_dirs
+    rc = main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'f.png'), '--weights', str(empty),
+               '--model', 'seafusion', '--device', 'cpu', '-q'])
+    assert rc == 2 and not (tmp_path / 'f.png').exists()
+    assert 'missing keys' in capsys.readouterr().err
+
+
+def test_partial_loading_lists_missing_keys(tmp_path):
+    from safetensors.torch import save_file
+    m = create_model('seafusion')
+    sd = m.state_dict()
+    first = next(iter(sd))
+    part = tmp_path / 'part.safetensors'
+    save_file({k: v.contiguous() for k, v in sd.items() if k != first}, str(part))
+    with pytest.warns(UserWarning, match=f'missing keys.*{first}'):
+        load_weights(m, part, strict=False)
+
+
+def test_fusion_only_weights_load_in_the_cli(tmp_path, pair_dirs):
+    """The legitimate partial case (fusion-only weights into a multi-task model) still works in the CLI."""
+    torch.manual_seed(0)
+    m = create_model('mtvif_iii').fusion_only()
+    save_weights(m, tmp_path / 'fo.safetensors')
+    vi, ir = pair_dirs
+    rc = main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'f.png'), '--weights',
+               str(tmp_path / 'fo.safetensors'), '--model', 'mtvif_iii', '--device', 'cpu', '-q'])
+    assert rc == 0 and Image.open(tmp_path / 'f.png').size == (40, 24)
+
+
+@pytest.mark.parametrize('dtype', [torch.int32, torch.int8, torch.bool, torch.complex64])
+def test_non_floating_weights_are_refused(tmp_path, dtype):
+    from safetensors.torch import save_file
+    m = create_model('seafusion')
+    sd = {k: v.contiguous() for k, v in m.state_dict().items()}
+    key = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[key] = sd[key].to(dtype)
+    f = tmp_path / 'w.safetensors'
+    save_file(sd, str(f))
+    with pytest.raises(WeightsMismatchError, match=f'{key}: dtype {str(dtype).replace("torch.", "")}'):
+        load_weights(create_model('seafusion'), f)
+
+
+# ------------------------------------------------------------------ 5. / 19. fuse() arguments
+@pytest.mark.parametrize('kw,match', [
+    (dict(tile=64, overlap=-32), 'overlap'),
+    (dict(tile=64, overlap=32), 'overlap'),
+    (dict(tile=0), 'tile'),
+    (dict(tile=64.5), 'tile'),
+    (dict(batch_size=0), 'batch_size'),
+    (dict(batch_size=-1), 'batch_size'),
+])
+def test_fuse_arguments_validated(tiny, small_pair, kw, match):
+    vis, ir = small_pair
+    with pytest.raises(ValueError, match=match):
+        fuse(vis, ir, model=tiny, **kw)
+
+
+def test_meta_tensors_are_refused(tiny):
+    v = torch.empty(3, 16, 16, device='meta')
+    with pytest.raises(ValueError, match='meta'):
+        fuse(v, torch.rand(1, 16, 16), model=tiny)
+
+
+def test_cli_batch_size_zero_is_one_line(pair_dirs, tmp_path, capsys):
+    vi, ir = pair_dirs
+    assert main(['fuse', str(vi), str(ir), '-o', str(tmp_path / 'o'), '--batch-size', '0'] + FAST) == 2
+    assert 'batch' in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
+
+
+# ------------------------------------------------------------------ 6. array dtypes
+@pytest.mark.parametrize('dtype', [np.int32, np.int64, np.int16, np.int8])
+def test_signed_or_wide_integer_arrays_are_refused(tiny, small_pair, dtype):
+    vis, ir = small_pair
+    with pytest.raises(ValueError, match=r'uint8.*uint16'):
+        fuse(vis.astype(dtype), ir, model=tiny)
+
+
+def test_complex_arrays_are_refused(tiny, small_pair):
+    vis, ir = small_pair
+    with pytest.raises(ValueError, match='complex'):
+        fuse(vis, ir.astype(np.complex64) / 255, model=tiny)
+    with pytest.raises(ValueError, match='complex'):
+        fuse(torch.from_numpy(vis).permute(2, 0, 1).to(torch.complex64) / 255, torch.rand(1, 40, 56), model=tiny)
+
+
+# ------------------------------------------------------------------ 8. swapped inputs
+def test_swapped_inputs_warn(tiny, small_pair, rng):
+    vis, ir = small_pair
+    with pytest.warns(UserWarning, match='swapped'):
+        fuse(ir, vis, model=tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        fuse(vis, ir, model=tiny)  # the right order: no warning
+        fuse(ir, np.repeat(ir[..., None], 3, axis=2), model=tiny)  # grey + replicated grey: no warning
+
+
+# ------------------------------------------------------------------ 13. decompression bomb, folder mode keeps going
+def _bomb_png(path: Path):
+    ihdr = struct.pack('>IIBBBBB', 30000, 30000, 8, 0, 0, 0, 0)
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', ihdr) +
+                     _png_chunk(b'IDAT', zlib.compress(b'\0' * 64)) + _png_chunk(b'IEND', b''))
+
+
+def test_decompression_bomb_is_a_value_error(tmp_path):
+    from mtvif_zoo.fusion import load_image
+    _bomb_png(tmp_path / 'bomb.png')
+    with pytest.raises(ValueError, match='pixels'):
+        load_image(tmp_path / 'bomb.png', 'visible')
+
+
+def test_folder_mode_reports_and_skips_every_bad_pair(pair_dirs, tmp_path, capsys, rng):
+    vi, ir = pair_dirs
+    _bomb_png(vi / '0bomb.png')
+    Image.fromarray(rng.integers(0, 256, (24, 40), dtype=np.uint8)).save(ir / '0bomb.png')
+    rc = main(['fuse', str(vi), str(ir), '-o', str(tmp_path / 'o'), '--batch-size', '1'] + FAST)
+    assert rc == 1
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['a.png', 'b.png']
+    assert '0bomb' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ 18. output errors
+def test_output_under_a_file(pair_dirs, tmp_path, capsys):
+    vi, ir = pair_dirs
+    (tmp_path / 'afile').write_text('x')
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'afile' / 'f.png')] + FAST) == 2
+    assert main(['fuse', str(vi), str(ir), '-o', str(tmp_path / 'afile' / 'sub')] + FAST) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all('not a folder' in e for e in err)
+
+
+@pytest.mark.skipif(hasattr(os, 'geteuid') and os.geteuid() == 0, reason='root ignores folder permissions')
+def test_read_only_output_folder(pair_dirs, tmp_path, capsys):
+    vi, ir = pair_dirs
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main(['fuse', str(vi), str(ir), '-o', str(ro)] + FAST) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and 'cannot write' in err[0]
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_permission_denied_at_write_time_is_one_line(pair_dirs, tmp_path, capsys, monkeypatch):
+    """The read-only case as root sees it too (a read-only mount): the error comes from the write."""
+    vi, ir = pair_dirs
+
+    def denied(self, fp, *a, **k):
+        raise PermissionError(errno.EACCES, 'Permission denied', str(fp))
+    monkeypatch.setattr(Image.Image, 'save', denied)
+    out = tmp_path / 'o'
+    assert main(['fuse', str(vi), str(ir), '-o', str(out)] + FAST) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'cannot write' in err[0] and 'Permission denied' in err[0]
+    assert list(out.iterdir()) == []
+
+
+def test_full_disk_leaves_no_partial_file(pair_dirs, tmp_path, capsys, monkeypatch):
+    vi, ir = pair_dirs
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, *a, **k):
+        with open(fp, 'wb') as f:  # some bytes land, then the disk is full
+            f.write(b'\x89PNG partial')
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(Image.Image, 'save', full_disk)
+    out = tmp_path / 'o'
+    assert main(['fuse', str(vi), str(ir), '-o', str(out)] + FAST) == 2
+    monkeypatch.setattr(Image.Image, 'save', real_save)
+    assert list(out.iterdir()) == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'No space left' in err[0]
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'f.png')] + FAST) == 0
+
+
+def test_output_suffix_rules(pair_dirs, tmp_path, capsys):
+    vi, ir = pair_dirs
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'out.gif')] + FAST) == 2
+    assert not (tmp_path / 'out.gif').exists()
+    assert 'unsupported output format' in capsys.readouterr().err
+    # several pairs and a file name: refused, not a folder called x.png
+    assert main(['fuse', str(vi), str(ir), '-o', str(tmp_path / 'x.png')] + FAST) == 2
+    assert not (tmp_path / 'x.png').exists()
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'x.jpg')] + FAST) == 0
+    assert Image.open(tmp_path / 'x.jpg').format == 'JPEG'
