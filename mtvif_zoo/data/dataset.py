@@ -15,13 +15,16 @@ the worker process, the number of workers, the batch it lands in, or whether the
 The samplers pass ``(epoch, index)`` keys (plain integer keys use epoch 0). Evaluation samples
 (``train=False``) are centre-cropped to ``crop`` (``None``: the whole image).
 
-:func:`validate_records` reads every file's header (and every label's pixels) once, before
-training, and raises :class:`~mtvif_zoo.data.layouts.DatasetError` naming each unreadable file,
-each truncated or corrupt file (``PIL`` ``verify``), each pair whose sizes differ, each image
+:func:`validate_records` decodes every file once, before training (``PIL`` ``verify`` for the
+file structure, then the pixels: a file with valid checksums but garbage data is caught here, not
+in epoch 1), and raises :class:`~mtvif_zoo.data.layouts.DatasetError` naming each unreadable file,
+each truncated or corrupt file, each pair whose sizes differ, each image
 smaller than the crop, and each label with a value
 outside ``0 .. num_classes - 1`` (``ignore_index`` allowed).
 """
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -52,12 +55,15 @@ def load_label(path: Union[str, os.PathLike]) -> np.ndarray:
 
 
 def _header(path: Path) -> Tuple[int, int]:
-    """``(H, W)`` from the file header; ``verify()`` also checks the file's integrity (PNG chunk CRCs,
-    truncation) without decoding the pixels."""
+    """``(H, W)`` of a fully checked image: ``verify()`` checks the file's structure (PNG chunk CRCs,
+    truncation), then every pixel is decoded, because a file can pass ``verify()`` with garbage
+    compressed data (valid CRCs) and would then stop training in epoch 1."""
     with Image.open(path) as im:
         size = im.size[1], im.size[0]
         im.verify()
-        return size
+    with Image.open(path) as im:
+        im.load()
+    return size
 
 
 def validate_records(records: Sequence[PairRecord], num_classes: Optional[int] = None,
@@ -74,8 +80,9 @@ def validate_records(records: Sequence[PairRecord], num_classes: Optional[int] =
                 continue
             try:
                 sizes[role] = _header(p)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-                problems.append(f'{p}: unreadable {role} image ({e})')
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                    Image.DecompressionBombError) as e:
+                problems.append(f'{p}: unreadable {role} image ({type(e).__name__}: {e})')
         if len(set(sizes.values())) > 1:
             problems.append(f'{r.vis}: size mismatch within pair {r.stem!r}: ' +
                             ', '.join(f'{role} {h}x{w}' for role, (h, w) in sizes.items()) + ' (HxW)')

@@ -9,26 +9,32 @@ A checkpoint is a folder::
                            state, the run's config, the last validation metrics
 
 It is written atomically: everything goes into a hidden temporary folder beside the target, the
-old folder is renamed aside, the new one renamed into place, the old one deleted. A crash between
-the two renames leaves ``.<name>.old`` complete, and :func:`resolve_checkpoint` falls back to it.
+old folder is renamed aside, the new one renamed into place, the old one kept as ``.<name>.prev``
+(one generation). A crash between the two renames leaves ``.<name>.old`` complete.
+``state.json`` records the sha256 of each tensor file; :func:`load_checkpoint` verifies them
+and falls back from a damaged checkpoint (bytes flipped, truncated, torn ``state.json``) to the
+newest intact one (``.old``, then ``.prev``), saying which file was damaged.
 Reading never unpickles: ``safetensors.torch.load_file`` and ``json.load`` only.
 """
 import base64
+import hashlib
 import json
 import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..weights import load_weights, save_weights
+from ..weights import save_weights
 
 __all__ = ['save_checkpoint', 'load_checkpoint', 'resolve_checkpoint', 'get_rng_state', 'set_rng_state',
-           'optimizer_to_flat', 'optimizer_from_flat', 'read_state', 'CHECKPOINT_FORMAT']
+           'optimizer_to_flat', 'optimizer_from_flat', 'read_state', 'candidates', 'CheckpointError',
+           'CHECKPOINT_FORMAT']
 
 CHECKPOINT_FORMAT = 'mtvif_zoo.train.checkpoint/1'
 
@@ -107,13 +113,35 @@ def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: Dict[str, tor
     optimizer.load_state_dict({'state': state, 'param_groups': groups})
 
 
+class CheckpointError(ValueError):
+    """A checkpoint is damaged (a file missing, truncated or not matching its recorded sha256) and no
+    intact one could replace it; the message names every damaged file."""
+
+
+#: the tensor files of a checkpoint whose sha256 ``state.json`` records under ``files``
+_TENSOR_FILES = ('model.safetensors', 'optimizer.safetensors')
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: os.PathLike, model: torch.nn.Module, state: Dict[str, Any],
                     optimizer: Optional[torch.optim.Optimizer] = None) -> Path:
-    """Write a checkpoint folder atomically (see module docstring); returns its path."""
+    """Write a checkpoint folder atomically (see module docstring); returns its path.
+
+    ``state.json`` records the sha256 of every tensor file; the checkpoint it replaces is kept as
+    ``.<name>.prev`` (one generation), the fallback when this one turns out damaged.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f'.{path.name}.tmp'
     old = path.parent / f'.{path.name}.old'
+    prev = path.parent / f'.{path.name}.prev'
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -123,6 +151,11 @@ def save_checkpoint(path: os.PathLike, model: torch.nn.Module, state: Dict[str, 
         tensors, meta = optimizer_to_flat(optimizer)
         save_file(tensors, str(tmp / 'optimizer.safetensors'))
         state['optimizer'] = meta
+    state['files'] = {n: _sha256(tmp / n) for n in _TENSOR_FILES if (tmp / n).is_file()}
+    for n in _TENSOR_FILES:
+        if (tmp / n).is_file():
+            with open(tmp / n, 'rb') as f:
+                os.fsync(f.fileno())
     with open(tmp / 'state.json', 'w') as f:  # written last: its presence marks a complete checkpoint
         json.dump(_jsonable(state), f)
         f.flush()
@@ -132,36 +165,106 @@ def save_checkpoint(path: os.PathLike, model: torch.nn.Module, state: Dict[str, 
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)
-    if old.exists():
-        shutil.rmtree(old)
+    if old.exists():  # the replaced checkpoint becomes the one-generation fallback
+        if prev.exists():
+            shutil.rmtree(prev)
+        os.replace(old, prev)
     return path
 
 
-def resolve_checkpoint(path: os.PathLike) -> Path:
-    """The complete checkpoint folder at ``path`` (or its ``.old`` twin after a crash mid-swap)."""
+def candidates(path: os.PathLike) -> List[Path]:
+    """The checkpoint folders that may hold ``path``'s checkpoint, newest first: ``path``, its
+    ``.old`` twin (a crash between the two renames) and ``.prev`` (the checkpoint it replaced)."""
     path = Path(path)
-    if (path / 'state.json').is_file():
-        return path
-    old = path.parent / f'.{path.name}.old'
-    if (old / 'state.json').is_file():
-        return old
+    out = [path, path.parent / f'.{path.name}.old', path.parent / f'.{path.name}.prev']
+    return [p for p in out if p.is_dir()]
+
+
+def resolve_checkpoint(path: os.PathLike) -> Path:
+    """The complete checkpoint folder at ``path`` (or its ``.old`` / ``.prev`` fallback)."""
+    path = Path(path)
+    for c in candidates(path):
+        if (c / 'state.json').is_file():
+            return c
     raise FileNotFoundError(f'no checkpoint in {str(path)!r} (expected state.json and model.safetensors)')
 
 
+def _read_state_file(folder: Path) -> Dict[str, Any]:
+    f = folder / 'state.json'
+    try:
+        with open(f, encoding='utf-8') as fh:
+            state = json.load(fh)
+    except FileNotFoundError:
+        raise CheckpointError(f'{str(f)!r} is missing') from None
+    except (OSError, ValueError) as e:  # truncated / garbled JSON, undecodable bytes
+        raise CheckpointError(f'{str(f)!r} is damaged (not valid JSON: {e})') from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f'{str(f)!r} is damaged (not a JSON object)')
+    return state
+
+
 def read_state(path: os.PathLike) -> Dict[str, Any]:
-    with open(resolve_checkpoint(path) / 'state.json') as f:
-        return json.load(f)
+    """The ``state.json`` dict of a checkpoint; :class:`CheckpointError` naming the file if damaged."""
+    return _read_state_file(resolve_checkpoint(path))
+
+
+def _verified_tensors(folder: Path, state: Dict[str, Any], name: str) -> Dict[str, torch.Tensor]:
+    f = folder / name
+    if not f.is_file():
+        raise CheckpointError(f'{str(f)!r} is missing')
+    expected = (state.get('files') or {}).get(name)
+    if expected is not None:  # checkpoints written before sha256s were recorded load unverified
+        got = _sha256(f)
+        if got != expected:
+            raise CheckpointError(f'{str(f)!r} is damaged: sha256 {got} is not the {expected} recorded in state.json')
+    try:
+        return load_file(str(f))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f'{str(f)!r} is damaged (not a readable safetensors file: {e})') from None
 
 
 def load_checkpoint(path: os.PathLike, model: torch.nn.Module,
-                    optimizer: Optional[torch.optim.Optimizer] = None) -> Dict[str, Any]:
-    """Load model (and optimizer) from a checkpoint folder; returns its ``state.json`` dict."""
-    path = resolve_checkpoint(path)
-    state = read_state(path)
-    load_weights(model, path / 'model.safetensors')
-    if optimizer is not None:
-        if 'optimizer' not in state or not (path / 'optimizer.safetensors').is_file():
-            raise FileNotFoundError(f'checkpoint {str(path)!r} has no optimizer state (a best/ checkpoint?); '
-                                    'resume from last/')
-        optimizer_from_flat(optimizer, load_file(str(path / 'optimizer.safetensors')), state['optimizer'])
-    return state
+                    optimizer: Optional[torch.optim.Optimizer] = None,
+                    quarantine: bool = False) -> Dict[str, Any]:
+    """Load model (and optimizer) from the newest intact checkpoint at ``path``; returns its ``state.json``.
+
+    Each candidate (``path``, ``.old``, ``.prev``; see :func:`candidates`) is checked before anything
+    is loaded: ``state.json`` parses, every tensor file matches the sha256 recorded there and
+    reads as safetensors, the model's keys / shapes / dtypes match. A damaged candidate is skipped
+    for the next; the returned dict carries ``loaded_from`` (the folder used) and ``fallbacks``
+    (one line per skipped folder, naming the damaged file). ``quarantine=True`` renames skipped
+    folders to ``.<name>.damaged`` so that the next save does not rotate a damaged checkpoint into
+    the fallback slot. No intact candidate: :class:`CheckpointError` listing every problem.
+    """
+    from ..weights import WeightsMismatchError, check_state_dict
+    path = Path(path)
+    found = candidates(path)
+    if not found:
+        raise FileNotFoundError(f'no checkpoint in {str(path)!r} (expected state.json and model.safetensors)')
+    problems = []
+    for folder in found:
+        try:
+            state = _read_state_file(folder)
+            if optimizer is not None and 'optimizer' not in state:
+                raise FileNotFoundError(f'checkpoint {str(folder)!r} has no optimizer state (a best/ checkpoint?); '
+                                        'resume from last/')
+            weights = _verified_tensors(folder, state, 'model.safetensors')
+            check_state_dict(model, weights, source=str(folder / 'model.safetensors'))
+            opt = _verified_tensors(folder, state, 'optimizer.safetensors') if optimizer is not None else None
+        except (CheckpointError, WeightsMismatchError) as e:
+            problems.append((folder, str(e).splitlines()[0]))
+            continue
+        model.load_state_dict(weights, strict=True)
+        if optimizer is not None:
+            optimizer_from_flat(optimizer, opt, state['optimizer'])
+        fallbacks = [f'{str(f)!r} skipped: {msg}' for f, msg in problems]
+        if quarantine:
+            for f, _ in problems:
+                dst = f.parent / f'.{path.name}.damaged'
+                if dst.exists():
+                    shutil.rmtree(dst)
+                os.replace(f, dst)
+        state['loaded_from'] = str(folder)
+        state['fallbacks'] = fallbacks
+        return state
+    raise CheckpointError(f'no intact checkpoint in {str(path)!r}: ' + '; '.join(msg for _, msg in problems))

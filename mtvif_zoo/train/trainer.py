@@ -40,6 +40,7 @@ computed from each rank's local gradients and averaged. The step itself is uncha
 extra backward passes on those steps).
 """
 import csv
+import io
 import json
 import math
 import os
@@ -98,6 +99,58 @@ def _fmt(v: Optional[float]) -> str:
     return '' if v is None else (f'{v:.6g}' if isinstance(v, float) else str(v))
 
 
+def _csv_line(values) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator='\n').writerow(values)
+    return buf.getvalue()
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one whole line with a single ``write`` on an ``O_APPEND`` descriptor, then fsync: a
+    kill leaves the line either absent or complete (a torn line can only come from a crash of the
+    machine itself, and resume drops it)."""
+    data = line.encode('utf-8')
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        n = os.write(fd, data)
+        while n < len(data):  # short writes (signals, quotas): finish the line
+            n += os.write(fd, data[n:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _log_line_step(line: str, name: str) -> Optional[int]:
+    """The ``step`` of one log line, or ``None`` when the line is torn / not a log row."""
+    if not line.endswith('\n'):
+        return None
+    try:
+        if name == 'log.csv':
+            cells = next(csv.reader([line]))
+            if len(cells) != len(LOG_COLUMNS):
+                return None
+            return int(cells[1])
+        return int(json.loads(line)['step'])
+    except (ValueError, KeyError, TypeError, IndexError, StopIteration):
+        return None
+
+
+def check_new_out(out: Path) -> None:
+    """A new run (no ``--resume``) writes only into a missing or empty folder: anything else (a copy of a
+    shipped weight folder, another run) would be overwritten. Raises ``FileExistsError`` naming it."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f'--out {str(out)!r} is a file, not a folder; choose a new --out')
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            shown = ', '.join(entries[:8]) + (f', ... ({len(entries)} entries)' if len(entries) > 8 else '')
+            run = ' (it holds a run: pass --resume to continue it)' if {'last', 'log.csv', '.last.prev'} & set(entries) \
+                else ''
+            raise FileExistsError(f'--out {str(out)!r} is not empty: it holds {shown}{run}; a new run needs a new or '
+                                  'empty folder, nothing there is overwritten (pass --resume to continue a run, or '
+                                  'choose a new --out)')
+
+
 class Trainer:
     """Train a zoo model with the paper's recipe (see the module docstring); ``fit()`` runs it."""
 
@@ -108,6 +161,8 @@ class Trainer:
         self.out = Path(config.out) if config.out else None
         if config.resume:
             config = self._resume_config(config)
+        elif self.out is not None and self.rank == 0:
+            check_new_out(self.out)
         self.config = cfg = config.resolved()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -126,11 +181,17 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _resume_config(self, given: TrainConfig) -> TrainConfig:
         path = self.out / 'config.json'
-        if not (self.out / 'last').exists() and not (self.out / '.last.old').exists():
+        if not any((self.out / n).exists() for n in ('last', '.last.old', '.last.prev')):
             raise FileNotFoundError(f'nothing to resume in {str(self.out)!r}: no last/ checkpoint '
                                     '(drop --resume to start a new run)')
-        with open(path) as f:
-            saved = json.load(f)['train']
+        try:
+            with open(path, encoding='utf-8') as f:
+                saved = json.load(f)['train']
+        except FileNotFoundError:
+            raise FileNotFoundError(f'nothing to resume in {str(self.out)!r}: no config.json') from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f'{str(path)!r} is damaged ({type(e).__name__}: {e}); it records the run\'s options: '
+                             'restore it, or start a new run in a new --out') from None
         given_d = asdict(given)
         defaults = asdict(TrainConfig())
         conflicts = []
@@ -234,7 +295,9 @@ class Trainer:
         return min(total, self.config.max_steps) if self.config.max_steps else total
 
     def _load_resume(self):
-        state = load_checkpoint(self.out / 'last', self.model, self.optimizer)
+        state = load_checkpoint(self.out / 'last', self.model, self.optimizer, quarantine=self.is_main)
+        for msg in state.get('fallbacks', []):
+            self._print(f'warning: damaged checkpoint {msg}; moved aside to {self.out / ".last.damaged"}')
         self.scheduler.load_state_dict(state['scheduler'])
         if self.scaler is not None and state.get('scaler'):
             self.scaler.load_state_dict(state['scaler'])
@@ -245,7 +308,7 @@ class Trainer:
         self.state['finished'] = False
         if self.is_main:
             self._truncate_log(self.state['global_step'])
-            self._print(f'resumed from {self.out / "last"}: epoch {self.state["epoch"] + 1}, '
+            self._print(f'resumed from {state.get("loaded_from", self.out / "last")}: epoch {self.state["epoch"] + 1}, '
                         f'batch {self.state["batch"]}, step {self.state["global_step"]}')
 
     # ------------------------------------------------------------------ logging
@@ -268,28 +331,33 @@ class Trainer:
         os.replace(tmp, self.out / 'config.json')
 
     def _truncate_log(self, step: int):
-        """Drop log rows written after the checkpoint we resume from (they will be redone)."""
+        """Drop log rows written after the checkpoint we resume from (they will be redone), and any
+        torn line (no newline at the end, or not parseable: a kill during the write)."""
         for name in ('log.csv', 'log.jsonl'):
             p = self.out / name
             if not p.is_file():
                 continue
-            lines = p.read_text().splitlines(keepends=True)
-            if name == 'log.csv':
-                keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(',')[1]) <= step]
-            else:
-                keep = [ln for ln in lines if json.loads(ln)['step'] <= step]
-            p.write_text(''.join(keep))
+            lines = p.read_text(encoding='utf-8', errors='replace').splitlines(keepends=True)
+            header = lines[:1] if name == 'log.csv' and lines and lines[0].endswith('\n') else []
+            keep, torn = list(header), 0
+            for ln in lines[len(header):] if name == 'log.csv' else lines:
+                row_step = _log_line_step(ln, name)
+                if row_step is None:
+                    torn += 1
+                elif row_step <= step:
+                    keep.append(ln)
+            if torn:
+                self._print(f'note: dropped {torn} torn line(s) from {p} (a write interrupted by a kill)')
+            tmp = p.with_name(p.name + '.tmp')
+            tmp.write_text(''.join(keep), encoding='utf-8')
+            os.replace(tmp, p)
 
     def _log_row(self, row: Dict[str, Any]):
         csv_path = self.out / 'log.csv'
-        new = not csv_path.is_file()
-        with open(csv_path, 'a', newline='') as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(LOG_COLUMNS)
-            w.writerow([_fmt(row.get(c)) for c in LOG_COLUMNS])
-        with open(self.out / 'log.jsonl', 'a') as f:
-            f.write(json.dumps({c: row.get(c) for c in LOG_COLUMNS}) + '\n')
+        if not csv_path.is_file() or csv_path.stat().st_size == 0:
+            _append_line(csv_path, _csv_line(LOG_COLUMNS))
+        _append_line(csv_path, _csv_line([_fmt(row.get(c)) for c in LOG_COLUMNS]))
+        _append_line(self.out / 'log.jsonl', json.dumps({c: row.get(c) for c in LOG_COLUMNS}) + '\n')
 
     # ------------------------------------------------------------------ steps
     def _autocast(self):

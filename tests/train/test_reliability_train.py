@@ -1,0 +1,168 @@
+"""Issue 18, training side: --out never clobbers, resume survives corrupted / truncated checkpoints and
+torn log lines, the pre-flight check decodes every image (cases 2, 7, 14, 15, 19)."""
+import csv
+import json
+import struct
+import zlib
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mtvif_zoo.cli import main
+from mtvif_zoo.data import DatasetError
+from mtvif_zoo.train import LOG_COLUMNS, Trainer, TrainConfig, read_state, train
+try:
+    from mtvif_zoo.train.checkpoint import CheckpointError
+except ImportError:  # before the fix
+    CheckpointError = ValueError
+
+
+def _cfg(data, out, model_args, **kw):
+    base = dict(model='mtvif_iii', data=str(data), out=str(out), crop=16, batch_size=2, epochs=2, workers=0,
+                progress=False, model_args=model_args)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(run):
+    return load_file(str(run / 'last' / 'model.safetensors'))
+
+
+def _same(a, b):
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------ 2. --out holding something else
+def test_non_empty_out_that_is_not_a_run_is_refused(tiny_data, tmp_path, tiny_mtvif, capsys):
+    out = tmp_path / 'weights_copy'
+    out.mkdir()
+    (out / 'config.json').write_text('{"architecture": "mtvif_iii"}')
+    (out / 'model.safetensors').write_bytes(b'precious')
+    with pytest.raises(FileExistsError, match=r'config\.json.*model\.safetensors|model\.safetensors.*config\.json'):
+        train(_cfg(tiny_data, out, tiny_mtvif, max_steps=1))
+    assert (out / 'config.json').read_text() == '{"architecture": "mtvif_iii"}'
+    assert sorted(p.name for p in out.iterdir()) == ['config.json', 'model.safetensors']
+    rc = main(['train', '--model', 'mtvif_iii', '--data', str(tiny_data), '--out', str(out), '--crop', '16',
+               '--batch-size', '2', '--max-steps', '1', '--workers', '0', '--no-progress',
+               '--model-args', json.dumps(tiny_mtvif)])
+    assert rc == 2 and 'not empty' in capsys.readouterr().err
+    assert (out / 'config.json').read_text() == '{"architecture": "mtvif_iii"}'
+
+
+def test_empty_existing_out_is_fine(tiny_data, tmp_path, tiny_mtvif):
+    out = tmp_path / 'empty'
+    out.mkdir()
+    assert train(_cfg(tiny_data, out, tiny_mtvif, max_steps=1))['global_step'] == 1
+
+
+# ------------------------------------------------------------------ 7. / 15. damaged checkpoints
+def _flip(path, at_from_end=64):
+    data = bytearray(path.read_bytes())
+    for k in range(len(data) - at_from_end, len(data) - at_from_end + 16):
+        data[k] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _two_checkpoints(data, run, model_args):
+    train(_cfg(data, run, model_args, max_steps=2, ckpt_every=1))  # last/ at step 2, the previous at step 1
+    assert read_state(run / 'last')['global_step'] == 2
+
+
+def test_corrupted_model_file_falls_back_to_previous_checkpoint(tiny_data, tmp_path, tiny_mtvif, capsys):
+    ref, run = tmp_path / 'ref', tmp_path / 'run'
+    train(_cfg(tiny_data, ref, tiny_mtvif, max_steps=3))
+    _two_checkpoints(tiny_data, run, tiny_mtvif)
+    size = (run / 'last' / 'model.safetensors').stat().st_size
+    _flip(run / 'last' / 'model.safetensors')
+    assert (run / 'last' / 'model.safetensors').stat().st_size == size
+    capsys.readouterr()
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=3, resume=True))
+    out = capsys.readouterr().out
+    assert 'model.safetensors' in out and 'sha256' in out and 'step 1' in out
+    assert _same(_weights(ref), _weights(run))  # resumed from step 1: the same weights as an uninterrupted run
+    with open(run / 'log.csv') as f:
+        assert [r['step'] for r in csv.DictReader(f)] == ['3']
+
+
+def test_truncated_optimizer_file_falls_back(tiny_data, tmp_path, tiny_mtvif, capsys):
+    ref, run = tmp_path / 'ref', tmp_path / 'run'
+    train(_cfg(tiny_data, ref, tiny_mtvif, max_steps=3))
+    _two_checkpoints(tiny_data, run, tiny_mtvif)
+    opt = run / 'last' / 'optimizer.safetensors'
+    opt.write_bytes(opt.read_bytes()[:100])
+    capsys.readouterr()
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=3, resume=True))
+    out = capsys.readouterr().out
+    assert 'optimizer.safetensors' in out and 'step 1' in out
+    assert _same(_weights(ref), _weights(run))
+
+
+def test_truncated_state_json_is_named(tiny_data, tmp_path, tiny_mtvif, capsys):
+    import shutil
+    run = tmp_path / 'run'
+    _two_checkpoints(tiny_data, run, tiny_mtvif)
+    st = run / 'last' / 'state.json'
+    st.write_text(st.read_text()[:50])
+    capsys.readouterr()
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=3, resume=True))  # falls back to the previous one
+    assert 'state.json' in capsys.readouterr().out
+    # no intact checkpoint left: a typed error naming every damaged file
+    st = run / 'last' / 'state.json'
+    st.write_text(st.read_text()[:50])
+    for p in run.iterdir():
+        if p.name.startswith('.last.'):
+            shutil.rmtree(p)
+    with pytest.raises(CheckpointError, match=r'state\.json'):
+        train(_cfg(tiny_data, run, tiny_mtvif, max_steps=4, resume=True))
+
+
+# ------------------------------------------------------------------ 14. torn log lines
+def test_resume_drops_torn_last_log_lines(tiny_data, tmp_path, tiny_mtvif):
+    ref, run = tmp_path / 'ref', tmp_path / 'run'
+    train(_cfg(tiny_data, ref, tiny_mtvif, max_steps=5))
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=2))
+    with open(run / 'log.csv', 'a') as f:
+        f.write('1,3,3,5e-0')  # a kill during the write
+    with open(run / 'log.jsonl', 'a') as f:
+        f.write('{"epoch": 1, "st')
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=5, resume=True))
+    with open(run / 'log.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['step'] for r in rows] == ['2', '3', '5'] and all(len(r) == len(LOG_COLUMNS) for r in rows)
+    lines = (run / 'log.jsonl').read_text().splitlines()
+    assert [json.loads(ln)['step'] for ln in lines] == [2, 3, 5]
+    assert _same(_weights(ref), _weights(run))
+
+
+def test_log_lines_are_written_whole(tiny_data, tmp_path, tiny_mtvif, monkeypatch):
+    """Each log line reaches the file in a single write call (no line can be half-written by a
+    buffered writer flushing in pieces)."""
+    import os
+    run = tmp_path / 'run'
+    writes = []
+    real = os.write
+
+    def spy(fd, data):
+        writes.append(bytes(data))
+        return real(fd, data)
+    monkeypatch.setattr(os, 'write', spy)
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=1))
+    monkeypatch.undo()
+    logged = [w for w in writes if w.startswith(b'{"epoch"') or w.startswith(b'1,1,')]
+    assert len(logged) == 2 and all(w.endswith(b'\n') and w.count(b'\n') == 1 for w in logged)
+
+
+# ------------------------------------------------------------------ 19. pre-flight decodes every image
+def _chunk(kind, data):
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
+
+
+def test_crc_valid_garbage_png_is_caught_before_training(tmp_path, make_data, tiny_mtvif):
+    data = make_data(tmp_path / 'd', n=4)
+    ihdr = struct.pack('>IIBBBBB', 28, 24, 8, 2, 0, 0, 0)  # 28x24 RGB, like the others
+    garbage = b'\x89PNG\r\n\x1a\n' + _chunk(b'IHDR', ihdr) + _chunk(b'IDAT', b'\x78\x9c' + bytes(range(200))) + \
+        _chunk(b'IEND', b'')
+    (data / 'vi' / '001.png').write_bytes(garbage)
+    with pytest.raises(DatasetError, match=r'001\.png'):
+        Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif))
