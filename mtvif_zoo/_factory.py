@@ -47,6 +47,14 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs) -> nn.Modu
             tags = [n for n in timm.list_models(arch, module=MODULE_NAME, pretrained=True) if '.' in n]
             raise ValueError(f'unknown pretrained tag {model_name!r}; published for {arch}: '
                              f'{", ".join(tags) or "none yet"}')
+    if model_name.startswith(('hf-hub:', 'local-dir:')):
+        # validate config.json (parse, zoo architectures only, known keys, value ranges, safetensors
+        # only) before timm builds anything from it; a Hub copy corrupted in transit is fetched again
+        from .hub._validate import load_hub_config, load_local_config
+        if model_name.startswith('local-dir:'):
+            load_local_config(model_name[len('local-dir:'):])
+        else:
+            load_hub_config(model_name[len('hf-hub:'):], kwargs.get('cache_dir'))
     # timm's checkpoint_path would torch.load (pickle) non-safetensors files: the zoo loads it itself
     checkpoint_path = kwargs.pop('checkpoint_path', None)
     model = timm.create_model(model_name, pretrained=pretrained, **kwargs)

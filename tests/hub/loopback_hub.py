@@ -15,8 +15,10 @@ Serves on ``127.0.0.1:<free port>``:
 
 Faults for error-path tests (:meth:`LoopbackHub.fault`): an HTTP status (e.g. 500) for N
 requests, a body cut off after N bytes with the connection closed (the client sees a broken
-transfer), a consistently short body (``Content-Length`` of the short body), or tampered
-content of the same size.
+transfer), a consistently short body (``Content-Length`` of the short body), tampered
+content of the same size, or an announced ``Content-Length`` other than the body's (e.g. 10 TB).
+:class:`StallServer` covers what an HTTP server does not: accepting and never answering, or
+stalling after the headers.
 
 Every request is recorded in ``hub.requests`` as ``(method, path)``.
 """
@@ -40,6 +42,7 @@ class Fault:
     short_body: bool = False            # send half the body with a matching Content-Length (GET only)
     tamper: bool = False                # flip bytes, same size (GET only)
     times: int = 1                      # how many matching requests it affects (-1: all)
+    announce_length: Optional[int] = None  # HEAD/GET announce this Content-Length (e.g. 10 TB), send the real body
 
     def matches(self, method: str, path: str) -> bool:
         return (self.times != 0 and (self.method is None or self.method == method)
@@ -205,6 +208,17 @@ class _Handler(BaseHTTPRequestHandler):
             body = data[start:]
             status = 206
             headers['Content-Range'] = f'bytes {start}-{len(data) - 1}/{len(data)}'
+        if fault is not None and fault.announce_length is not None:
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header('Content-Length', str(fault.announce_length))
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+                self.wfile.flush()
+            self.close_connection = True
+            return
         if head or fault is None:
             return self._send(status, body, headers, head)
         if fault.tamper:
@@ -271,3 +285,56 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {'commitUrl': f'{self.hub.url}/{repo_id}/commit/{sha}', 'commitOid': sha,
                                     'pullRequestUrl': None})
         return self._error(404, None, f'not found: {path}', False)
+
+
+class StallServer:
+    """A raw TCP server on 127.0.0.1 for hang tests: ``mode='silent'`` accepts and never answers;
+    ``'headers'`` answers ``200`` with a ``Content-Length`` of ``length`` and ``send`` body bytes, then
+    stalls. Connections are held until :meth:`stop` (bounded: at most 64 held)."""
+
+    def __init__(self, mode: str = 'silent', length: int = 1 << 20, send: int = 10):
+        import socket
+        self.mode, self.length, self.send = mode, length, send
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.conns = []
+        self.accepted = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name='stall-server', daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f'http://{host}:{port}'
+
+    def _serve(self):
+        import socket
+        while not self._stop.is_set() and len(self.conns) < 64:
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.accepted += 1
+            self.conns.append(conn)
+            if self.mode == 'headers':
+                conn.settimeout(1.0)
+                try:
+                    conn.recv(65536)
+                    head = (f'HTTP/1.1 200 OK\r\nContent-Length: {self.length}\r\n'
+                            'Content-Type: application/octet-stream\r\n\r\n').encode()
+                    conn.sendall(head + b'\0' * self.send)
+                except OSError:
+                    pass
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join(5)
+        for c in self.conns:
+            c.close()
+        self.sock.close()

@@ -1,0 +1,274 @@
+"""Issue 18, weight sources: config.json validated before anything is built (16, 17), a corrupted cached
+config.json heals (11), every network step is bounded and says what happened (9, 10, 12).
+
+Network tests run against loopback servers only, with bounds of 1-2 s; each call runs in a daemon
+thread joined with a time limit, so a regression fails the test instead of hanging the suite."""
+import json
+import shutil
+import threading
+import time
+
+import pytest
+import torch
+
+import mtvif_zoo
+from mtvif_zoo.hub import WeightsNotFoundError, registry, save_pretrained
+
+from .conftest import _set_hf
+from .loopback_hub import StallServer
+
+try:
+    from mtvif_zoo.hub._validate import ConfigError
+except ImportError:  # before the fix: a class nothing raises, so the tests fail
+    class ConfigError(Exception):
+        pass
+
+NAME = 'mtvif_iii.testonly'
+REPO = 'test-org/mtvif_iii-testonly'
+FAST_NET = {'MTVIF_CONNECT_TIMEOUT': '1', 'MTVIF_DOWNLOAD_TIMEOUT': '1', 'MTVIF_DOWNLOAD_RETRIES': '1',
+            'MTVIF_RESOLVE_DEADLINE': '4'}
+
+
+def _bounded(fn, limit=25.0):
+    """Run ``fn()`` in a daemon thread; fail (not hang) when it takes longer than ``limit`` s."""
+    box = {}
+
+    def target():
+        try:
+            box['value'] = fn()
+        except BaseException as e:  # noqa: BLE001
+            box['error'] = e
+    t0 = time.monotonic()
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(limit)
+    assert not t.is_alive(), f'still running after {limit} s: the network step is not bounded'
+    box['elapsed'] = time.monotonic() - t0
+    return box
+
+
+@pytest.fixture
+def fast_net(monkeypatch):
+    for k, v in FAST_NET.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    torch.manual_seed(3)
+    return save_pretrained(mtvif_zoo.create_model('seafusion', in_chans=1), tmp_path / 'tiny', name='seafusion.tiny')
+
+
+def _edit_config(folder, fn):
+    p = folder / 'config.json'
+    cfg = json.loads(p.read_text())
+    fn(cfg)
+    p.write_text(json.dumps(cfg))
+
+
+# ------------------------------------------------------------------ 16. config values checked before building
+@pytest.fixture
+def no_build(monkeypatch):
+    import mtvif_zoo.models.multitaskvif as mm
+
+    def refuse(*a, **k):
+        raise AssertionError('the model was built before config.json was validated')
+    monkeypatch.setattr(mm, 'build_model_with_cfg', refuse)
+
+
+@pytest.mark.parametrize('edit,match', [
+    (lambda c: c.update(num_classes=10_000_000), 'num_classes'),
+    (lambda c: c['model_args'].update(num_classes=10_000_000), 'num_classes'),
+    (lambda c: c['model_args'].update(backbone_args={'evil': 1}), 'evil'),
+    (lambda c: c['model_args'].update(backbone_args={'widths': [4, 8, 10_000_000]}), 'widths'),
+    (lambda c: c['model_args'].update(in_chans=7), 'in_chans'),
+    (lambda c: c['model_args'].update(surprise=True), 'surprise'),
+    (lambda c: c.update(extra_key=1), 'extra_key'),
+])
+def test_local_dir_config_is_validated_before_building(tiny_folder, no_build, edit, match):
+    _edit_config(tiny_folder, edit)
+    with pytest.raises(ConfigError, match=match):
+        mtvif_zoo.create_model(f'local-dir:{tiny_folder}', pretrained=True)
+
+
+def test_valid_local_dir_still_loads(tiny_folder, no_pickle):
+    m = mtvif_zoo.create_model(f'local-dir:{tiny_folder}', pretrained=True)
+    assert m.in_chans == 1 and m.pretrained_source['verified']
+
+
+# ------------------------------------------------------------------ 17. zoo architectures and safetensors only
+def test_non_zoo_architecture_is_refused(tmp_path, no_pickle):
+    folder = tmp_path / 'resnet'
+    folder.mkdir()
+    (folder / 'config.json').write_text(json.dumps({'architecture': 'resnet18', 'num_classes': 1000,
+                                                    'pretrained_cfg': {}}))
+    (folder / 'pytorch_model.bin').write_bytes(b'not a pickle, and never read')
+    with pytest.raises(ConfigError, match="'resnet18' is not a mtvif_zoo model"):
+        mtvif_zoo.create_model(f'local-dir:{folder}', pretrained=True)
+
+
+def test_pickle_file_name_in_config_is_refused(tiny_folder, no_pickle, no_build):
+    _edit_config(tiny_folder, lambda c: c['pretrained_cfg'].update(hf_hub_filename='pytorch_model.bin'))
+    with pytest.raises(ConfigError, match='safetensors'):
+        mtvif_zoo.create_model(f'local-dir:{tiny_folder}', pretrained=True)
+
+
+def test_hub_config_naming_a_non_zoo_architecture(loopback, no_pickle, tmp_path):
+    loopback.add_repo('test-org/resnet', {'config.json': json.dumps({'architecture': 'resnet18'}).encode(),
+                                          'pytorch_model.bin': b'never read'})
+    with pytest.raises(ConfigError, match='resnet18'):
+        mtvif_zoo.create_model('hf-hub:test-org/resnet', pretrained=True)
+    assert not any(p.endswith('.bin') for _, p in loopback.requests)
+
+
+# ------------------------------------------------------------------ 11. a config.json corrupted in transit
+def _cached(hub_env, name):
+    return sorted(hub_env['hf_cache'].rglob(f'snapshots/*/{name}'))
+
+
+def test_config_corrupted_in_transit_once_is_fetched_again(loopback, tiny_folder, hub_env, no_pickle):
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    loopback.fault(method='GET', path_endswith='config.json', tamper=True, times=1)
+    m = mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True)
+    assert m.in_chans == 1
+    gets = [p for meth, p in loopback.requests if meth == 'GET' and p.endswith('config.json')]
+    assert len(gets) == 2  # the corrupted copy was removed and fetched once more
+    assert mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True).in_chans == 1  # healthy from now on
+
+
+def test_config_corrupted_every_time_is_a_clear_error_and_not_cached(loopback, tiny_folder, hub_env):
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    fault = loopback.fault(method='GET', path_endswith='config.json', tamper=True, times=-1)
+    with pytest.raises(ConfigError, match='unreadable twice'):
+        mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True)
+    assert all(not p.exists() for p in _cached(hub_env, 'config.json'))  # nothing poisoned left behind
+    fault.times = 0  # the server heals: the next load works without deleting HF_HOME
+    assert mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True).in_chans == 1
+
+
+# ------------------------------------------------------------------ 9. URL downloads: timeouts, retries, no .partial
+def _url_only(published, base_url):
+    """The registered weight with its shipped copy removed and its URL on ``base_url``."""
+    entry = registry.get_weight(NAME)
+    url = f'{base_url}/files/mtvif_iii_testonly-{entry["sha256"][:12]}.safetensors'
+    entry['url'] = entry['files']['model.safetensors']['url'] = url
+    entry['hf_hub_id'] = entry['revision'] = None
+    registry.register_weight(NAME, entry)
+    shutil.rmtree(published['weights'] / NAME)
+    return entry
+
+
+def _partials(hub_env):
+    root = hub_env['torch_checkpoints']
+    return sorted(p.name for p in root.rglob('*')) if root.exists() else []
+
+
+@pytest.mark.parametrize('mode', ['silent', 'headers'])
+def test_url_that_never_answers_or_stalls_is_bounded(published, loopback, hub_env, fast_net, mode):
+    with StallServer(mode, length=1 << 20, send=10) as srv:
+        _url_only(published, srv.url)
+        box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+        accepted = srv.accepted
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    msg = str(box['error'])
+    assert ('no answer within 1 s' in msg) if mode == 'silent' else ('stalled' in msg)
+    assert 'MTVIF_' in msg and '2 attempts' in msg and accepted == 2  # one retry, then the next source
+    assert _partials(hub_env) == []
+
+
+def test_stale_partial_of_a_killed_download_is_removed(published, loopback, hub_env):
+    entry = registry.get_weight(NAME)
+    fname = f'mtvif_iii_testonly-{entry["sha256"][:12]}.safetensors'
+    cache = hub_env['torch_checkpoints']
+    cache.mkdir(parents=True)
+    stale = cache / f'.{fname}.999999999.deadbeef.partial'  # no such process
+    stale.write_bytes(b'half a download')
+    shutil.rmtree(published['weights'] / NAME)  # the file:// URL serves
+    m = mtvif_zoo.create_model(NAME, pretrained=True)
+    assert m.pretrained_source['source'] == 'url' and not stale.exists()
+
+
+def test_network_options_as_arguments(published, loopback, hub_env, monkeypatch):
+    from mtvif_zoo.hub import network_options
+    monkeypatch.setenv('MTVIF_CONNECT_TIMEOUT', '30')
+    with StallServer('silent') as srv:
+        _url_only(published, srv.url)
+        with network_options(connect_timeout=0.5, retries=0):
+            box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=10)
+    assert 'no answer within 0.5 s' in str(box['error']) and box['elapsed'] < 5
+
+
+# ------------------------------------------------------------------ 12. say what the server did
+def test_url_500_says_the_server_answered_500(published, loopback, hub_env, fast_net):
+    _url_only(published, loopback.url)
+    loopback.fault(path_endswith='.safetensors', status=500, times=-1)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    assert 'the server answered HTTP 500' in str(box['error'])
+    assert _partials(hub_env) == []
+
+
+def test_url_announcing_10_tb_is_refused_as_larger_than_registered(published, loopback, hub_env, fast_net):
+    entry = _url_only(published, loopback.url)
+    data = (published['release'] / entry['url'].rsplit('/', 1)[1])
+    loopback.add_file(data.name, data.read_bytes() if data.is_file() else b'x')
+    loopback.fault(path_endswith='.safetensors', announce_length=10 * 10 ** 12, times=-1)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    msg = str(box['error'])
+    assert 'larger than its registry entry' in msg and '10,000,000,000,000' in msg and 'hf_xet' not in msg
+    assert _partials(hub_env) == []
+
+
+def _hub_only(published, loopback):
+    loopback.add_repo(REPO, published['weights'] / NAME)
+    shutil.rmtree(published['weights'] / NAME)
+    entry = registry.get_weight(NAME)
+    entry['url'] = entry['files']['model.safetensors']['url'] = None
+    registry.register_weight(NAME, entry)
+
+
+def test_hub_500_says_the_server_answered_500(published, loopback, hub_env, fast_net):
+    _hub_only(published, loopback)
+    loopback.fault(path_endswith='model.safetensors', status=500, times=-1)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    msg = str(box['error'])
+    assert isinstance(box['error'], WeightsNotFoundError) and 'answered HTTP 500' in msg
+    assert 'check your connection' not in msg and box['elapsed'] < 15
+
+
+def test_hub_announcing_10_tb_is_refused_as_larger_than_registered(published, loopback, hub_env, fast_net):
+    _hub_only(published, loopback)
+    loopback.fault(path_endswith='model.safetensors', announce_length=10 * 10 ** 12, times=-1)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    msg = str(box['error'])
+    assert 'larger than its registry entry' in msg and 'hf_xet' not in msg
+
+
+# ------------------------------------------------------------------ 10. the Hub step has a deadline
+def test_hub_that_never_answers_is_bounded_and_the_next_source_is_used(published, hub_env, fast_net, monkeypatch,
+                                                                       caplog):
+    monkeypatch.setenv('HF_HUB_ETAG_TIMEOUT', '3')
+    with StallServer('silent') as srv:
+        _set_hf(monkeypatch, hub_env['hf_home'], offline=False, endpoint=srv.url)
+        shutil.rmtree(published['weights'] / NAME)  # the Hub is next, then the file:// URL
+        box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    assert 'error' not in box, box.get('error')
+    assert box['value'].pretrained_source['source'] == 'url'
+    assert any('Hugging Face Hub' in r.getMessage() and 'no answer' in r.getMessage() for r in caplog.records)
+
+
+def test_hub_deadline_bounds_the_whole_step(published, loopback, hub_env, monkeypatch):
+    """A download that trickles (each read within the timeouts) is still cut off by the deadline."""
+    from mtvif_zoo.hub import _net
+    _hub_only(published, loopback)
+    monkeypatch.setenv('MTVIF_RESOLVE_DEADLINE', '1.5')
+    import mtvif_zoo.hub.pretrained as hp
+    real = hp._hf_download_unbounded
+
+    def slow(*a, **k):
+        time.sleep(5)
+        return real(*a, **k)
+    monkeypatch.setattr(hp, '_hf_download_unbounded', slow)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=15)
+    msg = str(box['error'])
+    assert 'Hugging Face Hub' in msg and '1.5 s deadline' in msg and _net.ENV['deadline'] in msg
+    assert box['elapsed'] < 5
