@@ -14,6 +14,8 @@ from .registry import (FULL_WEIGHTS_FILE, REGISTRY_PATH, SHIPPED_DIR, WEIGHTS_FI
                        list_weights, register_weight, unregister_weight, use_registry)
 from .pretrained import (ENV_WEIGHTS, IntegrityError, ResolvedWeights, WeightsNotFoundError, resolve_pretrained,
                          sha256_file, verify_file)
+from ._net import NetOptions, network_options
+from ._validate import ConfigError
 from .cards import card_block, card_summary, model_card, render_card
 from .publish import publish_weight, push_to_hub, save_pretrained
 
@@ -21,4 +23,4 @@ __all__ = ['REGISTRY_PATH', 'SHIPPED_DIR', 'WEIGHTS_FILE', 'FULL_WEIGHTS_FILE', 
            'IntegrityError', 'WeightsNotFoundError', 'ResolvedWeights', 'list_weights', 'get_weight',
            'register_weight', 'unregister_weight', 'use_registry', 'resolve_pretrained', 'sha256_file',
            'verify_file', 'model_card', 'render_card', 'card_block', 'card_summary', 'save_pretrained',
-           'push_to_hub', 'publish_weight']
+           'push_to_hub', 'publish_weight', 'network_options', 'NetOptions', 'ConfigError']

@@ -13,9 +13,15 @@ Loading order (first that has the file wins; every step is tested in ``tests/hub
    ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` / ``HF_HUB_CACHE`` and ``cache_dir`` are
    honoured by huggingface_hub itself;
 4. **the URL** (``https://`` or ``file://``) whose file name carries the sha256 prefix (torch.hub
-   ``check_hash`` naming), downloaded with ``torch.hub.download_url_to_file`` into
-   ``<torch hub dir>/checkpoints`` (or ``cache_dir``). Skipped when ``HF_HUB_OFFLINE=1``
-   unless already cached or a ``file://`` URL.
+   ``check_hash`` naming), downloaded into ``<torch hub dir>/checkpoints`` (or ``cache_dir``).
+   Skipped when ``HF_HUB_OFFLINE=1`` unless already cached or a ``file://`` URL.
+
+Network bounds (:mod:`mtvif_zoo.hub._net`): every Hub / URL step has connect and read timeouts, a
+bounded number of retries and a per-source deadline (``MTVIF_CONNECT_TIMEOUT``,
+``MTVIF_DOWNLOAD_TIMEOUT``, ``MTVIF_DOWNLOAD_RETRIES``, ``MTVIF_RESOLVE_DEADLINE`` or
+:func:`mtvif_zoo.hub.network_options`); a source that times out, answers 5xx or announces a file
+larger than its registry entry is reported as such and the next source is tried; partial
+downloads are removed.
 
 ``hf-hub:org/name[@rev]`` names load only from that repo (timm builds the architecture from its
 ``config.json``), ``local-dir:PATH`` names only from that folder.
@@ -206,22 +212,59 @@ def _purge_hf(path: Path) -> None:
             pass
 
 
-def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir) -> Path:
+def _hf_download_unbounded(repo_id: str, filename: str, revision: Optional[str], cache_dir, etag_timeout) -> str:
     from huggingface_hub import hf_hub_download
     from ..version import __version__
+    return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, etag_timeout=etag_timeout,
+                           library_name='mtvif_zoo', library_version=__version__)
+
+
+def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir,
+                 expected_size: Optional[int] = None) -> Path:
+    """``hf_hub_download`` within the bounds of :mod:`._net`: online, one bounded HEAD first (a 5xx
+    is reported as such after the retries, a size above ``expected_size`` as an oversize file, no
+    answer as a timeout), then the download itself under the source deadline."""
+    from . import _net
+    what = f'Hugging Face Hub {repo_id}@{revision or "main"}/{filename}'
+    opts = _net.current_options()
+    deadline = _net.Deadline(opts.deadline, what)
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
-                                    library_name='mtvif_zoo', library_version=__version__))
+        if not _offline():
+            from huggingface_hub import hf_hub_url
+            try:
+                _, headers = _net.head(hf_hub_url(repo_id, filename, revision=revision), what, opts, deadline)
+                _net.check_size(_net.announced_size(headers), expected_size, what)
+            except _net.ClientError:
+                pass  # 401 / 404 ...: hf_hub_download raises the precise error (RepoNotFound, EntryNotFound ...)
+        return Path(_net.run_with_deadline(
+            lambda: _hf_download_unbounded(repo_id, filename, revision, cache_dir, opts.connect_timeout),
+            max(0.05, deadline.left()), what, budget=opts.deadline))
+    except _net.NetworkError as e:
+        raise _Unavailable(str(e)) from e
     except _hf_errors() as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        raise _Unavailable(f'Hugging Face Hub {repo_id}@{revision or "main"}/{filename}: '
-                           f'{type(e).__name__}: {msg}') from e
+        status = _http_status(e)
+        if status is not None and status >= 500:
+            msg = f'the server answered HTTP {status}; {msg}'
+        raise _Unavailable(f'{what}: {type(e).__name__}: {msg}') from e
+
+
+def _http_status(e: BaseException) -> Optional[int]:
+    """The HTTP status somewhere in an exception's cause chain (huggingface_hub wraps it)."""
+    seen = 0
+    while e is not None and seen < 8:
+        code = getattr(getattr(e, 'response', None), 'status_code', None)
+        if isinstance(code, int):
+            return code
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return None
 
 
 def _from_hf(hf_hub_id: str, filename: str, expected: Optional[str], cache_dir, name: str,
-             source: str = 'hf-hub') -> ResolvedWeights:
+             source: str = 'hf-hub', expected_size: Optional[int] = None) -> ResolvedWeights:
     repo_id, revision = _hf_split(hf_hub_id)
-    path = _hf_download(repo_id, filename, revision, cache_dir)
+    path = _hf_download(repo_id, filename, revision, cache_dir, expected_size)
     where = f'{name} from the Hugging Face Hub {repo_id}@{revision or "main"}'
     if expected is None:  # not a registered (repo, revision): the repo's own record, else its LFS sha256
         try:
@@ -248,7 +291,7 @@ def _offline() -> bool:
     return bool(constants.is_offline_mode())
 
 
-def _from_url(url: str, expected: str, cache_dir, name: str) -> ResolvedWeights:
+def _from_url(url: str, expected: str, cache_dir, name: str, expected_size: Optional[int] = None) -> ResolvedWeights:
     parsed = urlparse(url)
     fname = os.path.basename(parsed.path)
     m = torch.hub.HASH_REGEX.search(fname)
@@ -266,12 +309,16 @@ def _from_url(url: str, expected: str, cache_dir, name: str) -> ResolvedWeights:
         dst.unlink()
     if _offline() and parsed.scheme != 'file':
         raise _Unavailable(f'URL {url}: offline (HF_HUB_OFFLINE=1) and not in the cache {cache}')
+    from . import _net
     cache.mkdir(parents=True, exist_ok=True)
+    _net.remove_stale_partials(cache, f'.{fname}.')  # left by downloads that were killed
     tmp = cache / f'.{fname}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial'
     try:
-        try:
-            torch.hub.download_url_to_file(url, str(tmp), hash_prefix=None, progress=False)
-        except (OSError, ValueError, RuntimeError) as e:  # URLError/HTTPError are OSErrors
+        try:  # connect / read timeouts, retries, the deadline, at most the registered size
+            _net.download(url, tmp, f'URL {url}', expected_size)
+        except _net.NetworkError as e:
+            raise _Unavailable(str(e)) from e
+        except (OSError, ValueError) as e:
             raise _Unavailable(f'URL {url}: {type(e).__name__}: {e}') from e
         got = sha256_file(tmp)
         if got != expected:
@@ -344,7 +391,8 @@ def resolve_pretrained(pretrained_cfg: Dict[str, Any], cache_dir=None) -> Resolv
         pinned = (entry['hf_hub_id'], entry['revision'])
         hub_expected = expected if _hf_split(cfg['hf_hub_id']) == pinned else None  # another revision: its own record
         try:
-            return _from_hf(cfg['hf_hub_id'], filename, hub_expected, cache_dir, name)
+            return _from_hf(cfg['hf_hub_id'], filename, hub_expected, cache_dir, name,
+                            expected_size=entry['files'][filename].get('size') if hub_expected else None)
         except _Unavailable as e:
             _logger.warning('%s', e)
             tried.append(str(e))
@@ -352,7 +400,7 @@ def resolve_pretrained(pretrained_cfg: Dict[str, Any], cache_dir=None) -> Resolv
     url = cfg.get('url') if filename == WEIGHTS_FILE else entry['files'][filename].get('url')
     if url:
         try:
-            return _from_url(url, expected, cache_dir, name)
+            return _from_url(url, expected, cache_dir, name, entry['files'][filename].get('size'))
         except _Unavailable as e:
             _logger.warning('%s', e)
             tried.append(str(e))

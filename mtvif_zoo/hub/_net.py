@@ -1,0 +1,325 @@
+"""Bounds on every network step of weight resolution: timeouts, retries, a deadline, clean failures.
+
+Used by :mod:`mtvif_zoo.hub.pretrained` at three places (the Hub metadata probe, the Hub
+download, the URL download); self-contained so that the loaders stay as they are.
+
+Options (:class:`NetOptions`; environment variables read at call time, or
+:func:`network_options` / ``NetOptions(...)`` passed as an argument):
+
+================================  =======  ==========================================================
+``MTVIF_CONNECT_TIMEOUT``         10 s     opening a connection and waiting for the response headers
+``MTVIF_DOWNLOAD_TIMEOUT``        30 s     the longest wait for the next bytes of a body (read timeout)
+``MTVIF_DOWNLOAD_RETRIES``        2        retries after a timeout, a dropped connection or an HTTP 5xx
+                                           (1 s, 2 s, ... apart); 4xx and oversize are not retried
+``MTVIF_RESOLVE_DEADLINE``        300 s    the most one remote source (Hub, URL) may take in all,
+                                           retries included; then the next source is tried
+================================  =======  ==========================================================
+
+Failures are :class:`NetworkError` subclasses whose message says what happened in the user's
+terms: :class:`ServerError` (the server answered HTTP 5xx, with the status), :class:`NetTimeout`
+(no answer / stalled, with the bound that fired and its variable), :class:`OversizeError` (the
+server announces or sends more bytes than the registry entry records). A download writes to a
+``.partial`` file that is removed on every failure; :func:`remove_stale_partials` removes those
+left by processes that were killed.
+"""
+import contextlib
+import http.client
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+__all__ = ['NetOptions', 'network_options', 'NetworkError', 'NetTimeout', 'ServerError', 'ClientError', 'OversizeError',
+           'head', 'download', 'run_with_deadline', 'remove_stale_partials', 'Deadline']
+
+ENV = {'connect_timeout': 'MTVIF_CONNECT_TIMEOUT', 'read_timeout': 'MTVIF_DOWNLOAD_TIMEOUT',
+       'retries': 'MTVIF_DOWNLOAD_RETRIES', 'deadline': 'MTVIF_RESOLVE_DEADLINE'}
+DEFAULTS = {'connect_timeout': 10.0, 'read_timeout': 30.0, 'retries': 2, 'deadline': 300.0}
+
+
+class NetworkError(OSError):
+    """A network step failed in a way the message describes (the loader then tries the next source)."""
+
+
+class NetTimeout(NetworkError):
+    """No answer, or a stalled transfer, within a configured bound."""
+
+
+class ServerError(NetworkError):
+    """The server answered with an HTTP error status."""
+
+    def __init__(self, msg: str, status: int):
+        super().__init__(msg)
+        self.status = status
+
+
+class ClientError(NetworkError):
+    """The server answered HTTP 4xx (not found, forbidden...): retrying would not help."""
+
+
+class OversizeError(NetworkError):
+    """The server announces or sends more bytes than the registry entry of the file records."""
+
+
+@dataclass(frozen=True)
+class NetOptions:
+    connect_timeout: float = DEFAULTS['connect_timeout']
+    read_timeout: float = DEFAULTS['read_timeout']
+    retries: int = DEFAULTS['retries']
+    deadline: float = DEFAULTS['deadline']
+
+    @classmethod
+    def from_env(cls, **overrides) -> 'NetOptions':
+        """The defaults, then the environment variables, then ``overrides`` (``None`` values ignored)."""
+        vals: Dict[str, Any] = dict(DEFAULTS)
+        for key, var in ENV.items():
+            raw = os.environ.get(var)
+            if raw is None or raw.strip() == '':
+                continue
+            try:
+                vals[key] = int(raw) if key == 'retries' else float(raw)
+            except ValueError:
+                raise ValueError(f'{var}={raw!r} is not a number') from None
+        vals.update({k: v for k, v in overrides.items() if v is not None})
+        out = cls(**vals)
+        for key in ('connect_timeout', 'read_timeout', 'deadline'):
+            if not getattr(out, key) > 0:
+                raise ValueError(f'{key} ({ENV[key]}) must be > 0 seconds, got {getattr(out, key)!r}')
+        if out.retries < 0:
+            raise ValueError(f'retries ({ENV["retries"]}) must be >= 0, got {out.retries!r}')
+        return out
+
+
+_stack: List[NetOptions] = []
+_stack_lock = threading.Lock()
+
+
+def current_options() -> NetOptions:
+    """The options in force: the innermost :func:`network_options` block, else the environment."""
+    with _stack_lock:
+        return _stack[-1] if _stack else NetOptions.from_env()
+
+
+@contextlib.contextmanager
+def network_options(**kwargs) -> Iterator[NetOptions]:
+    """``with network_options(read_timeout=5, retries=0): create_model(..., pretrained=True)``.
+
+    Process-wide for the duration of the block (every thread's loads see it); the keyword
+    arguments are the fields of :class:`NetOptions` and take precedence over the environment."""
+    unknown = sorted(set(kwargs) - set(ENV))
+    if unknown:
+        raise TypeError(f'network_options: unknown option(s) {unknown}; valid: {", ".join(ENV)}')
+    opts = NetOptions.from_env(**{k: getattr(replace(current_options(), **{
+        k2: v for k2, v in kwargs.items() if v is not None}), k) for k in ENV})
+    with _stack_lock:
+        _stack.append(opts)
+    try:
+        yield opts
+    finally:
+        with _stack_lock:
+            _stack.remove(opts)
+
+
+class Deadline:
+    """Seconds left of a source's time budget (``MTVIF_RESOLVE_DEADLINE``)."""
+
+    def __init__(self, seconds: float, what: str):
+        self.seconds, self.what = seconds, what
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self) -> None:
+        if self.left() <= 0:
+            raise NetTimeout(f'{self.what}: gave up after the {self.seconds:g} s deadline ({ENV["deadline"]})')
+
+
+def run_with_deadline(fn: Callable[[], Any], seconds: float, what: str, budget: Optional[float] = None) -> Any:
+    """Run ``fn()`` (a client call whose own bounds we do not control, e.g. ``hf_hub_download``) in a
+    daemon thread and wait at most ``seconds``; :class:`NetTimeout` when it has not returned by then
+    (the thread is abandoned: it cannot block the caller or the interpreter's exit)."""
+    box: Dict[str, Any] = {}
+
+    def target():
+        try:
+            box['value'] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box['error'] = e
+    t = threading.Thread(target=target, name=f'mtvif-net: {what}', daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise NetTimeout(f'{what}: no result within the {budget or seconds:g} s deadline ({ENV["deadline"]})')
+    if 'error' in box:
+        raise box['error']
+    return box['value']
+
+
+def _set_read_timeout(resp, seconds: float) -> None:
+    """After the headers: the socket's timeout becomes the read timeout (urllib uses one timeout for
+    connect and reads; the body may legitimately take longer to start than a connect)."""
+    sock = getattr(getattr(getattr(resp, 'fp', None), 'raw', None), '_sock', None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def _is_timeout(e: BaseException) -> bool:
+    import socket
+    reason = getattr(e, 'reason', e)
+    return isinstance(e, (TimeoutError, socket.timeout)) or isinstance(reason, (TimeoutError, socket.timeout))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the 3xx response itself is the answer (the Hub puts X-Linked-Size on it)
+
+
+def _request(url: str, method: str, opts: NetOptions, deadline: Deadline, what: str,
+             headers: Optional[Dict[str, str]] = None, follow_redirects: bool = True):
+    """One request with the connect timeout (capped by the deadline); classified errors."""
+    timeout = max(0.05, min(opts.connect_timeout, deadline.left()))
+    req = urllib.request.Request(url, method=method, headers={'User-Agent': 'mtvif_zoo', **(headers or {})})
+    opener = urllib.request.build_opener() if follow_redirects else urllib.request.build_opener(_NoRedirect)
+    try:
+        return opener.open(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if not follow_redirects and 300 <= e.code < 400:
+            return e  # an HTTPError is also a response: status and headers
+        e.close()
+        if e.code >= 500:
+            raise ServerError(f'{what}: the server answered HTTP {e.code} ({e.reason})', e.code) from None
+        raise ClientError(f'{what}: HTTP {e.code} ({e.reason})') from None
+    except (urllib.error.URLError, OSError) as e:
+        if _is_timeout(e):
+            raise NetTimeout(f'{what}: no answer within {timeout:g} s ({ENV["connect_timeout"]})') from None
+        raise NetworkError(f'{what}: {getattr(e, "reason", e)}') from None
+
+
+def _retrying(fn: Callable[[], Any], opts: NetOptions, deadline: Deadline) -> Any:
+    """``fn()`` with up to ``opts.retries`` retries after timeouts, dropped connections and 5xx."""
+    for attempt in range(opts.retries + 1):
+        try:
+            return fn()
+        except (OversizeError, ClientError):
+            raise
+        except NetworkError as e:  # timeouts, 5xx, dropped connections
+            wait = min(2.0 ** attempt, 8.0)
+            if attempt == opts.retries or deadline.left() <= wait:
+                if attempt:
+                    e.args = (f'{e.args[0]} (after {attempt + 1} attempts)',) + e.args[1:]
+                raise
+            time.sleep(wait)
+    raise AssertionError('unreachable')
+
+
+def head(url: str, what: str, opts: Optional[NetOptions] = None, deadline: Optional[Deadline] = None,
+         headers: Optional[Dict[str, str]] = None):
+    """A bounded, retried ``HEAD`` (redirects not followed: a 3xx is an answer); returns
+    ``(status, headers)``. Raises :class:`NetTimeout`, :class:`ServerError` (5xx, after the retries),
+    :class:`ClientError` (4xx) or :class:`NetworkError`."""
+    opts = opts or current_options()
+    deadline = deadline or Deadline(opts.deadline, what)
+
+    def once():
+        deadline.check()
+        resp = _request(url, 'HEAD', opts, deadline, what, headers, follow_redirects=False)
+        try:
+            return getattr(resp, 'status', None) or resp.code, dict(resp.headers)
+        finally:
+            resp.close()
+    return _retrying(once, opts, deadline)
+
+
+def announced_size(headers: Dict[str, str]) -> Optional[int]:
+    """The file size a response announces (the Hub's ``X-Linked-Size`` for LFS files, else ``Content-Length``)."""
+    low = {k.lower(): v for k, v in headers.items()}
+    for key in ('x-linked-size', 'content-length'):
+        try:
+            return int(low[key])
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def check_size(size: Optional[int], expected: Optional[int], what: str) -> None:
+    if size is not None and expected is not None and size > expected:
+        raise OversizeError(f'{what}: the server announces {size:,} bytes but the registry entry records '
+                            f'{expected:,}; the file is larger than its registry entry (wrong file or a broken '
+                            'server): not downloaded')
+
+
+def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None,
+             opts: Optional[NetOptions] = None) -> Path:
+    """Download ``url`` to ``dst`` within the bounds of ``opts``: connect / read timeouts, retries,
+    the deadline, and at most ``expected_size`` bytes. On any failure ``dst`` is removed (no partial
+    file is left); the caller renames it into place after checking it."""
+    opts = opts or current_options()
+    deadline = Deadline(opts.deadline, what)
+    part = Path(dst)
+
+    def once():
+        deadline.check()
+        resp = _request(url, 'GET', opts, deadline, what)
+        try:
+            with resp:
+                check_size(announced_size(dict(resp.headers)), expected_size, what)
+                _set_read_timeout(resp, max(0.05, min(opts.read_timeout, deadline.left())))
+                n = 0
+                with open(part, 'wb') as f:
+                    while True:
+                        deadline.check()
+                        try:
+                            chunk = resp.read(1 << 16)
+                        except (OSError, http.client.HTTPException) as e:
+                            if _is_timeout(e):
+                                raise NetTimeout(f'{what}: the transfer stalled (no data for {opts.read_timeout:g} s, '
+                                                 f'{ENV["read_timeout"]}) after {n:,} bytes') from None
+                            raise NetworkError(f'{what}: the connection broke after {n:,} bytes ({e})') from None
+                        if not chunk:
+                            break
+                        n += len(chunk)
+                        if expected_size is not None and n > expected_size:
+                            raise OversizeError(f'{what}: the server sent more than the {expected_size:,} bytes the '
+                                                'registry entry records; the file is larger than its registry entry')
+                        f.write(chunk)
+                length = announced_size(dict(resp.headers))
+                if length is not None and n < length and urllib.parse.urlparse(url).scheme != 'file':
+                    raise NetworkError(f'{what}: the connection closed after {n:,} of {length:,} bytes')
+            return part
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+            raise
+    return _retrying(once, opts, deadline)
+
+
+_PARTIAL_PID = re.compile(r'\.(\d+)\.[0-9a-f]+\.partial$')
+
+
+def remove_stale_partials(folder: Path, prefix: str) -> None:
+    """Remove ``<prefix>.<pid>.<tag>.partial`` files in ``folder`` whose process no longer runs (left by
+    a download that was killed)."""
+    if not folder.is_dir():
+        return
+    for p in folder.glob(f'{prefix}*.partial'):
+        m = _PARTIAL_PID.search(p.name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        except PermissionError:
+            pass
+
