@@ -395,6 +395,9 @@ def _resolve_model(model):
     if not hasattr(model, 'forward_features') or not hasattr(model, 'pad_multiple'):
         raise ValueError('model must be a mtvif_zoo model (mtvif_zoo.create_model(...)) or a model name, '
                          f'got {type(model).__name__}')
+    if any(p.device.type == 'meta' for p in model.parameters()):
+        raise ValueError('the model is on the meta device (no weights); materialise it first, e.g. '
+                         'model.to_empty(device="cpu") and load weights, or create it with pretrained=True')
     return model
 
 

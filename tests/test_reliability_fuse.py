@@ -162,6 +162,14 @@ def test_meta_tensors_are_refused(tiny):
         fuse(v, torch.rand(1, 16, 16), model=tiny)
 
 
+def test_meta_model_is_refused(small_pair):
+    vis, ir = small_pair
+    with torch.device('meta'):
+        m = create_model('seafusion')
+    with pytest.raises(ValueError, match='meta device'):
+        fuse(vis, ir, model=m)
+
+
 def test_cli_batch_size_zero_is_one_line(pair_dirs, tmp_path, capsys):
     vi, ir = pair_dirs
     assert main(['fuse', str(vi), str(ir), '-o', str(tmp_path / 'o'), '--batch-size', '0'] + FAST) == 2
