@@ -295,3 +295,5 @@ def test_output_suffix_rules(pair_dirs, tmp_path, capsys):
     assert not (tmp_path / 'x.png').exists()
     assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'x.jpg')] + FAST) == 0
     assert Image.open(tmp_path / 'x.jpg').format == 'JPEG'
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'new' / 'y.png')] + FAST) == 0
+    assert Image.open(tmp_path / 'new' / 'y.png').size == (40, 24)

@@ -247,10 +247,9 @@ def run(args) -> int:
             print(f'nothing to fuse: all {len(pairs)} output(s) exist in {out} (pass --overwrite to replace them)')
         return 0
     try:
-        if not single:
-            out.mkdir(parents=True, exist_ok=True)
-        if preview is not None and not pre_single:
-            preview.mkdir(parents=True, exist_ok=True)
+        (out.parent if single else out).mkdir(parents=True, exist_ok=True)
+        if preview is not None:
+            (preview.parent if pre_single else preview).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f'cannot create the output folder: {e}') from None
     model = _load_model(args)

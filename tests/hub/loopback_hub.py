@@ -215,8 +215,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header('Content-Length', str(fault.announce_length))
             self.end_headers()
             if not head:
-                self.wfile.write(body)
-                self.wfile.flush()
+                try:
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client refused the announced size and hung up
             self.close_connection = True
             return
         if head or fault is None:
