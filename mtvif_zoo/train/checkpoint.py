@@ -234,7 +234,8 @@ def load_checkpoint(path: os.PathLike, model: torch.nn.Module,
     for the next; the returned dict carries ``loaded_from`` (the folder used) and ``fallbacks``
     (one line per skipped folder, naming the damaged file). ``quarantine=True`` renames skipped
     folders to ``.<name>.damaged`` so that the next save does not rotate a damaged checkpoint into
-    the fallback slot. No intact candidate: :class:`CheckpointError` listing every problem.
+    the fallback slot (``last`` -> ``.last.damaged``, ``.last.old`` -> ``.last.old.damaged``).
+    No intact candidate: :class:`CheckpointError` listing every problem.
     """
     from ..weights import WeightsMismatchError, check_state_dict
     path = Path(path)
@@ -257,13 +258,16 @@ def load_checkpoint(path: os.PathLike, model: torch.nn.Module,
         model.load_state_dict(weights, strict=True)
         if optimizer is not None:
             optimizer_from_flat(optimizer, opt, state['optimizer'])
-        fallbacks = [f'{str(f)!r} skipped: {msg}' for f, msg in problems]
-        if quarantine:
-            for f, _ in problems:
-                dst = f.parent / f'.{path.name}.damaged'
+        fallbacks = []
+        for f, msg in problems:
+            line = f'{str(f)!r} skipped: {msg}'
+            if quarantine:
+                dst = f.parent / f'.{f.name.lstrip(".")}.damaged'
                 if dst.exists():
                     shutil.rmtree(dst)
                 os.replace(f, dst)
+                line += f'; moved aside to {str(dst)!r}'
+            fallbacks.append(line)
         state['loaded_from'] = str(folder)
         state['fallbacks'] = fallbacks
         return state

@@ -297,7 +297,7 @@ class Trainer:
     def _load_resume(self):
         state = load_checkpoint(self.out / 'last', self.model, self.optimizer, quarantine=self.is_main)
         for msg in state.get('fallbacks', []):
-            self._print(f'warning: damaged checkpoint {msg}; moved aside to {self.out / ".last.damaged"}')
+            self._print(f'warning: damaged checkpoint {msg}')
         self.scheduler.load_state_dict(state['scheduler'])
         if self.scaler is not None and state.get('scaler'):
             self.scaler.load_state_dict(state['scaler'])
