@@ -144,8 +144,8 @@ def check_new_out(out: Path) -> None:
         entries = sorted(p.name for p in out.iterdir())
         if entries:
             shown = ', '.join(entries[:8]) + (f', ... ({len(entries)} entries)' if len(entries) > 8 else '')
-            run = ' (it holds a run: pass --resume to continue it)' if {'last', 'log.csv', '.last.prev'} & set(entries) \
-                else ''
+            is_run = bool({'last', 'log.csv', '.last.prev'} & set(entries))
+            run = ' (it holds a run: pass --resume to continue it)' if is_run else ''
             raise FileExistsError(f'--out {str(out)!r} is not empty: it holds {shown}{run}; a new run needs a new or '
                                   'empty folder, nothing there is overwritten (pass --resume to continue a run, or '
                                   'choose a new --out)')
