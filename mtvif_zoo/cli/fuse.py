@@ -3,6 +3,8 @@
     mtvif fuse examples/vi/00036N.png examples/ir/00036N.png -o fused.png --preview preview.png
     mtvif fuse data/vi data/ir -o out/ --preview out/preview --batch-size 4
     mtvif fuse 'data/vi/*N.png' data/ir -o out/ --tile 512
+    mtvif fuse vis.mp4 ir.mp4 -o fused.mp4                 # video (PyAV): mtvif_zoo.video.fuse_video
+    mtvif fuse vis_frames/ ir_frames/ -o fused.mp4 --fps 30  # frame folders (name order) -> video
 
 Outputs are 8-bit PNG (or the suffix given for a single pair); 16-bit inputs are handled as in
 :func:`mtvif_zoo.fuse` (``--ir-range``). ``--preview`` writes visible | infrared | fused |
@@ -102,7 +104,24 @@ def _load_model(args):
     return model.to(device).eval()
 
 
+def _run_video(args) -> int:
+    from ..video import fuse_video
+    model = _load_model(args)
+    amp = {'auto': None, 'on': True, 'off': False}[args.amp]
+    ir_range = tuple(args.ir_range) if args.ir_range else 'minmax'
+    info = fuse_video(args.vis, args.ir, args.output, model=model, batch_size=args.batch_size, fps=args.fps,
+                      resize_ir=args.resize_ir, codec=args.codec, progress=not args.quiet, tile=args.tile,
+                      overlap=args.overlap, amp=amp, ir_range=ir_range)
+    if not args.quiet:
+        print(f'fused {info["frames"]} frame(s) with {args.model} -> {info["output"]} '
+              f'({info["size"][0]}x{info["size"][1]}, {info["fps"]:g} fps)')
+    return 0
+
+
 def run(args) -> int:
+    from ..video import is_video
+    if is_video(args.vis) or is_video(args.ir) or is_video(args.output):
+        return _run_video(args)
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -177,10 +196,14 @@ def run(args) -> int:
 
 def add_parser(sub) -> None:
     from ..fusion import DEFAULT_MODEL
-    p = sub.add_parser('fuse', help='fuse visible + infrared images (a pair, two folders, or a glob)')
-    p.add_argument('vis', help='visible image, folder, or quoted glob')
-    p.add_argument('ir', help='infrared image or folder (partners matched by file stem)')
-    p.add_argument('-o', '--output', default='fused', help='output file (single pair) or folder [fused/]')
+    p = sub.add_parser('fuse', help='fuse visible + infrared images (a pair, two folders, a glob, or videos)',
+                       description='Fuse a pair of images, two folders matched by file stem, a glob, or two '
+                                   'videos / frame streams (a video file or frame folder in, a video file or '
+                                   'frame folder out; frames are paired in order and fused in batches).')
+    p.add_argument('vis', help='visible image, folder, quoted glob, or video file')
+    p.add_argument('ir', help='infrared image, folder (partners matched by file stem), or video file')
+    p.add_argument('-o', '--output', default='fused', help='output file (single pair), folder [fused/], or '
+                   'video file (.mp4, .mkv, ...: the frames of two videos / frame folders)')
     p.add_argument('--model', default=DEFAULT_MODEL, help=f'model name or arch.tag [{DEFAULT_MODEL}]')
     p.add_argument('--weights', help='a .safetensors file to load instead of the published weights')
     p.add_argument('--random-init', action='store_true', help='no weights at all (for testing the pipeline)')
@@ -194,5 +217,10 @@ def add_parser(sub) -> None:
                    help='raw 16-bit infrared range mapped to [0, 1] [per-image min-max]')
     p.add_argument('--preview', help='file (single pair) or folder for visible|infrared|fused|segmentation strips')
     p.add_argument('--format', default='png', choices=('png', 'jpg', 'bmp', 'tif'))
+    p.add_argument('--fps', type=float, help='video output from a visible frame folder: frame rate [25] '
+                   '(a visible video keeps its own rate)')
+    p.add_argument('--resize-ir', action='store_true', help='video: resize infrared frames to the visible '
+                   'size (bilinear) instead of stopping on a size mismatch')
+    p.add_argument('--codec', help='video output codec [libx264, crf 18]')
     p.add_argument('-q', '--quiet', action='store_true')
     p.set_defaults(func=run)
