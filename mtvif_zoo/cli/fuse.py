@@ -195,7 +195,7 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from ..fusion import DEFAULT_MODEL
+    from .._defaults import DEFAULT_MODEL
     p = sub.add_parser('fuse', help='fuse visible + infrared images (a pair, two folders, a glob, or videos)',
                        description='Fuse a pair of images, two folders matched by file stem, a glob, or two '
                                    'videos / frame streams (a video file or frame folder in, a video file or '
