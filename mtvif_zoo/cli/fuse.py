@@ -155,6 +155,8 @@ def run(args) -> int:
             try:
                 loaded.append((stem, load_image(vp, 'visible'), load_image(ip, 'infrared')))
             except (ValueError, FileNotFoundError) as e:
+                if len(pairs) == 1:  # a single pair: an error with the reason, nothing claims to be written
+                    raise
                 bad.append(str(e))
                 print(f'warning: skipped {stem}: {e}', file=sys.stderr)
         if not loaded:
@@ -163,7 +165,9 @@ def run(args) -> int:
         try:
             fused = fuse([v for _, v, _ in loaded], [i for _, _, i in loaded], model=model,
                          batch_size=args.batch_size, tile=args.tile, overlap=args.overlap, amp=amp, ir_range=ir_range)
-        except ValueError as e:  # one bad pair in the chunk: fall back to pair by pair to name it
+        except ValueError:  # one bad pair in the chunk: fall back to pair by pair to name it
+            if len(pairs) == 1:
+                raise
             fused = []
             for stem, v, i in loaded:
                 try:
