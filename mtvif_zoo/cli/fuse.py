@@ -101,6 +101,9 @@ def _load_model(args):
     if args.weights:
         load_weights(model, args.weights, strict=False)
     device = torch.device(args.device) if args.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.type == 'cpu' and not getattr(args, 'no_tune_allocator', False):
+        from ..fusion import tune_cpu_allocator
+        tune_cpu_allocator()  # this process fuses many images: reuse large buffers (README "Performance")
     return model.to(device).eval()
 
 
@@ -226,5 +229,7 @@ def add_parser(sub) -> None:
     p.add_argument('--resize-ir', action='store_true', help='video: resize infrared frames to the visible '
                    'size (bilinear) instead of stopping on a size mismatch')
     p.add_argument('--codec', help='video output codec [libx264, crf 18]')
+    p.add_argument('--no-tune-allocator', action='store_true', help='CPU: leave glibc\'s allocator as it is '
+                   '(default: mtvif_zoo.fusion.tune_cpu_allocator(), as mtvif bench does)')
     p.add_argument('-q', '--quiet', action='store_true')
     p.set_defaults(func=run)
