@@ -3,16 +3,57 @@
 >>> import mtvif_zoo
 >>> model = mtvif_zoo.create_model('mtvif_iii')             # variant III, random init
 >>> fused = mtvif_zoo.fuse('vis.png', 'ir.png', model=model)  # PIL image out
+
+``import mtvif_zoo`` imports the library and registers the models with timm (so
+``timm.create_model('mtvif_ii')`` works afterwards). Only when the process was started as the
+command line (``mtvif ...`` or ``python -m mtvif_zoo``) is that deferred to the first use, so that
+``mtvif --help`` answers without importing torch; any attribute access loads everything.
 """
+import os
+import sys
+
 from .version import __version__
-from .models import MSRS_CLASSES, MultiTaskVIF, list_backbones, list_heads  # registers the models
-from ._factory import create_model, list_models
-from .fusion import DEFAULT_MODEL, fuse, segment
-from .profile import profile
-from .weights import WeightsMismatchError, load_weights, save_weights
-from .evaluate import EvaluationResult, evaluate
-from . import hub, metrics
 
 __all__ = ['__version__', 'create_model', 'list_models', 'list_backbones', 'list_heads', 'fuse', 'segment', 'profile',
            'save_weights', 'load_weights', 'WeightsMismatchError', 'MultiTaskVIF', 'MSRS_CLASSES',
            'DEFAULT_MODEL', 'evaluate', 'EvaluationResult', 'hub', 'metrics']
+
+_LOADED = False
+
+
+def _load_all() -> None:
+    """Import the library (torch, timm, the models and their timm registration); idempotent."""
+    global _LOADED
+    if _LOADED:
+        return
+    from .models import MSRS_CLASSES, MultiTaskVIF, list_backbones, list_heads  # registers the models
+    from ._factory import create_model, list_models
+    from .fusion import DEFAULT_MODEL, fuse, segment
+    from .profile import profile
+    from .weights import WeightsMismatchError, load_weights, save_weights
+    from .evaluate import EvaluationResult, evaluate
+    from . import hub, metrics
+    globals().update({k: v for k, v in locals().items() if k in __all__})
+    _LOADED = True
+
+
+def _started_as_cli() -> bool:
+    """The process is the ``mtvif`` console script or ``python -m mtvif_zoo[.cli]``."""
+    if sys.argv and os.path.basename(sys.argv[0]).lower() in ('mtvif', 'mtvif.exe', 'mtvif-script.py'):
+        return True
+    orig = list(getattr(sys, 'orig_argv', ()))
+    if '-m' in orig:
+        i = orig.index('-m')
+        return i + 1 < len(orig) and orig[i + 1] in ('mtvif_zoo', 'mtvif_zoo.cli')
+    return False
+
+
+def __getattr__(name: str):
+    if name in __all__ and not _LOADED:
+        _load_all()
+        return globals()[name]
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+if not _started_as_cli():
+    _load_all()

@@ -5,6 +5,7 @@ Every model is registered with timm (``@register_model``), so after ``import mtv
 add what a zoo user expects: unknown names raise a ``ValueError`` listing the valid ones, and
 ``list_models`` only lists this zoo's models.
 """
+import difflib
 import fnmatch
 from typing import List, Union, Iterable
 
@@ -25,6 +26,16 @@ def list_models(filter: Union[str, Iterable[str]] = '', pretrained: bool = False
     return timm.list_models(filter, module=MODULE_NAME, pretrained=pretrained, **kwargs)
 
 
+def _did_you_mean(arch: str) -> List[str]:
+    """Close names for a mistyped architecture: case / '-' vs '_' first (``MTVIF-IV`` -> ``mtvif_iv``),
+    then substrings and spelling neighbours."""
+    norm = arch.strip().lower().replace('-', '_').replace(' ', '_')
+    if norm in VARIANTS:
+        return [norm]
+    matches = [n for n in VARIANTS if norm and fnmatch.fnmatch(n, f'*{norm}*')]
+    return matches + [n for n in difflib.get_close_matches(norm, list(VARIANTS), n=3, cutoff=0.6) if n not in matches]
+
+
 def create_model(model_name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build a zoo model by name, e.g. ``create_model('mtvif_iv', head='mth_nohia', in_chans=1)``.
 
@@ -40,8 +51,8 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs) -> nn.Modu
     if ':' not in model_name:
         arch, tag = split_model_name_tag(model_name)
         if arch not in VARIANTS:
-            matches = [n for n in VARIANTS if fnmatch.fnmatch(n, f'*{arch}*')]
-            hint = f' (did you mean {", ".join(matches)}?)' if matches else ''
+            matches = _did_you_mean(arch)
+            hint = f' (did you mean {" or ".join(repr(n + model_name[len(arch):]) for n in matches)}?)' if matches else ''
             raise ValueError(f'unknown model {model_name!r}{hint}; valid models: {", ".join(sorted(VARIANTS))}')
         if tag and model_name not in get_arch_pretrained_cfgs(arch):
             tags = [n for n in timm.list_models(arch, module=MODULE_NAME, pretrained=True) if '.' in n]

@@ -54,10 +54,7 @@ from .color import rgb_to_gray, rgb_to_ycbcr, ycbcr_to_rgb
 
 __all__ = ['fuse', 'segment', 'load_image', 'to_tensor_image', 'check_fuse_args', 'DEFAULT_MODEL', 'tune_cpu_allocator']
 
-#: model used by ``fuse()`` / ``mtvif fuse`` when none is given: the best published weight on the
-#: msrs_test20 comparison (README "Results": beats the pixel average on 6 of the paper's 7 metrics),
-#: named with its tag so that publishing another mtvif_iv weight does not change the default silently
-DEFAULT_MODEL = 'mtvif_iv.mfnet220'
+from ._defaults import DEFAULT_MODEL  # noqa: E402  (defined beside the CLI's other torch-free constants)
 
 Range = Union[str, Tuple[float, float]]
 
@@ -137,7 +134,10 @@ def to_tensor_image(img: Any, role: str = 'image', rng: Range = 'full') -> Tuple
         if layout is None:
             raise ValueError(f'{role} array must be HxW, HxWxC or BxHxWxC, got shape {img.shape}')
         _check_array_dtype(img.dtype, role)
-        t = torch.from_numpy(np.ascontiguousarray(img))
+        arr = np.ascontiguousarray(img)
+        if not arr.flags.writeable:  # np.asarray(PIL image) is read-only: torch would warn on from_numpy
+            arr = arr.copy()
+        t = torch.from_numpy(arr)
         if img.ndim == 2:
             t = t[None, None]
         elif img.ndim == 3:

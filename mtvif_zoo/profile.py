@@ -8,6 +8,10 @@
 * peak training memory of one sample (forward + backward): on CUDA ``max_memory_allocated``; on
   CPU the bytes of parameters + gradients + the tensors autograd saves for backward (counted once
   per storage through ``saved_tensors_hooks``), which is what dominates a training step's peak.
+  Table 7's memory column is a GPU figure whose method the paper does not state (tool, what is
+  included); the CPU count is a different quantity (every fp32 tensor autograd keeps for backward,
+  nothing freed or recomputed by a GPU kernel): compare models with each other on it, not with
+  Table 7. ``--device cuda`` measures ``max_memory_allocated``.
 """
 import copy
 from dataclasses import dataclass, field
@@ -55,8 +59,14 @@ class ProfileResult:
         lines = [f'{self.name} @ {h}x{w}, batch 1',
                  f'  params      {self.params / 1e6:8.3f} M' + self._vs(0, self.params, 1e6, 'M'),
                  f'  MACs        {self.macs / 1e9:8.2f} G' + self._vs(1, self.macs, 1e9, 'G'),
-                 f'  train mem   {mem}' + (f'   (Table 7: {self.table7[2]:.2f} MB)' if self.table7 else ''),
+                 f'  train mem   {mem}' + (f'   (Table 7: {self.table7[2]:.2f} MB, on a GPU)' if self.table7 else ''),
                  '  params by module: ' + ', '.join(f'{k} {v / 1e6:.3f} M' for k, v in self.by_module.items())]
+        if self.train_memory_mb is not None and not self.memory_method.startswith('cuda'):
+            lines.append(f'  train mem is measured on the CPU: one training forward + backward at batch 1, {h}x{w}, '
+                         'fp32; the bytes of every tensor autograd saves for backward + parameters + gradients.')
+            if self.table7:
+                lines.append('  Table 7 is a GPU figure whose method the paper does not state; the CPU count is a '
+                             'different quantity: compare models with each other, or run --device cuda.')
         return '\n'.join(lines)
 
     def _vs(self, i: int, value: float, unit: float, suffix: str) -> str:

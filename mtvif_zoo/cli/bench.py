@@ -15,7 +15,7 @@ __all__ = ['add_parser']
 
 
 def _models(spec: str):
-    from ..models.multitaskvif import VARIANTS
+    from .._defaults import ARCHITECTURES as VARIANTS
     names = list(VARIANTS) if spec == 'all' else [s.strip() for s in spec.split(',') if s.strip()]
     bad = [n for n in names if n not in VARIANTS]
     if bad:

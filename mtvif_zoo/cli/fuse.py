@@ -3,6 +3,8 @@
     mtvif fuse examples/vi/00036N.png examples/ir/00036N.png -o fused.png --preview preview.png
     mtvif fuse data/vi data/ir -o out/ --preview out/preview --batch-size 4
     mtvif fuse 'data/vi/*N.png' data/ir -o out/ --tile 512
+    mtvif fuse vis.mp4 ir.mp4 -o fused.mp4                 # video (PyAV): mtvif_zoo.video.fuse_video
+    mtvif fuse vis_frames/ ir_frames/ -o fused.mp4 --fps 30  # frame folders (name order) -> video
 
 Outputs are 8-bit PNG (or the suffix given for a single pair); 16-bit inputs are handled as in
 :func:`mtvif_zoo.fuse` (``--ir-range``). ``--preview`` writes visible | infrared | fused |
@@ -108,6 +110,9 @@ def _load_model(args):
     if args.weights:
         model = _load_user_weights(model, args.weights, load_weights)
     device = torch.device(args.device) if args.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.type == 'cpu' and not getattr(args, 'no_tune_allocator', False):
+        from ..fusion import tune_cpu_allocator
+        tune_cpu_allocator()  # this process fuses many images: reuse large buffers (README "Performance")
     return model.to(device).eval()
 
 
@@ -226,9 +231,33 @@ def _save_atomic(img, dst: Path) -> None:
         except FileNotFoundError:
             pass
         raise
+def _run_video(args) -> int:
+    from ..fusion import check_fuse_args
+    from ..video import fuse_video
+    check_fuse_args(args.batch_size, args.tile, args.overlap)
+    out = Path(args.output)
+    real = _real(out)
+    for src in (args.vis, args.ir):
+        if real == _real(Path(src)) or (out.suffix == '' and real == _real(Path(src)).parent):
+            raise OutputError(f'output {str(out)!r} is the input {str(src)!r} (or its folder); refusing to overwrite it')
+    if (out.is_file() or (out.is_dir() and any(out.iterdir()))) and not args.overwrite:
+        raise OutputError(f'{str(out)!r} already exists; pass --overwrite to replace it')
+    model = _load_model(args)
+    amp = {'auto': None, 'on': True, 'off': False}[args.amp]
+    ir_range = tuple(args.ir_range) if args.ir_range else 'minmax'
+    info = fuse_video(args.vis, args.ir, args.output, model=model, batch_size=args.batch_size, fps=args.fps,
+                      resize_ir=args.resize_ir, codec=args.codec, progress=not args.quiet, tile=args.tile,
+                      overlap=args.overlap, amp=amp, ir_range=ir_range)
+    if not args.quiet:
+        print(f'fused {info["frames"]} frame(s) with {args.model} -> {info["output"]} '
+              f'({info["size"][0]}x{info["size"][1]}, {info["fps"]:g} fps)')
+    return 0
 
 
 def run(args) -> int:
+    from ..video import is_video
+    if is_video(args.vis) or is_video(args.ir) or is_video(args.output):
+        return _run_video(args)
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -264,6 +293,8 @@ def run(args) -> int:
     bad = []
 
     def skip(stem, e):
+        if len(pairs) == 1:  # a single pair: an error with the reason, nothing claims to be written
+            raise e
         msg = f'{type(e).__name__}: {e}' if not isinstance(e, ValueError) else str(e)
         bad.append(f'{stem}: {msg}')
         print(f'warning: skipped {stem}: {msg}', file=sys.stderr)
@@ -322,11 +353,15 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from ..fusion import DEFAULT_MODEL
-    p = sub.add_parser('fuse', help='fuse visible + infrared images (a pair, two folders, or a glob)')
-    p.add_argument('vis', help='visible image, folder, or quoted glob')
-    p.add_argument('ir', help='infrared image or folder (partners matched by file stem)')
-    p.add_argument('-o', '--output', default='fused', help='output file (single pair) or folder [fused/]')
+    from .._defaults import DEFAULT_MODEL
+    p = sub.add_parser('fuse', help='fuse visible + infrared images (a pair, two folders, a glob, or videos)',
+                       description='Fuse a pair of images, two folders matched by file stem, a glob, or two '
+                                   'videos / frame streams (a video file or frame folder in, a video file or '
+                                   'frame folder out; frames are paired in order and fused in batches).')
+    p.add_argument('vis', help='visible image, folder, quoted glob, or video file')
+    p.add_argument('ir', help='infrared image, folder (partners matched by file stem), or video file')
+    p.add_argument('-o', '--output', default='fused', help='output file (single pair), folder [fused/], or '
+                   'video file (.mp4, .mkv, ...: the frames of two videos / frame folders)')
     p.add_argument('--model', default=DEFAULT_MODEL, help=f'model name or arch.tag [{DEFAULT_MODEL}]')
     p.add_argument('--weights', help='a .safetensors file to load instead of the published weights')
     p.add_argument('--random-init', action='store_true', help='no weights at all (for testing the pipeline)')
@@ -343,5 +378,12 @@ def add_parser(sub) -> None:
     p.add_argument('--overwrite', action='store_true',
                    help='replace existing output files (default: an existing file is an error for one pair and '
                         'is skipped in folder mode; inputs are never overwritten)')
+    p.add_argument('--fps', type=float, help='video output from a visible frame folder: frame rate [25] '
+                   '(a visible video keeps its own rate)')
+    p.add_argument('--resize-ir', action='store_true', help='video: resize infrared frames to the visible '
+                   'size (bilinear) instead of stopping on a size mismatch')
+    p.add_argument('--codec', help='video output codec [libx264, crf 18]')
+    p.add_argument('--no-tune-allocator', action='store_true', help='CPU: leave glibc\'s allocator as it is '
+                   '(default: mtvif_zoo.fusion.tune_cpu_allocator(), as mtvif bench does)')
     p.add_argument('-q', '--quiet', action='store_true')
     p.set_defaults(func=run)

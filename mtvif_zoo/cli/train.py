@@ -4,6 +4,7 @@
     mtvif train --model mtvif_iii --data ../shared/data/mfnet220 --out runs/iii --resume
     torchrun --nproc_per_node 2 -m mtvif_zoo.train --model mtvif_iii --data DIR --out DIR
     mtvif export --checkpoint runs/iii/best --out exported/mtvif_iii.mfnet220
+    mtvif export --model mtvif_iv.mfnet220 --onnx mtvif_iv.onnx      # ONNX graph, dynamic batch/H/W
 """
 import argparse
 import json
@@ -53,7 +54,54 @@ def _train(args) -> int:
     return 0
 
 
+def _export_onnx(args) -> int:
+    import time
+
+    import numpy as np
+    import torch
+
+    from ..deploy import FusionGraph, export_onnx, onnx_session
+    from ..fusion import _resolve_model
+    from ..weights import load_weights
+    if args.weights or args.no_pretrained:
+        from .._factory import create_model
+        model = create_model(args.model, pretrained=False)
+        model = model.fusion_only() if model.has_segmentation else model
+        if args.weights:
+            load_weights(model, args.weights)
+    else:
+        model = _resolve_model(args.model)
+    graph = FusionGraph(model)
+    t0 = time.perf_counter()
+    path = export_onnx(graph, args.onnx, opset=args.opset)
+    print(f'wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, {time.perf_counter() - t0:.0f} s): '
+          f'inputs vis B x {graph.in_chans} x H x W, ir B x 1 x H x W (float32 in [0, 1], H, W >= {graph.min_size}), '
+          f'output fused B x {graph.in_chans} x H x W')
+    if args.check:
+        g = torch.Generator().manual_seed(0)
+        vis, ir = torch.rand(1, graph.in_chans, 67, 93, generator=g), torch.rand(1, 1, 67, 93, generator=g)
+        with torch.no_grad():
+            ref = graph(vis, ir).numpy()
+        out = onnx_session(path).run(['fused'], {'vis': vis.numpy(), 'ir': ir.numpy()})[0]
+        diff = float(np.abs(out - ref).max())
+        print(f'onnxruntime check (CPU, 1x{graph.in_chans}x67x93 random): max |onnx - eager| = {diff:.2e}')
+        if not diff <= 1e-4:
+            print(f'mtvif export: error: onnxruntime output differs from eager by {diff:.2e} (> 1e-4)', file=sys.stderr)
+            return 1
+    return 0
+
+
 def _export(args) -> int:
+    if args.onnx or args.model:
+        if not (args.onnx and args.model) or args.checkpoint or args.out:
+            print('mtvif export: error: ONNX export takes --model NAME[.tag] and --onnx FILE (and no '
+                  '--checkpoint / --out)', file=sys.stderr)
+            return 2
+        return _export_onnx(args)
+    if not (args.checkpoint and args.out):
+        print('mtvif export: error: give --checkpoint DIR --out DIR (weights) or --model NAME --onnx FILE (ONNX)',
+              file=sys.stderr)
+        return 2
     from ..train import export_checkpoint
     out = export_checkpoint(args.checkpoint, args.out, name=args.name)
     print(f'wrote fusion-only weights to {out}')
@@ -110,10 +158,21 @@ def add_parser(sub) -> None:
     p.add_argument('--json', action='store_true', help='print the summary as JSON at the end')
     p.set_defaults(func=_train)
 
-    e = sub.add_parser('export', help='export a training checkpoint as fusion-only weights',
-                       description='Write model.safetensors (segmentation classifier dropped), config.json and '
-                                   'README.md from a checkpoint folder (e.g. RUN/best).')
-    e.add_argument('--checkpoint', required=True, help='checkpoint folder (RUN/best or RUN/last)')
-    e.add_argument('--out', required=True, help='output folder')
+    e = sub.add_parser('export', help='export a checkpoint as fusion-only weights, or a model as ONNX',
+                       description='Either write model.safetensors (segmentation classifier dropped), config.json '
+                                   'and README.md from a checkpoint folder (--checkpoint RUN/best --out DIR), or '
+                                   'write the fusion-only eval graph of a model as ONNX with dynamic batch / '
+                                   'height / width (--model NAME[.tag] --onnx FILE; needs the onnx extra) and '
+                                   'check it with onnxruntime.')
+    e.add_argument('--checkpoint', help='checkpoint folder (RUN/best or RUN/last)')
+    e.add_argument('--out', help='output folder for the weights')
     e.add_argument('--name', help='name in the README (default: the output folder name)')
+    e.add_argument('--model', help='ONNX: model name with its published weights, e.g. mtvif_iv.mfnet220')
+    e.add_argument('--onnx', metavar='FILE', help='ONNX: output file (one file, weights inside)')
+    e.add_argument('--weights', metavar='FILE', help='ONNX: fusion-only .safetensors to load instead of the '
+                   'published weights (e.g. an exported training run)')
+    e.add_argument('--no-pretrained', action='store_true', help='ONNX: random init (no weights needed)')
+    e.add_argument('--opset', type=int, default=18, help='ONNX opset (18)')
+    e.add_argument('--check', action=argparse.BooleanOptionalAction, default=True,
+                   help='compare onnxruntime with eager PyTorch on a random input after writing (default on)')
     e.set_defaults(func=_export)

@@ -64,7 +64,7 @@ def test_every_backbone_with_every_head(backbone, head, in_chans):
 def test_unknown_model_lists_choices():
     with pytest.raises(ValueError, match=r"unknown model 'mtvif_v'.*valid models: emma_ufuser, mtvif_i, mtvif_ii"):
         create_model('mtvif_v')
-    with pytest.raises(ValueError, match='did you mean seafusion'):
+    with pytest.raises(ValueError, match="did you mean 'seafusion'"):
         create_model('seafus')
 
 

@@ -17,6 +17,13 @@ Two levels, both on by default, both off under :func:`plain_path` or ``set_fast_
 Level 1 is off while a ``TorchDispatchMode`` such as ``FlopCounterMode`` is active (MACs are
 always counted on the plain path); level 2 also needs oneDNN enabled
 (``torch.backends.mkldnn``), no CPU autocast and no ``torch.compile`` trace.
+
+**Export switch** (like timm's ``fused_attn``): while a graph is captured for deployment --
+``torch.export`` / ``torch.onnx.export(dynamo=True)`` (``torch.compiler.is_exporting()``),
+``torch.jit.trace`` / ``torch.jit.script``, or inside :func:`export_mode` (which
+:mod:`mtvif_zoo.deploy` enters) -- :func:`exporting` is true: level 2 is off (no private
+``torch.ops.mkldnn`` op reaches the graph) and Swin's window attention takes its plain path (the
+cached window layouts are per concrete size, a graph with dynamic height / width cannot hold them).
 """
 import contextlib
 from typing import Iterator, Optional, Sequence
@@ -25,10 +32,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['fast_enabled', 'use_fast', 'to_channels_last', 'set_fast_path', 'plain_path', 'fast_path_available',
+__all__ = ['fast_enabled', 'use_fast', 'exporting', 'export_mode', 'to_channels_last', 'set_fast_path', 'plain_path', 'fast_path_available',
            'conv_act', 'conv_add', 'linear_act', 'fconv', 'pointwise', 'conv_bn_weights']
 
 _ENABLED = True
+_EXPORT_MODE = 0  # depth of nested export_mode() blocks
 
 
 def fast_path_available() -> bool:
@@ -51,6 +59,30 @@ def _compiling() -> bool:
         return False
 
 
+def exporting() -> bool:
+    """A graph is being captured for export or tracing (see the module docstring): the private
+    oneDNN kernels and the per-size caches are off."""
+    if _EXPORT_MODE:
+        return True
+    is_exporting = getattr(torch.compiler, 'is_exporting', None)
+    if is_exporting is not None and is_exporting():
+        return True
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+@contextlib.contextmanager
+def export_mode() -> Iterator[None]:
+    """Within the block, :func:`exporting` is true: the models run their exportable path (no
+    ``torch.ops.mkldnn`` calls, Swin's plain window attention). Same function as eager up to fp32
+    rounding (``tests/models/test_export.py``)."""
+    global _EXPORT_MODE
+    _EXPORT_MODE += 1
+    try:
+        yield
+    finally:
+        _EXPORT_MODE -= 1
+
+
 def fast_enabled(owner: Optional[nn.Module] = None) -> bool:
     """Level 1, the fast formulation: global switch on, ``owner.fast_path`` true, no dispatch mode
     (``FlopCounterMode``, fake tensors) outside a ``torch.compile`` trace."""
@@ -61,7 +93,7 @@ def fast_enabled(owner: Optional[nn.Module] = None) -> bool:
 
 def use_fast(x: torch.Tensor, owner: Optional[nn.Module] = None) -> bool:
     """Level 2, the inference kernels, may run on ``x`` for module ``owner`` (see module docstring)."""
-    if _compiling():  # inductor does its own fusions (and the checks below would break the graph)
+    if _compiling() or exporting():  # inductor does its own fusions; export wants public ops only
         return False
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and not (owner is not None and owner.training) and fast_enabled(owner)

@@ -99,7 +99,7 @@ again for ``mtvif_i`` at 480x640 with 2 threads: 7.59 vs 7.88 s, median of 3 int
 The loop is over chunks of many windows (19 at 480x640), never over single windows or pixels. Backbone and decoder keep their
 feature maps channels_last, so the token views of the stem / output convs are free.
 
-``fused_attn = False`` on a block (or :func:`set_fused_attn`) selects the plain path: the
+``fused_attn = False`` on a block (or :func:`set_fused_attn`), or :func:`._fast.exporting`, selects the plain path: the
 original's roll / window partition / ``softmax(q k^T * scale + bias + mask)`` with the mask built
 by the original's ``calculate_mask`` algorithm at every call -- the reference for parity tests.
 
@@ -142,7 +142,7 @@ from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index
 
 from . import register_backbone
-from ._fast import conv_act, linear_act, to_channels_last, use_fast
+from ._fast import conv_act, exporting, linear_act, to_channels_last, use_fast
 
 __all__ = [
     'SwinFusionBackbone', 'SwinFusionDecoder', 'SwinTransformerBlock', 'CrossSwinTransformerBlock',
@@ -567,7 +567,7 @@ class SwinTransformerBlock(_WindowBlockBase):
         B, L, C = x.shape
         shortcut = x
         x = self.norm1(x)
-        if self.fused_attn:
+        if self.fused_attn and not exporting():  # export: plain path (layouts are per concrete size)
             lay = self._layout(H, W, B, x.device)
             xw = _permute_rows(x.reshape(B * L, C), lay.fwd, lay.inv)
             x = _permute_rows(self.attn.forward_fused(xw, lay, B), lay.inv, lay.fwd).view(B, L, C)
@@ -619,7 +619,7 @@ class CrossSwinTransformerBlock(_WindowBlockBase):
         shortcut_A, shortcut_B = x, y
         x = self.norm1_A(x)
         y = self.norm1_B(y)
-        if self.fused_attn:
+        if self.fused_attn and not exporting():  # export: plain path (layouts are per concrete size)
             lay = self._layout(H, W, B, x.device)
             xw = _permute_rows(x.reshape(B * L, C), lay.fwd, lay.inv)
             yw = _permute_rows(y.reshape(B * L, C), lay.fwd, lay.inv)

@@ -1,0 +1,6 @@
+"""``python -m mtvif_zoo ...`` == ``mtvif ...``."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
