@@ -150,20 +150,32 @@ def test_bf16_weights_converted_once(monkeypatch):
     assert w4 is conv.weight and b4 is conv.bias
 
 
-@pytest.mark.skipif(not bf16_kernels_available(), reason='this CPU has no oneDNN bf16 kernels '
-                    '(needs AVX512-BW/VL/DQ, AMX or AVX-NE-CONVERT)')
-@pytest.mark.parametrize('name', sorted(VARIANTS))
-def test_onednn_bf16_kernels_match_reference_bf16(name):
-    """Where oneDNN has bf16 kernels, fuse(amp=True) runs them (bf16 mkldnn convolutions / matmuls
-    in the profile) and gives the image of the reference bf16 path (level 1 under autocast)."""
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in _SWIN else n
+                                  for n in sorted(VARIANTS)])
+def test_bf16_kernels_match_reference_bf16(name):
+    """fuse(amp=True) runs the level-2 bf16 path -- oneDNN's bf16 kernels where the CPU has them,
+    elsewhere their arithmetic emulated on the fp32 kernels (``emulate_bf16_kernels``) -- with bf16
+    activations from layer to layer, and gives the image of the reference bf16 path (no oneDNN:
+    every op under autocast) within 2/255 max and 0.2/255 mean (two bf16 roundings of a deep net:
+    the random-init swinfusion, whose residual stream runs through 4 Swin stages without a final
+    sigmoid, differs by ~0.6/255 max, 0.1/255 mean; the others by < 0.2/255 max)."""
     from torch.profiler import ProfilerActivity, profile
+
+    from mtvif_zoo.models.backbones._fast import emulate_bf16_kernels
+    from mtvif_zoo.models.heads.mth import ConvLReLU
     torch.manual_seed(0)
     m = create_model(name).eval()
-    vis, ir = _rand(h=32, w=40)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    vis, ir = _rand(h=24, w=32)
+    dtypes = []
+    hooks = [mod.register_forward_hook(lambda mod, args, out: dtypes.append(out.dtype))
+             for mod in m.modules() if isinstance(mod, ConvLReLU)]
+    with emulate_bf16_kernels(), profile(activities=[ProfilerActivity.CPU]) as prof:
         fast = fuse(vis, ir, model=m, amp=True)
-    names = {e.name for e in prof.events()}
-    assert names & {'mkldnn::_convolution_pointwise', 'mkldnn::_linear_pointwise'}
+    for h in hooks:
+        h.remove()
+    assert {e.name for e in prof.events()} & {'mkldnn::_convolution_pointwise', 'mkldnn::_linear_pointwise'}
+    assert set(dtypes) <= {torch.bfloat16}  # the MTH's conv layers hand bf16 maps on
     with torch.backends.mkldnn.flags(enabled=False):
         ref = fuse(vis, ir, model=m, amp=True)
-    assert (fast - ref).abs().max().item() <= 4 / 255
+    d = (fast - ref).abs()
+    assert d.max().item() <= 2 / 255 and d.mean().item() <= 0.2 / 255

@@ -3,9 +3,12 @@
     python tools/bf16_quality.py --models mtvif_iv,mtvif_iii,mtvif_ii,seafusion,mtvif_i \
         --data ../shared/data/msrs_test20 --json results/bf16/quality_msrs_test20.json
 
-For every model and pair: ``fuse(amp=False)`` (fp32) and ``fuse(amp=True)`` (bf16 on the CPU:
-oneDNN's bf16 kernels where the CPU has them, PyTorch's reference bf16 kernels elsewhere -- the
-JSON records which), the published weights, batch 1. Reported per model:
+For every model and pair: ``fuse(amp=False)`` (fp32) and ``fuse(amp=True)`` (bf16 on the CPU), the
+published weights, batch 1. Where the CPU has oneDNN bf16 kernels they run; elsewhere their
+arithmetic is emulated on the fp32 kernels (``mtvif_zoo.models.backbones._fast.emulate_bf16_kernels``:
+operands and outputs of every kernel rounded to bf16, fp32 accumulation; ~1.5x the fp32 time), or
+with ``--reference`` PyTorch's reference bf16 kernels run (what ``fuse(amp=True)`` itself does
+there; ~10x the fp32 time). The JSON records which. Reported per model:
 
 * the float fused images ([0, 1], before 8-bit rounding): mean and max absolute difference, in
   units of 1/255;
@@ -39,12 +42,14 @@ def _pairs(data: Path):
     return [(s, vis[s], ir[s]) for s in sorted(vis) if s in ir]
 
 
-def compare(name: str, pairs, log=print):
+def compare(name: str, pairs, log=print, reference: bool = False):
     """fp32 vs bf16 fused images and metrics of one published model on ``pairs``."""
     import mtvif_zoo
     from mtvif_zoo.evaluate import evaluate
     from mtvif_zoo.fusion import _fuse_tensors, _ir_to_grey, to_tensor_image
-    from mtvif_zoo.models.backbones._fast import bf16_kernels_available
+    from mtvif_zoo.models.backbones._fast import bf16_kernels_available, emulate_bf16_kernels
+    import contextlib
+    emulate = not bf16_kernels_available() and not reference
 
     model = mtvif_zoo.create_model(name, pretrained=True).eval()
     diffs_f, diffs_u8, t32, t16 = [], [], 0.0, 0.0
@@ -60,7 +65,8 @@ def compare(name: str, pairs, log=print):
             with torch.inference_mode():
                 for key, amp in (('fp32', False), ('bf16', True)):
                     t0 = time.perf_counter()
-                    res[key] = _fuse_tensors(model, v, i, torch.device('cpu'), None, 32, amp, None)
+                    with emulate_bf16_kernels() if (amp and emulate) else contextlib.nullcontext():
+                        res[key] = _fuse_tensors(model, v, i, torch.device('cpu'), None, 32, amp, None)
                     dt = time.perf_counter() - t0
                     t32, t16 = (t32 + dt, t16) if key == 'fp32' else (t32, t16 + dt)
             d = (res['bf16'] - res['fp32']).abs() * 255
@@ -83,7 +89,9 @@ def compare(name: str, pairs, log=print):
     rel = {k: abs(m16[k] - m32[k]) / max(abs(m32[k]), 1e-12) for k in PAPER_METRICS}
     row = {
         'model': name, 'pairs': len(pairs),
-        'bf16_kernels': 'oneDNN bf16' if bf16_kernels_available() else 'PyTorch reference bf16 (no oneDNN bf16 on this CPU)',
+        'bf16_kernels': ('oneDNN bf16' if bf16_kernels_available() else
+                         'oneDNN bf16 emulated on fp32 kernels (bf16-rounded operands and outputs; no oneDNN bf16 on '
+                         'this CPU)' if emulate else 'PyTorch reference bf16 (no oneDNN bf16 on this CPU)'),
         'float_mean_abs_255': float(np.mean([a for a, _ in diffs_f])),
         'float_max_abs_255': float(max(b for _, b in diffs_f)),
         'u8_mean_abs': float(np.mean([a for a, _ in diffs_u8])),
@@ -106,6 +114,8 @@ def main(argv=None) -> int:
     ap.add_argument('--data', default='../shared/data/msrs_test20')
     ap.add_argument('--limit', type=int, help='only the first N pairs')
     ap.add_argument('--json', help='write the report here (rewritten after each model)')
+    ap.add_argument('--reference', action='store_true',
+                    help="without oneDNN bf16 kernels: PyTorch's reference bf16 kernels instead of the emulation")
     args = ap.parse_args(argv)
     from mtvif_zoo.bench import environment
     data = Path(args.data)
@@ -116,7 +126,7 @@ def main(argv=None) -> int:
     report = {'command': 'python tools/bf16_quality.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
               'env': environment(), 'data': str(data), 'bar': BAR, 'rows': []}
     for name in [m.strip() for m in args.models.split(',') if m.strip()]:
-        row = compare(name, pairs, log=lambda s: print(s, file=sys.stderr, flush=True))
+        row = compare(name, pairs, log=lambda s: print(s, file=sys.stderr, flush=True), reference=args.reference)
         report['rows'].append(row)
         rel = ', '.join(f'{k} {100 * v:.3f} %' for k, v in row['metrics_rel_diff'].items())
         print(f'{name}: float |diff| mean {row["float_mean_abs_255"]:.3f} / max {row["float_max_abs_255"]:.3f} (/255), '

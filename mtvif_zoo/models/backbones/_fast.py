@@ -44,7 +44,7 @@ import torch.nn.functional as F
 __all__ = ['fast_enabled', 'use_fast', 'to_channels_last', 'set_fast_path', 'plain_path', 'fast_path_available',
            'conv_act', 'conv_add', 'linear_act', 'fconv', 'pointwise', 'conv_bn_weights', 'cpu_has_bf16_units',
            'bf16_kernels_available', 'kernel_dtype', 'kernel_weight', 'output_conv', 'linear_add', 'layer_norm',
-           'packed', 'conv_bn_kernel_weights']
+           'packed', 'conv_bn_kernel_weights', 'emulate_bf16_kernels']
 
 _ENABLED = True
 
@@ -122,13 +122,40 @@ def _bf16_flags_present() -> bool:
     return any(f in _cpu_flags() for f in _BF16_FLAGS)
 
 
+_EMULATE_BF16 = False
+
+
+@contextlib.contextmanager
+def emulate_bf16_kernels() -> Iterator[None]:
+    """Within the block, on a CPU without oneDNN bf16 kernels, the level-2 bf16 path runs with its
+    arithmetic emulated on the fp32 kernels: every kernel's operands (activations, weights, biases)
+    rounded to bf16, fp32 accumulation and post-ops, the output rounded to bf16 -- what oneDNN's
+    bf16 kernels compute, up to summation order. A measurement and test tool (``tools/bf16_quality.py``,
+    ``tests/test_bf16.py``): it runs the bf16 path's code and numerics at about fp32 speed where the
+    real bf16 path would take PyTorch's slow reference kernels. No effect where the CPU has the
+    kernels (the real ones run) or outside CPU bf16 autocast."""
+    global _EMULATE_BF16
+    old, _EMULATE_BF16 = _EMULATE_BF16, True
+    try:
+        yield
+    finally:
+        _EMULATE_BF16 = old
+
+
+def _emulating() -> bool:
+    """The bf16 kernels are being emulated now (see :func:`emulate_bf16_kernels`)."""
+    return (_EMULATE_BF16 and torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16
+            and not bf16_kernels_available())
+
+
 def kernel_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
-    """The dtype the level-2 kernels run ``x`` in: fp32 for an fp32 tensor without CPU autocast,
-    bf16 under CPU bf16 autocast where oneDNN has bf16 kernels, otherwise None (no kernels)."""
+    """The dtype the level-2 kernels take and give for ``x``: fp32 for an fp32 tensor without CPU
+    autocast, bf16 under CPU bf16 autocast where oneDNN has bf16 kernels (or they are emulated,
+    :func:`emulate_bf16_kernels`), otherwise None (no kernels)."""
     if not torch.is_autocast_enabled('cpu'):
         return torch.float32 if x.dtype == torch.float32 else None
     if (torch.get_autocast_dtype('cpu') == torch.bfloat16 and x.dtype in (torch.float32, torch.bfloat16)
-            and bf16_kernels_available()):
+            and (bf16_kernels_available() or _EMULATE_BF16)):
         return torch.bfloat16
     return None
 
@@ -184,22 +211,33 @@ def kernel_weight(module: nn.Module, x: torch.Tensor, weight: Optional[torch.Ten
     w = module.weight if weight is None else weight
     b = module.bias if weight is None else bias
     dt = kernel_dtype(x)
-    if dt is None or dt == w.dtype:
+    emulate = dt == torch.bfloat16 and _emulating()
+    if dt is None or (dt == w.dtype and not emulate):
         return w, b
 
     def convert(t):
         if t is None:
             return None
         t = t.detach().to(dt)
+        if emulate:  # bf16 values in fp32 tensors for the fp32 kernels
+            t = t.float()
         return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t.contiguous()
-    return (packed(module, f'{key}:{dt}', (w,), lambda: convert(w)),
-            packed(module, f'{key}.bias:{dt}', (w, b), lambda: convert(b)))
+    tag = f'{key}:{dt}' + (':emulated' if emulate else '')
+    return (packed(module, tag, (w,), lambda: convert(w)),
+            packed(module, f'{tag}.bias', (w, b), lambda: convert(b)))
 
 
 def _kx(x: torch.Tensor) -> torch.Tensor:
     """``x`` in the kernels' dtype (a no-op for fp32 and for bf16 activations under bf16)."""
     dt = kernel_dtype(x)
+    if dt == torch.bfloat16 and _emulating():  # bf16 values, fp32 dtype (emulated bf16 kernels)
+        return x.float() if x.dtype == torch.bfloat16 else x.to(torch.bfloat16).float()
     return x if dt is None or x.dtype == dt else x.to(dt)
+
+
+def _ky(y: torch.Tensor) -> torch.Tensor:
+    """A kernel's output: rounded to bf16 when bf16 kernels are emulated, otherwise as it is."""
+    return y.to(torch.bfloat16) if y.dtype == torch.float32 and _emulating() else y
 
 
 def to_channels_last(x: torch.Tensor, owner: Optional[nn.Module] = None) -> torch.Tensor:
@@ -249,6 +287,8 @@ def _onednn_runs(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     bitwise equal to the module's own conv."""
     if x.dtype == torch.bfloat16:
         return bf16_kernels_available()
+    if _emulating():  # emulated bf16 kernels: always oneDNN (fp32), like the real bf16 path
+        return True
     kh, kw = conv.weight.shape[-2:]
     one_by_one = kh == 1 and kw == 1
     strided = any(s != 1 for s in _pair(conv.stride))
@@ -274,8 +314,8 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str = 'none', scalars: Seque
     x, padding, stride, dilation = _conv_args(conv, _kx(x))
     if not _onednn_runs(conv, x):  # PyTorch's native conv, then the activation in place
         return _ACTS[act](F.conv2d(x, w, b, stride, padding, dilation, conv.groups), scalars)
-    return torch.ops.mkldnn._convolution_pointwise(
-        x, w, b, padding, stride, dilation, conv.groups, act, list(scalars), 'none' if act == 'gelu' else '')
+    return _ky(torch.ops.mkldnn._convolution_pointwise(
+        x, w, b, padding, stride, dilation, conv.groups, act, list(scalars), 'none' if act == 'gelu' else ''))
 
 
 def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, relu: bool = False) -> torch.Tensor:
@@ -288,9 +328,9 @@ def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, relu: bool =
     if not _onednn_runs(conv, x):
         y = F.conv2d(x, w, b, stride, padding, dilation, conv.groups).add_(other)
         return F.relu_(y) if relu else y
-    return torch.ops.mkldnn._convolution_pointwise.binary(
+    return _ky(torch.ops.mkldnn._convolution_pointwise.binary(
         x, other, w, b, padding, stride, dilation, conv.groups, 'add', None,
-        'relu' if relu else None, [], None)
+        'relu' if relu else None, [], None))
 
 
 def linear_act(linear: nn.Linear, x: torch.Tensor, act: str = 'none') -> torch.Tensor:
@@ -298,15 +338,15 @@ def linear_act(linear: nn.Linear, x: torch.Tensor, act: str = 'none') -> torch.T
     w, b = kernel_weight(linear, x)
     x = _kx(x)
     shape = x.shape
-    y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), w, b, act, [],
-                                           'none' if act == 'gelu' else '')
+    y = _ky(torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), w, b, act, [],
+                                               'none' if act == 'gelu' else ''))
     return y.view(*shape[:-1], linear.out_features)
 
 
 def linear_add(linear: nn.Linear, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """``residual + linear(x)`` as one oneDNN matmul with a fused add (2-D; level 2)."""
     w, b = kernel_weight(linear, x)
-    return torch.ops.mkldnn._linear_pointwise.binary(_kx(x), _kx(residual).contiguous(), w, b, 'add')
+    return _ky(torch.ops.mkldnn._linear_pointwise.binary(_kx(x), _kx(residual).contiguous(), w, b, 'add'))
 
 
 def layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -378,6 +418,7 @@ def pointwise(layer: nn.Module, x: torch.Tensor, act: str = 'none', residual: Op
             y = torch.ops.mkldnn._linear_pointwise(t, weight, bias, act, [], 'none' if act == 'gelu' else '')
             if r is not None:
                 y.add_(r)
+        y = _ky(y)
     else:
         y = _ACTS_OUT_OF_PLACE[act](F.linear(t, weight, layer.bias), ())
         if r is not None:
