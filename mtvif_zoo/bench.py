@@ -18,9 +18,16 @@ What one benchmark row measures (``mtvif bench``; :func:`bench` / :func:`bench_m
   (fusion output only: the segmentation classifier does not run at inference), on the ``meta``
   device. ``GFLOP/s = 2 x MACs x batch / median time``. Work a fast path adds (or skips) is not
   counted: the figure is useful work per second.
+* **dtype**: ``fp32`` runs ``fuse(amp=False)``; ``bf16`` / ``fp16`` run ``fuse(amp=True,
+  amp_dtype=...)`` (on the CPU: bf16 autocast with the oneDNN bf16 kernels where the CPU has them,
+  see :mod:`mtvif_zoo.models.backbones._fast`). With several dtypes (``--dtype both`` = fp32 and
+  bf16) the rows run model by model, each model's dtypes back to back, and every non-fp32 row
+  records ``speedup_vs_fp32`` (the fp32 row's median time / its own, same run) and
+  ``max_abs_diff_vs_fp32`` (its fused image against ``fuse(amp=False)`` on the same input).
 * **roofline**: a large dense 3x3 convolution, :data:`ROOFLINE_CONV` (``1 x 256 x 128 x 128`` input
   in channels_last memory, 256 output channels, padding 1, no bias, ``F.conv2d``; fp32, or bf16 /
-  fp16 under autocast when the row is),
+  fp16 under autocast when the row is: each dtype has its own roofline, and every row records all
+  of them, ``rooflines_gflops``),
   ``2 x 256 x 256 x 9 x 128 x 128 = 19.33 GFLOP`` per call, timed in the same process and
   *interleaved with the model runs* (one roofline timing right before each timed model run), so
   that both see the same machine load. Its median GFLOP/s is "100 %"; the row's
@@ -65,6 +72,8 @@ ROOFLINE_CONV = dict(batch=1, in_chs=256, size=(128, 128), out_chs=256, kernel=3
 #: ``--quick``: small size, 1 warm-up + 3 timed runs
 QUICK_SIZE = (64, 96)
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+#: ``--dtype`` aliases
+DTYPE_ALIASES = {'both': ('fp32', 'bf16')}
 SCHEMA = 'mtvif-bench/1'
 
 
@@ -258,6 +267,8 @@ class BenchResult:
     threads: int
     allocator_tuned: bool
     max_abs_diff_vs_fp32: Optional[float] = None
+    speedup_vs_fp32: Optional[float] = None
+    rooflines_gflops: Dict[str, float] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     weights: str = 'random init'
     inputs: str = 'random uniform'
@@ -373,6 +384,14 @@ def bench(model, size=None, batch: int = 1, device: str = 'cpu', dtype: str = 'f
     notes = []
     if dev.type == 'cpu' and dtype == 'fp16':
         notes.append('fp16 autocast on CPU: PyTorch runs few CPU kernels in fp16; expect it to be slow')
+    if dev.type == 'cpu' and dtype == 'bf16':
+        from .models.backbones._fast import bf16_kernels_available, cpu_has_bf16_units
+        if not bf16_kernels_available():
+            notes.append('this CPU has no oneDNN bf16 kernels (needs AVX512-BW/VL/DQ, AMX or AVX-NE-CONVERT): bf16 runs '
+                         "PyTorch's reference kernels, slower than fp32; fuse() defaults to fp32 here")
+        elif not cpu_has_bf16_units():
+            notes.append('oneDNN bf16 kernels without native bf16 units (no AMX-BF16 / AVX512-BF16): emulated; '
+                         'fuse() defaults to fp32 here')
 
     m = model.pad_multiple
     padded = tuple(-(-s // m) * m for s in size)
@@ -444,7 +463,9 @@ def _fast_path_active(model, dev, dtype, compile) -> bool:
         from .models.backbones._fast import fast_path_available
     except ImportError:
         return False
-    return dev.type == 'cpu' and dtype == 'fp32' and not compile and fast_path_available() and \
+    from .models.backbones._fast import bf16_kernels_available
+    kernels = dtype == 'fp32' or (dtype == 'bf16' and bf16_kernels_available())
+    return dev.type == 'cpu' and kernels and not compile and fast_path_available() and \
         all(getattr(mod, 'fast_path', True) for mod in model.modules())
 
 
@@ -453,6 +474,11 @@ def environment() -> Dict[str, Any]:
            'processor': _cpu_name(), 'cpu_count': os.cpu_count(), 'threads': torch.get_num_threads(),
            'mkldnn': torch.backends.mkldnn.is_available(), 'cpu_capability': torch.backends.cpu.get_cpu_capability(),
            'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'allocator_tuned': _allocator_tuned()}
+    from .fusion import inference_dtype
+    from .models.backbones._fast import _bf16_flags_present, bf16_kernels_available
+    env['cpu_bf16_units'] = _bf16_flags_present()  # amx_bf16 / avx512_bf16 in the CPU flags
+    env['onednn_bf16_kernels'] = bf16_kernels_available()
+    env['fuse_default_dtype_cpu'] = str(inference_dtype('cpu')).replace('torch.', '')
     try:
         env['load_average'] = list(os.getloadavg())
     except OSError:
@@ -485,20 +511,32 @@ def bench_many(models: Sequence[str], size=None, batch: int = 1, device: str = '
     if size is None and pair is None:
         size = (480, 640)
     size = None if size is None else _parse_size(size)  # None with a pair: bench() takes the pair's
+    dtypes = [d for spec in dtypes for d in DTYPE_ALIASES.get(spec, (spec,))]
+    dtypes = list(dict.fromkeys(dtypes))  # 'both,fp32' -> fp32, bf16
     env = environment()
     results, roofs = [], {}
-    for dtype in dtypes:
-        roof = _Roofline(dev, dtype)
-        gfs = []
-        for name in models:
+    rooflines = {dtype: _Roofline(dev, dtype) for dtype in dtypes}
+    gfs = {dtype: [] for dtype in dtypes}
+    # model by model, each model's dtypes back to back: its fp32 and bf16 rows see the same load
+    for name in models:
+        t_fp32 = None
+        for dtype in dtypes:
             r = bench(name, size=size, batch=batch, device=device, dtype=dtype, compile=compile, warmup=warmup,
-                      runs=runs, mode=mode, roof=roof, pretrained=pretrained, pair=pair)
+                      runs=runs, mode=mode, roof=rooflines[dtype], pretrained=pretrained, pair=pair,
+                      check_fp32=dtype != 'fp32' and mode == 'fuse')
+            if dtype == 'fp32':
+                t_fp32 = r.time_median_s
+            elif t_fp32 is not None:
+                r.speedup_vs_fp32 = t_fp32 / r.time_median_s
             results.append(r.as_dict())
-            gfs.extend(r.roofline_runs_gflops)
+            gfs[dtype].extend(r.roofline_runs_gflops)
             if log is not None:
                 log(r)
-        roofs[dtype] = {'op': roofline_description(), 'dtype': dtype, 'calls_per_timing': roof.inner,
-                        'gflops_median': statistics.median(gfs), 'gflops_runs': gfs}
+    for dtype in dtypes:
+        roofs[dtype] = {'op': roofline_description(), 'dtype': dtype, 'calls_per_timing': rooflines[dtype].inner,
+                        'gflops_median': statistics.median(gfs[dtype]), 'gflops_runs': gfs[dtype]}
+    for row in results:
+        row['rooflines_gflops'] = {d: roofs[d]['gflops_median'] for d in dtypes}
     env['load_average_after'] = list(os.getloadavg()) if hasattr(os, 'getloadavg') else None
     size = size or tuple(results[0]['size'])
     return {'schema': SCHEMA, 'env': env, 'config': {'size': list(size), 'batch': batch, 'device': str(dev),
@@ -509,16 +547,25 @@ def bench_many(models: Sequence[str], size=None, batch: int = 1, device: str = '
 
 
 def format_table(rows: Iterable[Dict[str, Any]]) -> str:
-    """One line per row: images/s, GFLOP/s, % of roofline, peak memory (all medians / ratios)."""
+    """One line per row: images/s, GFLOP/s, % of roofline, peak memory (all medians / ratios); with
+    rows of several dtypes also the speed-up over the same model's fp32 row and the max abs
+    difference of the fused image from fp32 (in 1/255)."""
+    rows = list(rows)
+    vs = any(r.get('speedup_vs_fp32') is not None for r in rows)
     head = (f'{"model":<13}{"dtype":<6}{"comp":<5}{"size":>9}{"B":>3}{"GMAC/img":>10}{"median s":>10}{"img/s":>9}'
-            f'{"GFLOP/s":>9}{"roof GF/s":>10}{"% roof":>8}{"peak MB":>9}')
+            f'{"GFLOP/s":>9}{"roof GF/s":>10}{"% roof":>8}{"peak MB":>9}'
+            + (f'{"x fp32":>8}{"max|d| /255":>12}' if vs else ''))
     lines = [head, '-' * len(head)]
     for r in rows:
-        lines.append(
+        line = (
             f'{r["model"]:<13}{r["dtype"]:<6}{"yes" if r["compile"] else "no":<5}{r["size"][0]:>4}x{r["size"][1]:<4}'
             f'{r["batch"]:>3}{r["macs_per_image"] / 1e9:>10.2f}{r["time_median_s"]:>10.3f}{r["images_per_s"]:>9.3f}'
             f'{r["gflops"]:>9.1f}{r["roofline_gflops"]:>10.1f}{100 * r["roofline_fraction"]:>7.1f}%'
             f'{r["peak_memory_mb"]:>9.0f}')
+        if vs:
+            s, d = r.get('speedup_vs_fp32'), r.get('max_abs_diff_vs_fp32')
+            line += (f'{s:>7.2f}x' if s is not None else f'{"-":>8}') + (f'{255 * d:>12.2f}' if d is not None else f'{"-":>12}')
+        lines.append(line)
     return '\n'.join(lines)
 
 

@@ -250,13 +250,13 @@ def _load_model(model, device, pretrained: bool):
 
 
 def _fuse_with_model(model, pairs: Dict[str, Tuple[Path, Path]], batch_size: int, save_dir: Optional[Path],
-                     progress: bool, problems: List[str]) -> Dict[str, Any]:
+                     progress: bool, problems: List[str], amp: Optional[bool] = None) -> Dict[str, Any]:
     import mtvif_zoo
     from tqdm.auto import tqdm
     out = {}
     for stem, (vp, ip) in tqdm(list(pairs.items()), desc='fusing', disable=not progress, unit='pair'):
         try:
-            img = mtvif_zoo.fuse(str(vp), str(ip), model=model, batch_size=batch_size)
+            img = mtvif_zoo.fuse(str(vp), str(ip), model=model, batch_size=batch_size, amp=amp)
         except (ValueError, OSError) as e:
             problems.append(f'could not fuse {vp} + {ip}: {e}')
             continue
@@ -343,7 +343,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
              progress: bool = True, pretrained: bool = True, ignore_index: Optional[int] = None,
              class_names: Optional[Sequence[str]] = None, model_name: Optional[str] = None,
              workers: Optional[int] = None, references: Sequence[str] = (),
-             pool: Optional[str] = None) -> EvaluationResult:
+             pool: Optional[str] = None, amp: Optional[bool] = None) -> EvaluationResult:
     """Evaluate folders of fused images against their visible / infrared pairs.
 
     Args:
@@ -371,6 +371,8 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         references: rule-based fusions computed from the sources in the same run and added as rows:
             ``'average'`` (pixel mean of visible and infrared, rounded half up to uint8) and ``'max'``
             (per-pixel maximum); a grey infrared image is broadcast over the visible channels.
+        amp: the model's precision, as in :func:`mtvif_zoo.fuse` (``None``: autocast on CUDA and on
+            CPUs with native bf16 units, fp32 elsewhere; ``True``: autocast; ``False``: fp32).
 
     Returns:
         :class:`EvaluationResult` (``print(result.table())``).
@@ -408,7 +410,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         if mname in methods:
             mname = f'{mname} (model)'
         save = Path(out) / 'fused' / mname if out is not None else None
-        methods[mname] = _fuse_with_model(mdl, pairs, batch_size, save, progress, problems)
+        methods[mname] = _fuse_with_model(mdl, pairs, batch_size, save, progress, problems, amp)
         seg_model = (mname, mdl)
     for m, files in methods.items():
         for s, p in files.items():

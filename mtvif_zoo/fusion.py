@@ -24,8 +24,14 @@ Input conventions (documented conversions, everything else is a clear error):
   IR are fused, and the fused Y is recombined with the visible Cb/Cr.
 * **any size**: inputs are reflect-padded to the backbone's ``pad_multiple`` and cropped back;
   ``tile=N`` fuses large images in overlapping ``N x N`` tiles blended with linear ramps.
-* **device / precision**: the model's device; ``torch.inference_mode``; on CUDA autocast
-  (bf16 when supported, else fp16) unless ``amp=False``. The model's train/eval mode is restored.
+* **device / precision**: the model's device; ``torch.inference_mode``; autocast by default on
+  CUDA (bf16 when supported, else fp16) and on CPUs with native bf16 matrix units (AMX-BF16 or
+  AVX512-BF16, :func:`~mtvif_zoo.models.backbones._fast.cpu_has_bf16_units`: bf16, several times
+  faster than fp32 there); other CPUs (e.g. AVX2-only, where bf16 is emulated and slower) run fp32.
+  ``amp=True`` forces autocast (bf16 on CPU), ``amp=False`` fp32 (the same bits as before bf16
+  existed). :func:`inference_dtype` says which one a call gets. The last layer, its sigmoid / tanh
+  and the conversion to the output run in fp32 in every case. The model's train/eval mode is
+  restored.
 * **speed**: inputs go to the model in channels_last memory and the models take their fast paths
   (:mod:`mtvif_zoo.models.backbones._fast`: fused oneDNN conv / matmul kernels on CPU, Swin's
   chunked SDPA window attention); ``compile=True`` runs the model through ``torch.compile``; on
@@ -52,7 +58,8 @@ from PIL import Image, UnidentifiedImageError
 
 from .color import rgb_to_gray, rgb_to_ycbcr, ycbcr_to_rgb
 
-__all__ = ['fuse', 'segment', 'load_image', 'to_tensor_image', 'check_fuse_args', 'DEFAULT_MODEL', 'tune_cpu_allocator']
+__all__ = ['fuse', 'segment', 'load_image', 'to_tensor_image', 'check_fuse_args', 'DEFAULT_MODEL', 'tune_cpu_allocator',
+           'inference_dtype']
 
 from ._defaults import DEFAULT_MODEL  # noqa: E402  (defined beside the CLI's other torch-free constants)
 
@@ -255,13 +262,39 @@ def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
-def _autocast(device: torch.device, amp: Optional[bool], amp_dtype: Optional[torch.dtype]):
-    enabled = (device.type == 'cuda') if amp is None else bool(amp)
+def inference_dtype(device: Union[str, torch.device] = 'cpu', amp: Optional[bool] = None,
+                    amp_dtype: Optional[torch.dtype] = None) -> torch.dtype:
+    """The compute dtype :func:`fuse` uses on ``device`` for these ``amp`` / ``amp_dtype``
+    arguments: ``torch.float32`` (no autocast), or the autocast dtype.
+
+    ``amp=None`` (default): autocast on CUDA; on the CPU only where it has native bf16 matrix
+    units (:func:`~mtvif_zoo.models.backbones._fast.cpu_has_bf16_units`; decided from the hardware,
+    not the model); fp32 elsewhere. ``amp=True``: autocast everywhere; ``amp=False``: fp32.
+    The autocast dtype is ``amp_dtype``, else bf16 (CUDA without bf16 support: fp16).
+    """
+    device = torch.device(device)
+    if amp is None:
+        if device.type == 'cuda':
+            enabled = True
+        elif device.type == 'cpu':
+            from .models.backbones._fast import cpu_has_bf16_units
+            enabled = cpu_has_bf16_units()
+        else:
+            enabled = False
+    else:
+        enabled = bool(amp)
     if not enabled:
+        return torch.float32
+    if amp_dtype is not None:
+        return amp_dtype
+    return torch.bfloat16 if (device.type != 'cuda' or torch.cuda.is_bf16_supported()) else torch.float16
+
+
+def _autocast(device: torch.device, amp: Optional[bool], amp_dtype: Optional[torch.dtype]):
+    dtype = inference_dtype(device, amp, amp_dtype)
+    if dtype == torch.float32:  # also switches an outer autocast off: amp=False means fp32
         return torch.autocast(device.type, enabled=False)
-    if amp_dtype is None:
-        amp_dtype = torch.bfloat16 if (device.type != 'cuda' or torch.cuda.is_bf16_supported()) else torch.float16
-    return torch.autocast(device.type, dtype=amp_dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 _ALLOCATOR_TUNED = False
@@ -469,7 +502,9 @@ def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None
         batch_size: how many same-sized pairs run through the model at once (>= 1).
         tile: fuse in overlapping ``tile x tile`` tiles (for very large images); ``None`` = whole image.
         overlap: tile overlap in pixels, blended with linear ramps (``0 <= overlap < tile / 2``).
-        amp: autocast; default on for CUDA (bf16 where supported, else fp16), off on CPU.
+        amp: autocast (:func:`inference_dtype`). ``None`` (default): on for CUDA (bf16 where
+            supported, else fp16) and for CPUs with native bf16 matrix units (AMX / AVX512-BF16:
+            bf16), off (fp32) on other CPUs. ``True``: on (bf16 on CPU); ``False``: fp32.
         amp_dtype: autocast dtype override.
         vis_range, ir_range: how 16-bit inputs are rescaled (``'full'``, ``'minmax'``, or ``(low, high)``).
         compile: run the model through ``torch.compile`` (compiled once per model and input size,

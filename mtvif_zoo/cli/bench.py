@@ -4,6 +4,8 @@
     mtvif bench --model all --size 480x640 --json bench_cpu.json
     mtvif bench --model all --quick                       # CI: 64x96, 1 warm-up + 3 runs
     mtvif bench --model mtvif_i --device cuda --dtype fp32,bf16 --batch 8
+    mtvif bench --model mtvif_ii,mtvif_iii,mtvif_iv,mtvif_i --pretrained --threads 2 \
+        --pair examples/vi/00036N.png examples/ir/00036N.png --dtype both     # fp32 vs bf16, same run
     mtvif bench --model mtvif_iv --pretrained --pair examples/vi/00036N.png examples/ir/00036N.png
 
 Every figure is a median over the timed runs or a ratio of medians; the roofline conv runs in the
@@ -26,7 +28,7 @@ def _models(spec: str):
 def _run(args) -> int:
     import torch
 
-    from ..bench import DTYPES, QUICK_SIZE, bench_many, format_table, roofline_description, write_json
+    from ..bench import DTYPE_ALIASES, DTYPES, QUICK_SIZE, bench_many, format_table, roofline_description, write_json
     models = _models(args.model)
     if args.pretrained:
         from .. import list_models
@@ -36,9 +38,10 @@ def _run(args) -> int:
             raise ValueError(f'--pretrained: no published weights for {", ".join(missing)}; '
                              f'published: {", ".join(sorted(published))}')
     dtypes = [d.strip() for d in args.dtype.split(',')]
-    bad = [d for d in dtypes if d not in DTYPES]
+    bad = [d for d in dtypes if d not in DTYPES and d not in DTYPE_ALIASES]
     if bad:
-        raise ValueError(f'unknown dtype(s) {", ".join(bad)}; valid: {", ".join(DTYPES)}')
+        raise ValueError(f'unknown dtype(s) {", ".join(bad)}; valid: {", ".join([*DTYPES, *DTYPE_ALIASES])}')
+    dtypes = list(dict.fromkeys(d for spec in dtypes for d in DTYPE_ALIASES.get(spec, (spec,))))
     size = args.size or ('x'.join(map(str, QUICK_SIZE)) if args.quick else (None if args.pair else '480x640'))
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     runs = args.runs if args.runs is not None else (3 if args.quick else 5)
@@ -59,6 +62,11 @@ def _run(args) -> int:
                         compile=args.compile, warmup=warmup, runs=runs, mode=args.mode, log=log,
                         pretrained=args.pretrained, pair=tuple(args.pair) if args.pair else None)
     report['command'] = 'mtvif bench ' + ' '.join(sys.argv[2:]) if sys.argv[1:2] == ['bench'] else None
+    env = report['env']
+    if args.device == 'cpu':
+        print(f'CPU bf16 units (amx_bf16 / avx512_bf16): {"yes" if env["cpu_bf16_units"] else "no"}; oneDNN bf16 '
+              f'kernels: {"yes" if env["onednn_bf16_kernels"] else "no"}; fuse() default on this CPU: '
+              f'{env["fuse_default_dtype_cpu"]}', file=sys.stderr)
     for dtype in dtypes:
         rows = [r for r in report['results'] if r['dtype'] == dtype]
         roof = report['roofline'][dtype]
@@ -68,6 +76,9 @@ def _run(args) -> int:
               f'roofline {roof["gflops_median"]:.1f} GFLOP/s (median); weights: {report["config"]["weights"]}; '
               f'inputs: {" + ".join(report["config"]["inputs"]) if args.pair else "random uniform"}')
         print(format_table(rows))
+        for r in rows:
+            for note in r.get('notes', []):
+                print(f'  note ({r["model"]}): {note}')
     if args.json:
         write_json(report, args.json)
         print(f'\nwrote {args.json}')
@@ -81,7 +92,11 @@ def add_parser(sub) -> None:
     p.add_argument('--size', help='HxW (default 480x640; 64x96 with --quick)')
     p.add_argument('--batch', type=int, default=1, help='images per call (default 1)')
     p.add_argument('--device', default='cpu', help='cpu (default) or cuda[:N]')
-    p.add_argument('--dtype', default='fp32', help='fp32 | bf16 | fp16, or a comma-separated list (autocast)')
+    p.add_argument('--dtype', default='fp32',
+                   help="fp32 | bf16 | fp16 | both (= fp32,bf16), or a comma-separated list; bf16 / fp16 run "
+                        "fuse(amp=True): autocast, on the CPU with oneDNN's bf16 kernels where it has them. Several "
+                        "dtypes run model by model, and the non-fp32 rows give the speed-up over fp32 and the max abs "
+                        "difference of the image")
     p.add_argument('--compile', action='store_true', help='torch.compile the model (first call compiles)')
     p.add_argument('--mode', choices=('fuse', 'model'), default='fuse',
                    help="'fuse': time mtvif_zoo.fuse() on host tensors (default); 'model': the forward only")

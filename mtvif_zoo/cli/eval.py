@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument('--workers', type=int, help='CPU: image pairs evaluated in parallel [min(cores, 8)]')
     p.add_argument('--pool', choices=('process', 'thread'),
                    help='CPU workers as forked processes [default on Linux] or threads')
+    p.add_argument('--amp', choices=('auto', 'on', 'off'), default='auto',
+                   help='--model precision: autocast [auto: on for CUDA and for CPUs with native bf16 units '
+                        '(AMX / AVX512-BF16: bf16), fp32 on other CPUs]; on: autocast (bf16 on CPU); off: fp32')
     p.add_argument('--digits', type=int, default=3, help='decimals in the printed table [3]')
     p.add_argument('--no-tune-allocator', action='store_true',
                    help="CPU: keep glibc's malloc defaults (default: mtvif_zoo.fusion.tune_cpu_allocator(), "
@@ -79,7 +82,8 @@ def run(args) -> int:
                    labels_dir=args.labels, model=model, model_name=args.model, device=device,
                    batch_size=args.batch_size, pattern=args.pattern, progress=not args.quiet,
                    ignore_index=args.ignore_index, workers=args.workers, pool=args.pool,
-                   references=[r.strip() for r in args.references.split(',') if r.strip()])
+                   references=[r.strip() for r in args.references.split(',') if r.strip()],
+                   amp={'auto': None, 'on': True, 'off': False}[args.amp])
     print(res.table(digits=args.digits))
     if res.segmentation:
         for name, seg in res.segmentation.items():

@@ -370,7 +370,8 @@ def add_parser(sub) -> None:
     p.add_argument('--batch-size', type=int, default=4)
     p.add_argument('--tile', type=int, help='fuse in overlapping tiles of this size (very large images)')
     p.add_argument('--overlap', type=int, default=32)
-    p.add_argument('--amp', choices=('auto', 'on', 'off'), default='auto', help='autocast [auto: on for CUDA]')
+    p.add_argument('--amp', choices=('auto', 'on', 'off'), default='auto', help='autocast [auto: on for CUDA and for CPUs with native bf16 units (AMX / AVX512-BF16: bf16), '
+                        'fp32 on other CPUs]; on: autocast (bf16 on CPU); off: fp32')
     p.add_argument('--ir-range', type=float, nargs=2, metavar=('LOW', 'HIGH'),
                    help='raw 16-bit infrared range mapped to [0, 1] [per-image min-max]')
     p.add_argument('--preview', help='file (single pair) or folder for visible|infrared|fused|segmentation strips')

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_backbone
-from ._fast import conv_act, fast_enabled, fconv, pointwise, to_channels_last, use_fast
+from ._fast import conv_act, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
 
 __all__ = ['SeAFusionBackbone', 'SeAFusionDecoder', 'convert_original_state_dict']
 
@@ -164,6 +164,9 @@ class SeAFusionDecoder(nn.Module):
 
     def forward(self, x):
         x = self.decode2(self.decode3(self.decode4(to_channels_last(x, self))))
+        out = output_conv(self.decode1.conv, x, 'tanh')  # fp32 under autocast (bf16 / fp16)
+        if out is not None:
+            return out / 2 + 0.5
         if use_fast(x, self):
             return torch.tanh_(conv_act(self.decode1.conv, x)).div_(2).add_(0.5)
         return torch.tanh(self.decode1.conv(x)) / 2 + 0.5

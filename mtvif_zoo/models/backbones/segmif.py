@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_backbone
-from ._fast import fast_enabled, fconv, pointwise, to_channels_last, use_fast
+from ._fast import fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
 
 __all__ = ['DRDB', 'SegMiFBackbone', 'SegMiFDecoder', 'convert_original_state_dict']
 
@@ -117,6 +117,11 @@ class SegMiFDecoder(nn.Module):
 
     def forward(self, x):
         x = to_channels_last(x, self)
+        if torch.is_autocast_enabled(x.device.type):  # the output layer in fp32 (bf16 / fp16 autocast)
+            fast = use_fast(x, self) and self.relu.weight.numel() == 1
+            for conv in (self.conv2, self.conv21):
+                x = fconv(conv, x, 'leaky_relu', [float(self.relu.weight)], True) if fast else self.relu(conv(x))
+            return output_conv(self.conv22, x, self.relu)
         if use_fast(x, self) and self.relu.weight.numel() == 1:
             slope = [float(self.relu.weight)]
             for conv in (self.conv2, self.conv21, self.conv22):

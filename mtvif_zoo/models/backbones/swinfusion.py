@@ -142,7 +142,7 @@ from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index
 
 from . import register_backbone
-from ._fast import conv_act, exporting, linear_act, to_channels_last, use_fast
+from ._fast import conv_act, exporting, layer_norm, linear_act, linear_add, output_conv, to_channels_last, use_fast
 
 __all__ = [
     'SwinFusionBackbone', 'SwinFusionDecoder', 'SwinTransformerBlock', 'CrossSwinTransformerBlock',
@@ -483,13 +483,8 @@ class CrossWindowAttention(_WindowAttentionBase):
 # blocks and layers
 # --------------------------------------------------------------------------------------------
 
-def _ln(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-
-
-def _linear_add(linear: nn.Linear, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """``residual + linear(x)`` as one oneDNN matmul with a fused add (2-D, contiguous)."""
-    return torch.ops.mkldnn._linear_pointwise.binary(x, residual, linear.weight, linear.bias, 'add')
+_ln = layer_norm  # LayerNorm in the input's dtype (a bf16 token matrix stays bf16)
+_linear_add = linear_add  # ``residual + linear(x)`` as one oneDNN matmul with a fused add (2-D, contiguous)
 
 
 def _mlp_residual(mlp: Mlp, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -886,11 +881,13 @@ class SwinFusionDecoder(nn.Module):
         x = _image(self.norm_Re(t), H, W)
         if use_fast(x, self):
             x = conv_act(self.conv_last2, conv_act(self.conv_last1, x, 'leaky_relu', [0.2]), 'leaky_relu', [0.2])
-            x = conv_act(self.conv_last3, x)
+            out = output_conv(self.conv_last3, x)  # fp32 under autocast (bf16 / fp16)
+            x = conv_act(self.conv_last3, x) if out is None else out
         else:
             x = F.leaky_relu(self.conv_last1(x), 0.2)
             x = F.leaky_relu(self.conv_last2(x), 0.2)
-            x = self.conv_last3(x)
+            out = output_conv(self.conv_last3, x)
+            x = self.conv_last3(x) if out is None else out
         if self.img_mean is not None:
             x = x + self.img_mean.to(x.dtype)
         return x

@@ -35,7 +35,7 @@ from einops import rearrange
 from timm.layers import LayerNorm2d
 
 from . import register_backbone
-from ._fast import conv_act, conv_add, fast_enabled, fconv, pointwise, to_channels_last, use_fast
+from ._fast import conv_act, conv_add, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
 
 __all__ = ['RestormerCNNBlock', 'UfuserBackbone', 'UfuserDecoder', 'convert_original_state_dict']
 
@@ -269,6 +269,9 @@ class UfuserDecoder(nn.Module):
 
     def forward(self, x):
         x = self.de_1(to_channels_last(x, self))
+        out = output_conv(self.last[0], x, 'sigmoid')  # fp32 under autocast (bf16 / fp16)
+        if out is not None:
+            return out
         if use_fast(x, self):
             return torch.sigmoid_(conv_act(self.last[0], x))
         return self.last(x)

@@ -43,8 +43,8 @@ from einops import rearrange
 from timm.layers import Mlp
 
 from . import register_head
-from ..backbones._fast import (conv_act, conv_bn_weights, fast_enabled, fconv, linear_act, pointwise,
-                               to_channels_last, use_fast)
+from ..backbones._fast import (conv_act, conv_bn_kernel_weights, conv_bn_weights, fast_enabled, fconv, linear_act,
+                               linear_add, output_conv, pointwise, to_channels_last, use_fast)
 
 __all__ = ['ChannelContextAttention', 'HIAF', 'MultiTaskHead', 'MultiTaskHeadNoHIA']
 
@@ -71,8 +71,9 @@ class ConvBNReLU(nn.Sequential):
         if self.training or not fast_enabled(self):
             return super().forward(x)
         x = to_channels_last(x, self)
-        w, b = conv_bn_weights(self[0], self[1])
-        return fconv(self[0], x, 'relu', (), use_fast(x, self), weight=w, bias=b)
+        k = use_fast(x, self)
+        w, b = conv_bn_kernel_weights(self[0], self[1], x) if k else conv_bn_weights(self[0], self[1])
+        return fconv(self[0], x, 'relu', (), k, weight=w, bias=b)
 
 
 def _conv_lrelu(in_chs: int, out_chs: int) -> nn.Sequential:
@@ -204,8 +205,7 @@ class HIAF(nn.Module):
         hidden = hidden.baddbmm_(e_re[..., C:], a_l.to(hidden.dtype))
         hidden = self.mlp.drop1(self.mlp.act(hidden))
         if k:
-            out = torch.ops.mkldnn._linear_pointwise.binary(
-                hidden.view(B * N, -1), t_re.reshape(B * N, C), fc2.weight, fc2.bias, 'add').view(B, N, C)
+            out = linear_add(fc2, hidden.view(B * N, -1), t_re.reshape(B * N, C)).view(B, N, C)
         else:
             out = fc2(hidden) + t_re
         return self.norm(out).view(B, H, W, C).permute(0, 3, 1, 2)  # channels_last B x C x H x W
@@ -268,10 +268,12 @@ class MultiTaskHead(nn.Module):
         if self.hiaf is not None:
             f_re = self.hiaf(f_re, f_seg)
         f_re = self.fusion_tail(f_re)
-        if use_fast(f_re, self):
-            fused = torch.sigmoid_(conv_act(self.fusion_out, f_re))
-        else:
-            fused = torch.sigmoid(self.fusion_out(f_re))
+        fused = output_conv(self.fusion_out, f_re, 'sigmoid')  # fp32 under autocast (bf16 / fp16)
+        if fused is None:
+            if use_fast(f_re, self):
+                fused = torch.sigmoid_(conv_act(self.fusion_out, f_re))
+            else:
+                fused = torch.sigmoid(self.fusion_out(f_re))
         seg = self.seg_classifier(f_seg) if with_seg else None
         if seg is not None and seg.shape[-2:] != x.shape[-2:]:
             seg = F.interpolate(seg, size=x.shape[-2:], mode='bilinear', align_corners=False)
