@@ -86,8 +86,11 @@ def add_parser(sub) -> None:
     p.add_argument('--weight-decay', type=float)
     p.add_argument('--scheduler', choices=['constant', 'cosine'])
     p.add_argument('--grad-clip', type=float, help='clip the gradient norm to this value')
-    p.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
-                   help='autocast (default: on for CUDA: bf16, or fp16 with a GradScaler)')
+    p.add_argument('--amp', nargs='?', const='on', default=None, choices=['auto', 'off', 'bf16', 'fp16', 'on'],
+                   help='mixed precision of the forward pass: bf16 (torch.autocast with bfloat16, CPU or CUDA), '
+                        'fp16 (CUDA, with loss scaling), off (fp32); auto (default): bf16/fp16 on CUDA, off on '
+                        'the CPU; a bare --amp = on. Loss, gradients, Adam state and weights stay fp32')
+    p.add_argument('--no-amp', dest='amp', action='store_const', const='off', help='same as --amp off')
     p.add_argument('--val-fraction', type=float, help='validation share when the data has no val list (0.1)')
     p.add_argument('--val-crop', type=int, help='centre crop of validation images (default --crop; 0: whole)')
     p.add_argument('--hflip', type=float, help='horizontal flip probability (0.5)')

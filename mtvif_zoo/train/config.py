@@ -18,9 +18,9 @@ available), no weight decay, Adam's default betas / eps, no gradient clipping, h
 with p = 0.5, validation on a centre crop of the training crop size, seed 0.
 """
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
-__all__ = ['RECIPES', 'TrainConfig', 'RESUME_OVERRIDABLE']
+__all__ = ['RECIPES', 'TrainConfig', 'RESUME_OVERRIDABLE', 'AMP_MODES', 'normalize_amp']
 
 _I = dict(lr=1e-4, crop=160, batch_size=10)
 _II_IV = dict(lr=5e-5, crop=256, batch_size=16)
@@ -38,6 +38,24 @@ COMMON = dict(epochs=100, patience=10, seed=0, scheduler='constant', weight_deca
 RESUME_OVERRIDABLE = ('epochs', 'max_steps', 'device', 'workers', 'threads', 'progress', 'ckpt_every', 'patience',
                       'out', 'resume', 'data')
 
+#: values of ``TrainConfig.amp`` (``--amp``)
+AMP_MODES = ('auto', 'off', 'bf16', 'fp16')
+
+
+def normalize_amp(amp: Optional[Union[bool, str]]) -> str:
+    """``None`` / ``'auto'`` -> ``'auto'``; ``True`` -> ``'on'`` (bf16, or fp16 on a CUDA GPU without bf16);
+    ``False`` -> ``'off'``; ``'bf16'`` / ``'bfloat16'``, ``'fp16'`` / ``'float16'``, ``'fp32'`` / ``'off'``."""
+    if amp is None:
+        return 'auto'
+    if isinstance(amp, bool):
+        return 'on' if amp else 'off'
+    a = str(amp).lower()
+    a = {'bfloat16': 'bf16', 'float16': 'fp16', 'half': 'fp16', 'fp32': 'off', 'float32': 'off', 'none': 'off',
+         'false': 'off', 'true': 'on'}.get(a, a)
+    if a not in AMP_MODES + ('on',):
+        raise ValueError(f'amp must be one of {", ".join(AMP_MODES)} (or True / False), got {amp!r}')
+    return a
+
 
 @dataclass
 class TrainConfig:
@@ -51,7 +69,15 @@ class TrainConfig:
         max_steps: stop after this many optimizer steps in total (validates and checkpoints then).
         ckpt_every: also write ``last/`` every N steps inside an epoch (0: at epoch ends only).
         grad_projection: every N steps record the Sec. 4.7 gradient projections (0: off).
-        amp: autocast (bf16 where supported, else fp16 + GradScaler); ``None``: on for CUDA only.
+        amp: mixed precision of the forward pass (:data:`AMP_MODES`): ``'bf16'`` (``torch.autocast``
+            with bfloat16, CPU or CUDA; no loss scaling needed), ``'fp16'`` (CUDA only, with a
+            ``GradScaler``), ``'off'`` (fp32), ``'auto'`` / ``None`` (CUDA: bf16 where supported,
+            else fp16; CPU: off). ``True`` / ``False`` are read as ``'auto-on'`` (bf16 on the CPU) /
+            ``'off'``. In every mode the loss terms are computed in fp32 (``MultiTaskVIFLoss`` casts
+            its inputs), the parameters (master weights), their gradients and Adam's state stay
+            fp32: autocast only lowers the precision of the matmuls / convolutions inside the
+            forward pass (and their backward). Recorded in ``config.json`` (``train.amp`` as given,
+            ``amp_dtype`` as resolved on the run's device); a resumed run keeps the saved mode.
         val_crop: centre-crop size of validation images (``None``: ``crop``; 0: whole images).
         threads: torch intra-op CPU threads (``torch.set_num_threads``; ``None``: torch's default). On a
             CPU shared with other jobs, fewer threads than cores avoids threads stalling on each other.
@@ -72,7 +98,7 @@ class TrainConfig:
     weight_decay: Optional[float] = None
     scheduler: Optional[str] = None
     grad_clip: Optional[float] = None
-    amp: Optional[bool] = None
+    amp: Optional[Union[bool, str]] = None
     seed: Optional[int] = None
     workers: Optional[int] = None
     device: Optional[str] = None
@@ -95,6 +121,10 @@ class TrainConfig:
     model_args: Dict[str, Any] = field(default_factory=dict)
     loss_weights: Dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.amp is not None:
+            self.amp = normalize_amp(self.amp)
+
     def resolved(self) -> 'TrainConfig':
         """A copy with every ``None`` filled from the recipe and :data:`COMMON`."""
         if self.model not in RECIPES:
@@ -105,6 +135,7 @@ class TrainConfig:
                 d[k] = v
         if d['val_crop'] is None:
             d['val_crop'] = d['crop']
+        d['amp'] = normalize_amp(d['amp'])
         cfg = TrainConfig(**d)
         cfg.validate()
         return cfg
@@ -124,6 +155,7 @@ class TrainConfig:
             raise ValueError(f'lr must be > 0, got {self.lr}')
         if self.in_chans not in (None, 1, 3):
             raise ValueError(f'in_chans must be 1 or 3, got {self.in_chans}')
+        normalize_amp(self.amp)
         if self.scheduler not in (None, 'constant', 'cosine'):
             raise ValueError(f"scheduler must be 'constant' or 'cosine', got {self.scheduler!r}")
 

@@ -64,9 +64,9 @@ from ..losses import TERMS, LossWeights, MultiTaskVIFLoss
 from ..models.multitaskvif import VARIANTS
 from ..weights import model_config, load_weights
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from .config import RESUME_OVERRIDABLE, TrainConfig
+from .config import RESUME_OVERRIDABLE, TrainConfig, normalize_amp
 
-__all__ = ['Trainer', 'NonFiniteLossError', 'train', 'model_inputs', 'LOG_COLUMNS']
+__all__ = ['Trainer', 'NonFiniteLossError', 'train', 'model_inputs', 'LOG_COLUMNS', 'resolve_amp']
 
 GP_KEYS = ('gp_fusion_on_seg', 'gp_seg_on_fusion', 'gp_cosine')
 #: the columns of log.csv (a term a model does not have is left empty)
@@ -87,6 +87,39 @@ def model_inputs(vis: torch.Tensor, ir: torch.Tensor, in_chans: int):
     if in_chans == 1:
         return rgb_to_ycbcr(vis)[:, :1], ir
     return vis, ir.expand(-1, 3, -1, -1)
+
+
+def resolve_amp(amp, device: torch.device):
+    """``(enabled, dtype)`` of a run's autocast for ``TrainConfig.amp`` on ``device`` (see its docstring).
+
+    ``'auto'``: CUDA bf16 where supported else fp16, CPU off; ``'on'``: the same on CUDA, bf16 on the CPU;
+    ``'bf16'``: bf16 on either (a CUDA GPU without bf16 support is an error); ``'fp16'``: CUDA only.
+    """
+    mode = normalize_amp(amp)
+    cuda = device.type == 'cuda'
+    bf16_ok = (not cuda) or torch.cuda.is_bf16_supported()
+    if mode == 'off' or (mode == 'auto' and not cuda):
+        return False, None
+    if mode in ('auto', 'on'):
+        return True, torch.bfloat16 if bf16_ok else torch.float16
+    if mode == 'bf16':
+        if not bf16_ok:
+            raise ValueError(f'--amp bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; '
+                             'use --amp fp16 (with loss scaling) or --amp off')
+        return True, torch.bfloat16
+    if not cuda:  # fp16
+        raise ValueError(f'--amp fp16 needs a CUDA device (got {device}); on the CPU use --amp bf16 '
+                         '(autocast with bfloat16) or --amp off')
+    return True, torch.float16
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls / convolutions natively (AMX tiles or AVX512-BF16)."""
+    cpu = getattr(torch, 'cpu', None)
+    try:
+        return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
+    except AttributeError:  # older torch: unknown, do not warn
+        return True
 
 
 def _dist_info():
@@ -159,9 +192,11 @@ class Trainer:
             if not dist.is_initialized():
                 dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
         self.device = device
-        self.amp = (device.type == 'cuda') if cfg.amp is None else bool(cfg.amp)
-        self.amp_dtype = torch.bfloat16 if (device.type != 'cuda' or torch.cuda.is_bf16_supported()) \
-            else torch.float16
+        self.amp, self.amp_dtype = resolve_amp(cfg.amp, device)
+        if self.amp and device.type == 'cpu' and self.rank == 0 and not cpu_has_fast_bf16():
+            print('mtvif train: warning: this CPU has neither AMX nor AVX512-BF16, so bf16 autocast runs '
+                  'emulated and is usually SLOWER than fp32 here (benchmarks/bench_train.py --amp-compare '
+                  'measures it); --amp off trains in fp32', file=sys.stderr, flush=True)
         self.scaler = torch.amp.GradScaler('cuda') if (self.amp and self.amp_dtype == torch.float16) else None
 
     def _setup_data(self):
