@@ -37,7 +37,7 @@ def _train(args) -> int:
         ir_gain=args.ir_gain, vis_gain=args.vis_gain, init_from=args.init_from,
         in_chans=args.in_chans, num_classes=args.num_classes, ignore_index=args.ignore_index,
         ckpt_every=args.ckpt_every, grad_projection=args.grad_projection, sync_bn=args.sync_bn,
-        threads=args.threads,
+        threads=args.threads, unlabelled=args.unlabelled, unlabelled_ratio=args.unlabelled_ratio,
         progress=not args.no_progress, resume=args.resume, model_args=args.model_args or {},
         loss_weights=args.loss_weights or {})
     try:
@@ -70,6 +70,10 @@ def add_parser(sub) -> None:
     p.add_argument('--data', required=True, help='dataset folder: MSRS, FMB or vi/ ir/ label/ [splits/]')
     p.add_argument('--out', required=True, help='run folder')
     p.add_argument('--layout', default='auto', choices=['auto', 'msrs', 'fmb', 'folder'])
+    p.add_argument('--unlabelled', metavar='DIR', help='folder of unlabelled vi/ ir/ pairs mixed into every batch '
+                   '(semi-supervised: L_fusion only for them, L_seg from the labelled pairs)')
+    p.add_argument('--unlabelled-ratio', type=float, metavar='R', help='share of each batch from --unlabelled '
+                   '(0 < R < 1; default 0.5); log.csv shows the fusion terms of both kinds')
     p.add_argument('--crop', type=int, help='random crop size (recipe)')
     p.add_argument('--batch-size', type=int, help='batch size per process (recipe)')
     p.add_argument('--epochs', type=int, help='epochs (100)')

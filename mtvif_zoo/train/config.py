@@ -81,6 +81,13 @@ class TrainConfig:
         val_crop: centre-crop size of validation images (``None``: ``crop``; 0: whole images).
         threads: torch intra-op CPU threads (``torch.set_num_threads``; ``None``: torch's default). On a
             CPU shared with other jobs, fewer threads than cores avoids threads stalling on each other.
+        unlabelled: a folder of unlabelled ``vi/`` + ``ir/`` pairs (generic layout; ``splits/train.txt``
+            if present, else every pair) mixed into every training batch (semi-supervised: they get
+            ``L_fusion`` only, see :mod:`mtvif_zoo.losses`); ``None``: labelled pairs only.
+        unlabelled_ratio: share of each batch taken from ``unlabelled`` (default 0.5 when given):
+            ``round(ratio * batch_size)`` unlabelled + the rest labelled per process, at least one of
+            each (a model with a segmentation branch needs a labelled sample in every batch). An
+            epoch is one pass over the labelled pairs (:class:`mtvif_zoo.data.MixedBatchSampler`).
         model_args: extra ``create_model`` keyword arguments (``head``, ``backbone_args`` ...).
         loss_weights: overrides of :class:`mtvif_zoo.losses.LossWeights` (``beta1`` ... ``lambda4``).
     """
@@ -115,6 +122,8 @@ class TrainConfig:
     ckpt_every: Optional[int] = None
     grad_projection: Optional[int] = None
     threads: Optional[int] = None
+    unlabelled: Optional[str] = None
+    unlabelled_ratio: Optional[float] = None
     sync_bn: bool = False
     progress: bool = True
     resume: bool = False
@@ -136,6 +145,8 @@ class TrainConfig:
         if d['val_crop'] is None:
             d['val_crop'] = d['crop']
         d['amp'] = normalize_amp(d['amp'])
+        if d['unlabelled'] and d['unlabelled_ratio'] is None:
+            d['unlabelled_ratio'] = 0.5
         cfg = TrainConfig(**d)
         cfg.validate()
         return cfg
@@ -156,6 +167,12 @@ class TrainConfig:
         if self.in_chans not in (None, 1, 3):
             raise ValueError(f'in_chans must be 1 or 3, got {self.in_chans}')
         normalize_amp(self.amp)
+        if self.unlabelled_ratio is not None:
+            if not self.unlabelled:
+                raise ValueError('unlabelled_ratio given without unlabelled data (--unlabelled DIR)')
+            if not 0 < self.unlabelled_ratio < 1:
+                raise ValueError(f'unlabelled_ratio must be in (0, 1) (share of each batch from --unlabelled), '
+                                 f'got {self.unlabelled_ratio}')
         if self.scheduler not in (None, 'constant', 'cosine'):
             raise ValueError(f"scheduler must be 'constant' or 'cosine', got {self.scheduler!r}")
 
