@@ -38,6 +38,8 @@ def _train(args) -> int:
         in_chans=args.in_chans, num_classes=args.num_classes, ignore_index=args.ignore_index,
         ckpt_every=args.ckpt_every, grad_projection=args.grad_projection, sync_bn=args.sync_bn,
         threads=args.threads, unlabelled=args.unlabelled, unlabelled_ratio=args.unlabelled_ratio,
+        select_on=args.select_on, select_rule=args.select_rule, select_every=args.select_every,
+        allow_msrs_test_names=args.allow_msrs_test_names,
         progress=not args.no_progress, resume=args.resume, model_args=args.model_args or {},
         loss_weights=args.loss_weights or {})
     try:
@@ -72,6 +74,13 @@ def add_parser(sub) -> None:
     p.add_argument('--layout', default='auto', choices=['auto', 'msrs', 'fmb', 'folder'])
     p.add_argument('--unlabelled', metavar='DIR', help='folder of unlabelled vi/ ir/ pairs mixed into every batch '
                    '(semi-supervised: L_fusion only for them, L_seg from the labelled pairs)')
+    p.add_argument('--select-on', metavar='DIR', help='choose best/ by fusion quality on these vi/ ir/ pairs (the '
+                   "paper's 7 metrics vs the pixel average and maximum), not by the validation loss")
+    p.add_argument('--select-rule', choices=['mean_rank', 'wins'], help='mean_rank (default): lowest mean rank over '
+                   'the 7 metrics among all checkpoints + the 2 references; wins: most metrics beating both references')
+    p.add_argument('--select-every', type=int, metavar='N', help='score the selection set every N epochs (1)')
+    p.add_argument('--allow-msrs-test-names', action='store_true', help='accept images named like MSRS test images '
+                   '(refused by default: they leak the MSRS test set; only to reproduce the old mfnet220 runs)')
     p.add_argument('--unlabelled-ratio', type=float, metavar='R', help='share of each batch from --unlabelled '
                    '(0 < R < 1; default 0.5); log.csv shows the fusion terms of both kinds')
     p.add_argument('--crop', type=int, help='random crop size (recipe)')

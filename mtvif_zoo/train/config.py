@@ -88,6 +88,13 @@ class TrainConfig:
             ``round(ratio * batch_size)`` unlabelled + the rest labelled per process, at least one of
             each (a model with a segmentation branch needs a labelled sample in every batch). An
             epoch is one pass over the labelled pairs (:class:`mtvif_zoo.data.MixedBatchSampler`).
+        select_on: a folder of ``vi/`` + ``ir/`` pairs (e.g. the 30 MSRS train pairs) on which each
+            checkpoint's fusion is scored (the paper's 7 metrics, paper convention) to choose ``best/``
+            instead of the validation loss (:mod:`mtvif_zoo.train.selection`); ``None``: validation loss.
+        select_rule: ``'mean_rank'`` (default) or ``'wins'`` (:data:`~mtvif_zoo.train.selection.SELECT_RULES`).
+        select_every: score every N epochs (default 1; the last epoch is always scored).
+        allow_msrs_test_names: accept training / selection images named like MSRS test images (off:
+            refused with :class:`~mtvif_zoo.train.selection.MSRSTestLeakError`; on only to reproduce old runs).
         model_args: extra ``create_model`` keyword arguments (``head``, ``backbone_args`` ...).
         loss_weights: overrides of :class:`mtvif_zoo.losses.LossWeights` (``beta1`` ... ``lambda4``).
     """
@@ -124,6 +131,10 @@ class TrainConfig:
     threads: Optional[int] = None
     unlabelled: Optional[str] = None
     unlabelled_ratio: Optional[float] = None
+    select_on: Optional[str] = None
+    select_rule: Optional[str] = None
+    select_every: Optional[int] = None
+    allow_msrs_test_names: bool = False
     sync_bn: bool = False
     progress: bool = True
     resume: bool = False
@@ -147,6 +158,9 @@ class TrainConfig:
         d['amp'] = normalize_amp(d['amp'])
         if d['unlabelled'] and d['unlabelled_ratio'] is None:
             d['unlabelled_ratio'] = 0.5
+        if d['select_on']:
+            d['select_rule'] = d['select_rule'] or 'mean_rank'
+            d['select_every'] = d['select_every'] or 1
         cfg = TrainConfig(**d)
         cfg.validate()
         return cfg
@@ -167,6 +181,12 @@ class TrainConfig:
         if self.in_chans not in (None, 1, 3):
             raise ValueError(f'in_chans must be 1 or 3, got {self.in_chans}')
         normalize_amp(self.amp)
+        if (self.select_rule is not None or self.select_every is not None) and not self.select_on:
+            raise ValueError('select_rule / select_every given without a selection set (--select-on DIR)')
+        if self.select_rule not in (None, 'mean_rank', 'wins'):
+            raise ValueError(f"select_rule must be 'mean_rank' or 'wins', got {self.select_rule!r}")
+        if self.select_every is not None and self.select_every < 1:
+            raise ValueError(f'select_every must be >= 1, got {self.select_every}')
         if self.unlabelled_ratio is not None:
             if not self.unlabelled:
                 raise ValueError('unlabelled_ratio given without unlabelled data (--unlabelled DIR)')

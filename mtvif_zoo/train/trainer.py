@@ -65,6 +65,7 @@ from ..models.multitaskvif import VARIANTS
 from ..weights import model_config, load_weights
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .config import RESUME_OVERRIDABLE, TrainConfig, normalize_amp
+from .selection import PAPER_METRICS, Selector, best_index, check_no_msrs_test_names, rank_candidates
 
 __all__ = ['Trainer', 'NonFiniteLossError', 'train', 'model_inputs', 'LOG_COLUMNS', 'resolve_amp']
 
@@ -73,11 +74,13 @@ GP_KEYS = ('gp_fusion_on_seg', 'gp_seg_on_fusion', 'gp_cosine')
 KINDS = ('labelled', 'unlabelled')
 KIND_TERMS = ('fusion', 'int', 'grad', 'ssim', 'color')
 KIND_COLUMNS = [f'train_{t}_{k}' for k in KINDS for t in KIND_TERMS] + [f'train_samples_{k}' for k in KINDS]
+#: checkpoint selection (--select-on): metric means on the selection set, mean rank and wins vs the references
+SELECT_COLUMNS = [f'select_{m}' for m in PAPER_METRICS] + ['select_mean_rank', 'select_wins']
 #: the columns of log.csv (a term a model does not have is left empty; the per-kind columns are empty
 #: without --unlabelled)
 LOG_COLUMNS = (['epoch', 'step', 'batches', 'lr'] + [f'train_{t}' for t in TERMS] + [f'val_{t}' for t in TERMS] +
                ['val_miou', 'val_pixel_acc'] + list(GP_KEYS) + ['samples_per_s', 'epoch_time_s', 'best'] +
-               KIND_COLUMNS)
+               KIND_COLUMNS + SELECT_COLUMNS)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -154,9 +157,12 @@ class Trainer:
         self.distributed = self.world_size > 1
         self._setup_device()
         self._setup_data()
+        self.selector = (Selector(cfg.select_on, cfg.select_rule, allow_msrs_test_names=cfg.allow_msrs_test_names)
+                         if cfg.select_on else None)
         self._setup_model()
         self.state: Dict[str, Any] = dict(epoch=0, batch=0, global_step=0, epoch_sums={}, epoch_steps=0,
-                                          gp_sums={}, gp_count=0, kind_sums={}, early_stopping=dict(best=None, best_epoch=None,
+                                          gp_sums={}, gp_count=0, kind_sums={},
+                                          selection=dict(references=None, history=[]), early_stopping=dict(best=None, best_epoch=None,
                                                                                       bad_epochs=0),
                                           finished=False, elapsed_s=0.0, metrics=None)
         if cfg.resume:
@@ -215,6 +221,9 @@ class Trainer:
                              cfg.crop, cfg.ignore_index, cfg.data)
         if cfg.val_crop:
             validate_records(val_rec, None, cfg.val_crop, None, cfg.data)
+        if not cfg.allow_msrs_test_names:
+            check_no_msrs_test_names([p for r in train_rec + val_rec for p in (r.vis, r.ir)],
+                                     'training / validation', cfg.data)
         gb = cfg.batch_size * self.world_size
         if len(train_rec) < gb and not cfg.unlabelled:
             raise DatasetError([f'{len(train_rec)} training pairs, fewer than one global batch of {gb} '
@@ -228,6 +237,8 @@ class Trainer:
         self.n_unlabelled = 0
         if cfg.unlabelled:
             unl = find_pairs(cfg.unlabelled, 'train', 'folder', require_labels=False)
+            if not cfg.allow_msrs_test_names:
+                check_no_msrs_test_names([p for r in unl for p in (r.vis, r.ir)], 'unlabelled', cfg.unlabelled)
             validate_records(unl, None, cfg.crop, None, cfg.unlabelled)
             if cfg.batch_size < 2:
                 raise ValueError('--unlabelled needs --batch-size >= 2 (at least one labelled and one unlabelled '
@@ -505,6 +516,26 @@ class Trainer:
             p += ['seg', 'ce', 'dice']
         return p
 
+    def _select(self, row: Dict[str, Any], epoch: int) -> bool:
+        """Score the current weights on the selection set (rank 0); True when they are the best so far."""
+        sel = self.state['selection']
+        if self.is_main:
+            if sel['references'] is None:
+                sel['references'] = self.selector.references()
+            scores = self.selector.score(self.model)
+            self.model.train()
+            sel['history'].append({'epoch': epoch + 1, 'step': self.state['global_step'], 'metrics': scores})
+        if self.distributed:
+            box = [sel]
+            dist.broadcast_object_list(box, src=0)
+            sel = self.state['selection'] = box[0]
+        ranked = rank_candidates([h['metrics'] for h in sel['history']], sel['references'])
+        newest = len(ranked) - 1
+        for m in PAPER_METRICS:
+            row[f'select_{m}'] = sel['history'][-1]['metrics'].get(m)
+        row['select_mean_rank'], row['select_wins'] = ranked[newest]['mean_rank'], ranked[newest]['wins']
+        return best_index(ranked, self.config.select_rule) == newest
+
     # ------------------------------------------------------------------ checkpoints
     def _ckpt_state(self) -> Dict[str, Any]:
         return dict(self.state, rng=get_rng_state(), scheduler=self.scheduler.state_dict(),
@@ -615,10 +646,16 @@ class Trainer:
                             row[f'train_{t}_{kind}'] = ks.get(f'train_{t}_{kind}', 0.0) / n_kind
             es = st['early_stopping']
             val = metrics['total']
-            improved = es['best'] is None or val < es['best'] - cfg.min_delta
+            if self.selector is None:
+                improved = es['best'] is None or val < es['best'] - cfg.min_delta
+                judged = True
+            else:
+                last = hit_max or (st['batch'] >= per_epoch and epoch + 1 >= cfg.epochs)
+                judged = (epoch + 1) % cfg.select_every == 0 or last
+                improved = self._select(row, epoch) if judged else False
             if improved:
                 es.update(best=val, best_epoch=epoch + 1, bad_epochs=0)
-            else:
+            elif judged:
                 es['bad_epochs'] += 1
             row['best'] = int(improved)
             st['metrics'] = {**metrics, 'epoch': epoch + 1, 'step': st['global_step']}
