@@ -573,7 +573,9 @@ class Trainer:
             dist.barrier()
         per_epoch = self.sampler.batches_per_epoch
         self._print(f'training {cfg.model} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.3f} M params) '
-                    f'on {self.layout}:{cfg.data}: {len(self.train_set)} train / {len(self.val_set)} val pairs, '
+                    f'on {self.layout}:{cfg.data}: {self.labelled_pairs} train / {len(self.val_set)} val pairs'
+                    + (f' + {self.unlabelled_pairs} unlabelled ({cfg.batch_size - self.n_unlabelled} labelled + '
+                       f'{self.n_unlabelled} unlabelled per batch)' if cfg.unlabelled else '') + ', '
                     f'crop {cfg.crop}, batch {cfg.batch_size}x{self.world_size}, lr {cfg.lr:g}, '
                     f'{per_epoch} steps/epoch, device {self.device}' + (f' amp {self.amp_dtype}' if self.amp else ''))
         t_run = time.time() - st['elapsed_s']
