@@ -24,6 +24,7 @@ evaluation (Table 5 scale, 361 MSRS test pairs + TNO + RoadScene, references in 
     python tools/weights.py evaluate NAME... --sets msrs_test361 tno25 roadscene50 --references
     python tools/weights.py evaluate --sets msrs_test361 tno25 roadscene50 --references   # references only
     python tools/weights.py table NAME... --sets msrs_test361
+    python tools/weights.py gap NAME...          # next to the paper's Table 5 row, ratio per metric (MSS scale)
 """
 import argparse
 import json
@@ -56,6 +57,11 @@ PREPARED_SETS = {
 ALL_SETS = list(EVAL_SETS) + list(PREPARED_SETS)
 CONVENTIONS = ('paper', 'vifb')
 PAPER_METRICS = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'dE')  # Tables 4-5
+#: the same seven on Table 5's scale: MSS is MS-SSIM with the paper convention's data range (mtvif_zoo.metrics)
+TABLE5_METRICS = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MSS', 'dE')
+PAPER_TABLES = REPO.parent / 'shared' / 'paper' / 'tables.json'
+TABLE5_ROW = {'mtvif_i': 'I', 'mtvif_ii': 'II', 'mtvif_iii': 'III', 'mtvif_iv': 'IV', 'seafusion': 'SeAFusion',
+              'swinfusion': 'SwinFusion', 'emma_ufuser': 'EMMA', 'segmif': 'SegMiF'}
 LOWER_IS_BETTER = {'dE'}
 
 
@@ -265,6 +271,42 @@ def comparison_table(names: List[str], ds: str = 'msrs_test20', conv: str = 'pap
     return '\n'.join(lines)
 
 
+def gap_table(names: List[str], ds: str = 'msrs_test361', tables: Path = PAPER_TABLES) -> str:
+    """Markdown: each weight's means (paper convention) next to the paper's Table 5 row of the same model, the
+    per-metric ratio weight / paper, and the references scored in the same evaluation. The paper's values are
+    copied from the paper (``../shared/paper/tables.json``), not measured."""
+    t5 = json.loads(Path(tables).read_text())['table5_msrs_fusion']
+    refs = json.loads((RESULTS / 'references.json').read_text()).get(ds, {}).get('paper', {})
+    m = TABLE5_METRICS
+    lines = ['| row | ' + ' | '.join(m) + ' |', '|' + ' --- |' * (len(m) + 1)]
+
+    def row(label, vals):
+        lines.append(f'| {label} | ' + ' | '.join(_fmt(vals.get(k)) for k in m) + ' |')
+
+    for name in names:
+        p = RESULTS / f'{name}.json'
+        if not p.exists() or ds not in json.loads(p.read_text())['datasets']:
+            raise SystemExit(f'{p}: no {ds} evaluation; run `tools/weights.py evaluate {name} --sets {ds} --references`')
+        means = json.loads(p.read_text())['datasets'][ds]['paper']['means']
+        paper = t5.get(TABLE5_ROW.get(name.split('.')[0], ''))
+        if paper:  # the paper's MSS column is stored as MS_SSIM in tables.json
+            paper = dict(paper, MSS=paper.get('MSS', paper.get('MS_SSIM')))
+        row(f'{name} (measured, {ds})', means)
+        if paper:
+            row(f'paper Table 5, {TABLE5_ROW[name.split(".")[0]]} (copied from the paper)', paper)
+            row('ratio measured / paper' + ' (dE: lower is better)',
+                {k: (float(means[k]) / paper[k] if means.get(k) is not None and paper.get(k) else None) for k in m})
+    for ref in ('average (reference)', 'max (reference)'):
+        if ref in refs:
+            row(f'{ref} (measured, {ds})', refs[ref]['means'])
+    return '\n'.join(lines)
+
+
+def cmd_gap(args) -> int:
+    print(gap_table(args.names, args.set, Path(args.tables)))
+    return 0
+
+
 def cmd_table(args) -> int:
     names = args.names or list(recipes())
     for ds in args.sets:
@@ -408,6 +450,11 @@ def main(argv=None) -> int:
     p.add_argument('names', nargs='*')
     p.add_argument('--sets', nargs='+', default=['msrs_test20'], choices=ALL_SETS)
     p.set_defaults(func=cmd_table)
+    p = sub.add_parser('gap', help="weights next to the paper's Table 5 row of the same model, with the ratio")
+    p.add_argument('names', nargs='+')
+    p.add_argument('--set', default='msrs_test361', choices=ALL_SETS)
+    p.add_argument('--tables', default=str(PAPER_TABLES), help='the paper tables JSON [../shared/paper/tables.json]')
+    p.set_defaults(func=cmd_gap)
     p = sub.add_parser('publish')
     p.add_argument('names', nargs='+')
     p.add_argument('--overwrite', action='store_true')
