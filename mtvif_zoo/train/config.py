@@ -36,7 +36,7 @@ COMMON = dict(epochs=100, patience=10, seed=0, scheduler='constant', weight_deca
 
 #: keys a resumed run may change (everything else must match the saved config)
 RESUME_OVERRIDABLE = ('epochs', 'max_steps', 'device', 'workers', 'threads', 'progress', 'ckpt_every', 'patience',
-                      'out', 'resume', 'data')
+                      'out', 'resume', 'data', 'unlabelled', 'select_on')
 
 #: values of ``TrainConfig.amp`` (``--amp``)
 AMP_MODES = ('auto', 'off', 'bf16', 'fp16')
