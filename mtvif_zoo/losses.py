@@ -32,6 +32,17 @@ Choices where the paper is silent (kept consistent everywhere):
   is not computed (absent), ``L_total = b1 * L_fusion``.
 
 Each term is returned separately (:class:`LossOutput`), unweighted, so it can be logged.
+
+**Semi-supervised batches** (``labelled=`` a ``B`` bool mask): a batch may mix labelled pairs and
+unlabelled pairs (no label). ``L_fusion`` is computed over every sample, ``L_seg`` only over the
+labelled ones: the logits and labels of the labelled samples are selected before CE and Dice, so
+the batch's ``L_seg`` *is* the labelled subset's ``L_seg`` (the unlabelled samples contribute
+nothing to it, and no gradient reaches the segmentation classifier from them); a batch with no
+labelled sample has no ``L_seg`` at all (``L_total = b1 L_fusion``). The fusion terms are computed
+on the labelled and the unlabelled samples separately and combined as the sample-weighted mean
+``(n_l T_l + n_u T_u) / B`` -- every fusion term is a per-sample mean over images of one size, so
+this equals the term over the whole batch -- and the per-kind values are returned in
+``LossOutput.by_kind`` for logging.
 """
 from dataclasses import asdict, dataclass, fields
 from typing import Dict, Optional
@@ -80,6 +91,10 @@ class LossOutput:
     terms: Dict[str, torch.Tensor]
     fusion: torch.Tensor
     seg: Optional[torch.Tensor] = None
+    #: with ``labelled=``: ``{'labelled': {term: value}, 'unlabelled': {...}}`` (fusion terms of each kind; a kind
+    #: absent from the batch is missing) and ``counts``: ``{'labelled': n_l, 'unlabelled': n_u}``
+    by_kind: Optional[Dict[str, Dict[str, torch.Tensor]]] = None
+    counts: Optional[Dict[str, int]] = None
 
 
 def sobel_gradient(x: torch.Tensor) -> torch.Tensor:
@@ -188,13 +203,8 @@ class MultiTaskVIFLoss(nn.Module):
         self.weights = weights if isinstance(weights, LossWeights) else LossWeights.from_dict(weights)
         self.ignore_index = ignore_index
 
-    def forward(self, fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
-                logits: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None) -> LossOutput:
+    def _fusion_terms(self, fused, vis, ir) -> Dict[str, torch.Tensor]:
         w = self.weights
-        fused, vis, ir = fused.float(), vis.float(), ir.float()
-        if not (fused.shape == vis.shape == ir.shape):
-            raise ValueError(f'fused, vis and ir must have the same shape, got {tuple(fused.shape)}, '
-                             f'{tuple(vis.shape)} and {tuple(ir.shape)}')
         terms = {'int': intensity_loss(fused, vis, ir), 'grad': gradient_loss(fused, vis, ir),
                  'ssim': ssim_loss(fused, vis, ir)}
         fusion = w.lambda1 * terms['int'] + w.lambda2 * terms['grad'] + w.lambda3 * terms['ssim']
@@ -202,6 +212,43 @@ class MultiTaskVIFLoss(nn.Module):
             terms['color'] = color_loss(fused, vis)
             fusion = fusion + w.lambda4 * terms['color']
         terms['fusion'] = fusion
+        return terms
+
+    def forward(self, fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
+                logits: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                labelled: Optional[torch.Tensor] = None) -> LossOutput:
+        """``labelled``: optional ``B`` bool mask of the samples that have a label (see the module docstring)."""
+        w = self.weights
+        fused, vis, ir = fused.float(), vis.float(), ir.float()
+        if not (fused.shape == vis.shape == ir.shape):
+            raise ValueError(f'fused, vis and ir must have the same shape, got {tuple(fused.shape)}, '
+                             f'{tuple(vis.shape)} and {tuple(ir.shape)}')
+        by_kind = counts = None
+        if labelled is None:
+            terms = self._fusion_terms(fused, vis, ir)
+        else:
+            labelled = labelled.to(device=fused.device, dtype=torch.bool).flatten()
+            if labelled.numel() != fused.shape[0]:
+                raise ValueError(f'labelled mask has {labelled.numel()} entries for a batch of {fused.shape[0]}')
+            b = fused.shape[0]
+            n_l = int(labelled.sum())
+            counts = {'labelled': n_l, 'unlabelled': b - n_l}
+            by_kind = {}
+            for kind, m in (('labelled', labelled), ('unlabelled', ~labelled)):
+                if counts[kind]:
+                    by_kind[kind] = self._fusion_terms(fused[m], vis[m], ir[m])
+            if len(by_kind) == 1:
+                terms = dict(next(iter(by_kind.values())))
+            else:
+                terms = {t: (n_l * by_kind['labelled'][t] + (b - n_l) * by_kind['unlabelled'][t]) / b
+                         for t in by_kind['labelled']}
+            if logits is not None:
+                if n_l == 0:
+                    logits = labels = None  # no labelled sample: L_seg is absent, not zero-weighted
+                elif n_l < b:
+                    logits = logits[labelled]
+                    labels = labels[labelled] if labels is not None else None
+        fusion = terms['fusion']
         total = w.beta1 * fusion
         seg = None
         if logits is not None:
@@ -212,4 +259,4 @@ class MultiTaskVIFLoss(nn.Module):
             terms['seg'] = seg
             total = total + w.beta2 * seg
         terms['total'] = total
-        return LossOutput(total=total, terms=terms, fusion=fusion, seg=seg)
+        return LossOutput(total=total, terms=terms, fusion=fusion, seg=seg, by_kind=by_kind, counts=counts)

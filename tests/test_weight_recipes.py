@@ -1,6 +1,7 @@
 """The recorded weight recipes (tools/weight_recipes.json) are valid ``mtvif train`` command lines,
 and a two-stage recipe starts its second stage from the first stage's best weights."""
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -52,3 +53,21 @@ def test_baseline_has_the_budget_of_variant_iii(weights_tool):
     assert r['seafusion.mfnet220']['data'] == r['mtvif_iii.mfnet220']['data']
     assert ([s['train_args'] for s in weights_tool.stages('seafusion.mfnet220')]
             == [s['train_args'] for s in weights_tool.stages('mtvif_iii.mfnet220')])
+
+
+def test_gap_table_puts_the_paper_row_and_ratio_next_to_the_measured_one(weights_tool, tmp_path, monkeypatch):
+    monkeypatch.setattr(weights_tool, 'RESULTS', tmp_path)
+    means = dict(EN=6.6, MI=2.0, VIF=0.5, Qabf=0.32, SSIM=0.99, MSS=1.0, dE=3.0, MS_SSIM=1.5)
+    (tmp_path / 'mtvif_iii.x.json').write_text(json.dumps({'datasets': {'msrs_test361': {'paper': {'means': means}}}}))
+    (tmp_path / 'references.json').write_text(json.dumps({'msrs_test361': {'paper': {
+        'average (reference)': {'means': dict(means, MI=1.5)}}}}))
+    tables = tmp_path / 'tables.json'
+    tables.write_text(json.dumps({'table5_msrs_fusion': {'III': dict(EN=6.64, MI=3.75, VIF=0.91, Qabf=0.64, SSIM=0.99,
+                                                                         MS_SSIM=1.05, dE=3.33)}}))
+    out = weights_tool.gap_table(['mtvif_iii.x'], 'msrs_test361', tables).splitlines()
+    assert out[0] == '| row | EN | MI | VIF | Qabf | SSIM | MSS | dE |'
+    assert out[2] == '| mtvif_iii.x (measured, msrs_test361) | 6.600 | 2.000 | 0.500 | 0.320 | 0.990 | 1.000 | 3.000 |'
+    assert out[3] == '| paper Table 5, III (copied from the paper) | 6.640 | 3.750 | 0.910 | 0.640 | 0.990 | 1.050 | 3.330 |'
+    assert out[4].split(' | ')[2:4] == [f'{2.0 / 3.75:.3f}', f'{0.5 / 0.91:.3f}']
+    assert out[4].split(' | ')[6] == f'{1.0 / 1.05:.3f}'
+    assert out[5].startswith('| average (reference) (measured, msrs_test361) | 6.600 | 1.500 |')

@@ -15,7 +15,16 @@ scores everything with ``mtvif_zoo.evaluate`` in both metric conventions; the se
 is scored by mIoU on the mfnet220 test split (one confusion matrix). Results go to
 ``results/<name>.json`` (per dataset and convention) and ``results/references.json``.
 
-Data: ``../shared/data`` beside the repository (see its README); ``--data`` overrides.
+Data: ``../shared/data`` beside the repository (see its README); ``--data`` overrides. The sets
+built by ``tools/prepare_data.py`` (``msrs_test361``: all 361 pairs of the MSRS test split; the
+clean labelled, unlabelled and selection folders the newer recipes train on) are read from
+``--prepared`` (``../data/mtvif``); a recipe names them ``prepared:<folder>``. The paper's
+evaluation (Table 5 scale, 361 MSRS test pairs + TNO + RoadScene, references in the same run):
+
+    python tools/weights.py evaluate NAME... --sets msrs_test361 tno25 roadscene50 --references
+    python tools/weights.py evaluate --sets msrs_test361 tno25 roadscene50 --references   # references only
+    python tools/weights.py table NAME... --sets msrs_test361
+    python tools/weights.py gap NAME...          # next to the paper's Table 5 row, ratio per metric (MSS scale)
 """
 import argparse
 import json
@@ -32,6 +41,7 @@ RECIPES = REPO / 'tools' / 'weight_recipes.json'
 RESULTS = REPO / 'results'  # overridden by --results
 RUNS = REPO / 'runs'
 SHARED = REPO.parent / 'shared' / 'data'
+PREPARED = REPO.parent / 'data' / 'mtvif'  # tools/prepare_data.py build --out
 
 #: evaluation sets: name -> (visible dir, infrared dir, labels dir or None, stems list file or None)
 EVAL_SETS = {
@@ -40,8 +50,18 @@ EVAL_SETS = {
     'tno25': ('tno25/vi', 'tno25/ir', None, None),
     'roadscene50': ('roadscene50/vi', 'roadscene50/ir', None, None),
 }
+#: evaluation sets built by tools/prepare_data.py, under --prepared
+PREPARED_SETS = {
+    'msrs_test361': ('msrs_test361/vi', 'msrs_test361/ir', None, None),
+}
+ALL_SETS = list(EVAL_SETS) + list(PREPARED_SETS)
 CONVENTIONS = ('paper', 'vifb')
 PAPER_METRICS = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'dE')  # Tables 4-5
+#: the same seven on Table 5's scale: MSS is MS-SSIM with the paper convention's data range (mtvif_zoo.metrics)
+TABLE5_METRICS = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MSS', 'dE')
+PAPER_TABLES = REPO.parent / 'shared' / 'paper' / 'tables.json'
+TABLE5_ROW = {'mtvif_i': 'I', 'mtvif_ii': 'II', 'mtvif_iii': 'III', 'mtvif_iv': 'IV', 'seafusion': 'SeAFusion',
+              'swinfusion': 'SwinFusion', 'emma_ufuser': 'EMMA', 'segmif': 'SegMiF'}
 LOWER_IS_BETTER = {'dE'}
 
 
@@ -72,11 +92,21 @@ def stage_dir(runs: Path, name: str, index: int, count: int) -> Path:
     return runs / name if index == count - 1 else runs / f'{name}.stage{index + 1}'
 
 
-def train_command(name: str, data: Path, runs: Path, index: int = 0, resume: bool = False) -> List[str]:
+def data_path(spec: str, data: Path, prepared: Path = PREPARED) -> Path:
+    """A recipe's folder: ``prepared:<folder>`` under ``--prepared``, anything else under ``--data``."""
+    return prepared / spec[len('prepared:'):] if spec.startswith('prepared:') else data / spec
+
+
+def train_command(name: str, data: Path, runs: Path, index: int = 0, resume: bool = False,
+                  prepared: Path = PREPARED) -> List[str]:
     r, st = recipe(name), stages(name)
     out = stage_dir(runs, name, index, len(st))
-    cmd = [sys.executable, '-m', 'mtvif_zoo.cli', 'train', '--model', r['model'], '--data', str(data / r['data']),
-           '--out', str(out), '--no-progress'] + [str(a) for a in st[index]['train_args']]
+    cmd = [sys.executable, '-m', 'mtvif_zoo.cli', 'train', '--model', r['model'],
+           '--data', str(data_path(r['data'], data, prepared)), '--out', str(out), '--no-progress']
+    for key, flag in (('unlabelled', '--unlabelled'), ('select_on', '--select-on')):
+        if r.get(key):
+            cmd += [flag, str(data_path(r[key], data, prepared))]
+    cmd += [str(a) for a in st[index]['train_args']]
     if index:
         cmd += ['--init-from', str(stage_dir(runs, name, index - 1, len(st)) / 'best' / 'model.safetensors')]
     return cmd + (['--resume'] if resume else [])
@@ -91,7 +121,8 @@ def cmd_train(args) -> int:
                     and (out / 'wall_time_s.txt').exists():
                 continue  # a finished earlier stage
             resume = args.resume and (out / 'last').exists()
-            cmd = train_command(name, Path(args.data), Path(args.runs), i, resume=resume)
+            cmd = train_command(name, Path(args.data), Path(args.runs), i, resume=resume,
+                                prepared=Path(getattr(args, 'prepared', PREPARED)))
             print('+', ' '.join(cmd), flush=True)
             t0 = time.time()
             rc = subprocess.call(cmd, cwd=REPO)
@@ -146,11 +177,20 @@ def cmd_evaluate(args) -> int:
 
     torch.set_num_threads(args.threads)
     root, runs = Path(args.data), Path(args.runs)
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    prepared = Path(getattr(args, 'prepared', PREPARED))
     sets = {k: _subset_dir(root, *v) for k, v in EVAL_SETS.items() if k in args.sets}
+    for k, v in PREPARED_SETS.items():
+        if k in args.sets:
+            if not (prepared / v[0]).is_dir():
+                raise SystemExit(f'{prepared / v[0]} not found: build it with `python tools/prepare_data.py build '
+                                 f'--mirror MIRRORS --out {prepared}` (or pass --prepared)')
+            sets[k] = _subset_dir(prepared, *v)
     for name in args.names:
         model = _load(name, runs, args.published)
-        res = {'name': name, 'datasets': {}, 'segmentation': None}
+        old = RESULTS / f'{name}.json'  # other datasets evaluated earlier are kept
+        res = json.loads(old.read_text()) if old.is_file() else {}
+        res.update({'name': name, 'datasets': res.get('datasets', {}), 'segmentation': res.get('segmentation')})
         t_fuse = 0.0
         for ds, dirs in sets.items():
             fused_dir = RESULTS / 'fused' / ds / name
@@ -189,7 +229,8 @@ def cmd_evaluate(args) -> int:
         (RESULTS / f'{name}.json').write_text(json.dumps(res, indent=1, default=float))
         print(f'wrote {RESULTS / (name + ".json")}', flush=True)
     if args.references:
-        refs = {}
+        ref_file = RESULTS / 'references.json'  # other datasets evaluated earlier are kept
+        refs = json.loads(ref_file.read_text()) if ref_file.is_file() else {}
         for ds, dirs in sets.items():
             refs[ds] = {}
             for conv in CONVENTIONS:
@@ -228,6 +269,42 @@ def comparison_table(names: List[str], ds: str = 'msrs_test20', conv: str = 'pap
         lines.append(f'| {name} | ' + ' | '.join(_fmt(means.get(k)) for k in metrics) +
                      f' | {"-" if wins is None else f"{wins} / {len(PAPER_METRICS)}"} | {_fmt(miou)} |')
     return '\n'.join(lines)
+
+
+def gap_table(names: List[str], ds: str = 'msrs_test361', tables: Path = PAPER_TABLES) -> str:
+    """Markdown: each weight's means (paper convention) next to the paper's Table 5 row of the same model, the
+    per-metric ratio weight / paper, and the references scored in the same evaluation. The paper's values are
+    copied from the paper (``../shared/paper/tables.json``), not measured."""
+    t5 = json.loads(Path(tables).read_text())['table5_msrs_fusion']
+    refs = json.loads((RESULTS / 'references.json').read_text()).get(ds, {}).get('paper', {})
+    m = TABLE5_METRICS
+    lines = ['| row | ' + ' | '.join(m) + ' |', '|' + ' --- |' * (len(m) + 1)]
+
+    def row(label, vals):
+        lines.append(f'| {label} | ' + ' | '.join(_fmt(vals.get(k)) for k in m) + ' |')
+
+    for name in names:
+        p = RESULTS / f'{name}.json'
+        if not p.exists() or ds not in json.loads(p.read_text())['datasets']:
+            raise SystemExit(f'{p}: no {ds} evaluation; run `tools/weights.py evaluate {name} --sets {ds} --references`')
+        means = json.loads(p.read_text())['datasets'][ds]['paper']['means']
+        paper = t5.get(TABLE5_ROW.get(name.split('.')[0], ''))
+        if paper:  # the paper's MSS column is stored as MS_SSIM in tables.json
+            paper = dict(paper, MSS=paper.get('MSS', paper.get('MS_SSIM')))
+        row(f'{name} (measured, {ds})', means)
+        if paper:
+            row(f'paper Table 5, {TABLE5_ROW[name.split(".")[0]]} (copied from the paper)', paper)
+            row('ratio measured / paper' + ' (dE: lower is better)',
+                {k: (float(means[k]) / paper[k] if means.get(k) is not None and paper.get(k) else None) for k in m})
+    for ref in ('average (reference)', 'max (reference)'):
+        if ref in refs:
+            row(f'{ref} (measured, {ds})', refs[ref]['means'])
+    return '\n'.join(lines)
+
+
+def cmd_gap(args) -> int:
+    print(gap_table(args.names, args.set, Path(args.tables)))
+    return 0
 
 
 def cmd_table(args) -> int:
@@ -353,6 +430,7 @@ def main(argv=None) -> int:
     ap.add_argument('--data', default=str(SHARED), help='the shared data folder [../shared/data]')
     ap.add_argument('--runs', default=str(RUNS), help='training runs folder [runs/]')
     ap.add_argument('--results', default=str(RESULTS), help='evaluation results folder [results/]')
+    ap.add_argument('--prepared', default=str(PREPARED), help='folders built by tools/prepare_data.py [../data/mtvif]')
     sub = ap.add_subparsers(dest='cmd', required=True)
     p = sub.add_parser('train')
     p.add_argument('names', nargs='+')
@@ -360,7 +438,8 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_train)
     p = sub.add_parser('evaluate')
     p.add_argument('names', nargs='*')
-    p.add_argument('--sets', nargs='+', default=list(EVAL_SETS), choices=list(EVAL_SETS))
+    p.add_argument('--sets', nargs='+', default=list(EVAL_SETS), choices=ALL_SETS,
+                   help='evaluation sets [the shared ones]; msrs_test361 (all 361 MSRS test pairs) needs --prepared')
     p.add_argument('--threads', type=int, default=max(1, (os.cpu_count() or 1)))
     p.add_argument('--references', action='store_true', help='also score the average / max references')
     p.add_argument('--published', action='store_true', help='evaluate the shipped weights instead of runs/')
@@ -369,8 +448,13 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser('table')
     p.add_argument('names', nargs='*')
-    p.add_argument('--sets', nargs='+', default=['msrs_test20'], choices=list(EVAL_SETS))
+    p.add_argument('--sets', nargs='+', default=['msrs_test20'], choices=ALL_SETS)
     p.set_defaults(func=cmd_table)
+    p = sub.add_parser('gap', help="weights next to the paper's Table 5 row of the same model, with the ratio")
+    p.add_argument('names', nargs='+')
+    p.add_argument('--set', default='msrs_test361', choices=ALL_SETS)
+    p.add_argument('--tables', default=str(PAPER_TABLES), help='the paper tables JSON [../shared/paper/tables.json]')
+    p.set_defaults(func=cmd_gap)
     p = sub.add_parser('publish')
     p.add_argument('names', nargs='+')
     p.add_argument('--overwrite', action='store_true')

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument('--pattern', help="file-name pattern of a flat fused folder, e.g. '{image}_{method}' (VIFB)")
     p.add_argument('--convention', default='paper', choices=('paper', 'vifb'), help='metric conventions [paper]')
     p.add_argument('--metrics', help='comma-separated subset (default: all): EN,MI,VIF,Qabf,SSIM,MS_SSIM,dE,SD,SF,AG,'
-                                     'SCD,PSNR')
+                                     'SCD,PSNR,MSS')
     p.add_argument('-o', '--output', help='folder for per_image.csv, summary.csv, results.json [eval_<convention>]')
     p.add_argument('--model', help='also fuse the pairs with this model and evaluate it as a row')
     p.add_argument('--references', default='', help="rule-based rows computed in the same run: 'average,max'")

@@ -38,7 +38,9 @@ def _train(args) -> int:
         ir_gain=args.ir_gain, vis_gain=args.vis_gain, init_from=args.init_from,
         in_chans=args.in_chans, num_classes=args.num_classes, ignore_index=args.ignore_index,
         ckpt_every=args.ckpt_every, grad_projection=args.grad_projection, sync_bn=args.sync_bn,
-        threads=args.threads,
+        threads=args.threads, unlabelled=args.unlabelled, unlabelled_ratio=args.unlabelled_ratio,
+        select_on=args.select_on, select_rule=args.select_rule, select_every=args.select_every,
+        allow_msrs_test_names=args.allow_msrs_test_names,
         progress=not args.no_progress, resume=args.resume, model_args=args.model_args or {},
         loss_weights=args.loss_weights or {})
     try:
@@ -118,6 +120,17 @@ def add_parser(sub) -> None:
     p.add_argument('--data', required=True, help='dataset folder: MSRS, FMB or vi/ ir/ label/ [splits/]')
     p.add_argument('--out', required=True, help='run folder')
     p.add_argument('--layout', default='auto', choices=['auto', 'msrs', 'fmb', 'folder'])
+    p.add_argument('--unlabelled', metavar='DIR', help='folder of unlabelled vi/ ir/ pairs mixed into every batch '
+                   '(semi-supervised: L_fusion only for them, L_seg from the labelled pairs)')
+    p.add_argument('--select-on', metavar='DIR', help='choose best/ by fusion quality on these vi/ ir/ pairs (the '
+                   "paper's 7 metrics vs the pixel average and maximum), not by the validation loss")
+    p.add_argument('--select-rule', choices=['mean_rank', 'wins'], help='mean_rank (default): lowest mean rank over '
+                   'the 7 metrics among all checkpoints + the 2 references; wins: most metrics beating both references')
+    p.add_argument('--select-every', type=int, metavar='N', help='score the selection set every N epochs (1)')
+    p.add_argument('--allow-msrs-test-names', action='store_true', help='accept images named like MSRS test images '
+                   '(refused by default: they leak the MSRS test set; only to reproduce the old mfnet220 runs)')
+    p.add_argument('--unlabelled-ratio', type=float, metavar='R', help='share of each batch from --unlabelled '
+                   '(0 < R < 1; default 0.5); log.csv shows the fusion terms of both kinds')
     p.add_argument('--crop', type=int, help='random crop size (recipe)')
     p.add_argument('--batch-size', type=int, help='batch size per process (recipe)')
     p.add_argument('--epochs', type=int, help='epochs (100)')
@@ -134,8 +147,11 @@ def add_parser(sub) -> None:
     p.add_argument('--weight-decay', type=float)
     p.add_argument('--scheduler', choices=['constant', 'cosine'])
     p.add_argument('--grad-clip', type=float, help='clip the gradient norm to this value')
-    p.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
-                   help='autocast (default: on for CUDA: bf16, or fp16 with a GradScaler)')
+    p.add_argument('--amp', nargs='?', const='on', default=None, choices=['auto', 'off', 'bf16', 'fp16', 'on'],
+                   help='mixed precision of the forward pass: bf16 (torch.autocast with bfloat16, CPU or CUDA), '
+                        'fp16 (CUDA, with loss scaling), off (fp32); auto (default): bf16/fp16 on CUDA, off on '
+                        'the CPU; a bare --amp = on. Loss, gradients, Adam state and weights stay fp32')
+    p.add_argument('--no-amp', dest='amp', action='store_const', const='off', help='same as --amp off')
     p.add_argument('--val-fraction', type=float, help='validation share when the data has no val list (0.1)')
     p.add_argument('--val-crop', type=int, help='centre crop of validation images (default --crop; 0: whole)')
     p.add_argument('--hflip', type=float, help='horizontal flip probability (0.5)')

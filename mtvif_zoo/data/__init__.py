@@ -1,9 +1,9 @@
 """Datasets for training MultiTaskVIF: MSRS, FMB and generic folder layouts (see :mod:`.layouts`)."""
-from .dataset import VisIRSegDataset, load_label, validate_records
+from .dataset import MixedDataset, VisIRSegDataset, load_label, validate_records
 from .layouts import LAYOUTS, DatasetError, PairRecord, detect_layout, find_pairs, split_train_val
-from .samplers import EvalSampler, ResumableBatchSampler
+from .samplers import EvalSampler, MixedBatchSampler, ResumableBatchSampler
 
-__all__ = ['VisIRSegDataset', 'load_label', 'validate_records', 'LAYOUTS', 'DatasetError', 'PairRecord',
+__all__ = ['VisIRSegDataset', 'MixedDataset', 'MixedBatchSampler', 'load_label', 'validate_records', 'LAYOUTS', 'DatasetError', 'PairRecord',
            'detect_layout', 'find_pairs', 'split_train_val', 'ResumableBatchSampler', 'EvalSampler',
            'build_train_val']
 

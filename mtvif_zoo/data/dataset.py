@@ -37,7 +37,7 @@ from ..color import rgb_to_gray
 from ..fusion import load_image, to_tensor_image
 from .layouts import DatasetError, PairRecord
 
-__all__ = ['VisIRSegDataset', 'validate_records', 'load_label']
+__all__ = ['VisIRSegDataset', 'MixedDataset', 'validate_records', 'load_label']
 
 
 def load_label(path: Union[str, os.PathLike]) -> np.ndarray:
@@ -196,4 +196,34 @@ class VisIRSegDataset(Dataset):
         out = {'vis': tf(vis), 'ir': tf(ir), 'index': index}
         if label is not None:
             out['label'] = tf(label)
+        return out
+
+
+class MixedDataset(Dataset):
+    """Labelled pairs followed by unlabelled pairs, for semi-supervised batches (:class:`MixedBatchSampler`).
+
+    Index ``i < len(labelled)`` is ``labelled[i]``, the rest are the unlabelled pairs. Every sample
+    carries ``'labelled'`` (a bool) and, when the labelled set has labels, a ``'label'`` so that a
+    mixed batch collates: an unlabelled sample's label is filled with ``-1`` and is never read (the
+    loss selects the labelled samples by the mask before CE / Dice, see :mod:`mtvif_zoo.losses`).
+    """
+
+    def __init__(self, labelled: VisIRSegDataset, unlabelled: VisIRSegDataset):
+        self.labelled, self.unlabelled = labelled, unlabelled
+        self.n = len(labelled)
+
+    def __len__(self) -> int:
+        return self.n + len(self.unlabelled)
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        if index < self.n:
+            out = self.labelled[(epoch, index)]
+            out['labelled'] = True
+            return out
+        out = self.unlabelled[(epoch, index - self.n)]
+        out['index'] = index
+        out['labelled'] = False
+        if self.labelled.has_labels:
+            out['label'] = torch.full(out['vis'].shape[-2:], -1, dtype=torch.int64)
         return out

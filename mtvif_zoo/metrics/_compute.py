@@ -15,7 +15,8 @@ from .io import to_metric_tensor
 __all__ = ['METRICS', 'METRIC_INFO', 'compute', 'compute_batch', 'resolve_metrics']
 
 #: metric keys, in the order results are reported
-METRICS: Tuple[str, ...] = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'dE', 'SD', 'SF', 'AG', 'SCD', 'PSNR')
+METRICS: Tuple[str, ...] = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'dE', 'SD', 'SF', 'AG', 'SCD', 'PSNR',
+                            'MSS')
 
 #: per metric: (higher_is_better, one-line definition)
 METRIC_INFO: Dict[str, Tuple[bool, str]] = {
@@ -31,6 +32,7 @@ METRIC_INFO: Dict[str, Tuple[bool, str]] = {
     'AG': (True, 'average gradient of F'),
     'SCD': (True, 'sum of the correlations of differences'),
     'PSNR': (True, 'PSNR of F against both sources (dB)'),
+    'MSS': (True, "MS-SSIM(vis, F) + MS-SSIM(ir, F) on the paper's MSS scale (the convention's mss_data_range)"),
 }
 
 _ALIASES = {m.lower(): m for m in METRICS}
@@ -38,7 +40,7 @@ _ALIASES.update({'ms-ssim': 'MS_SSIM', 'msssim': 'MS_SSIM', 'ms_ssim': 'MS_SSIM'
                  'deltae': 'dE', 'ciede2000': 'dE', '\u03b4e': 'dE', 'q_abf': 'Qabf', 'qabf': 'Qabf',
                  'entropy': 'EN', 'mutinf': 'MI', 'vifp': 'VIF'})
 
-_PAIR_METRICS = {'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'SCD', 'PSNR'}
+_PAIR_METRICS = {'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'SCD', 'PSNR', 'MSS'}
 
 
 def resolve_metrics(metrics: Optional[Union[str, Iterable[str]]]) -> List[str]:
@@ -88,7 +90,7 @@ def _check_sizes(f: torch.Tensor, v: torch.Tensor, i: torch.Tensor):
 
 
 #: metrics computed with whole-tensor ops (the others tile / loop over planes on CPU themselves)
-_WHOLE_TENSOR = {'EN', 'VIF', 'MS_SSIM', 'dE', 'SD', 'SF', 'AG', 'SCD', 'PSNR'}
+_WHOLE_TENSOR = {'EN', 'VIF', 'MS_SSIM', 'dE', 'SD', 'SF', 'AG', 'SCD', 'PSNR', 'MSS'}
 _CPU_CHUNK_BYTES = 8 << 20
 
 
@@ -106,6 +108,8 @@ def _metric_calls(c: Convention, f, f_rgb, v_rgb, srcs_exact, srcs_round, grey8=
                                 dtype=c.ssim_dtype),
         'MS_SSIM': lambda: Fm.ms_ssim(f, *srcs_exact, combine=c.msssim_combine, data_range=c.msssim_data_range,
                                       win_size=c.msssim_win_size, sigma=c.msssim_sigma, weights=c.msssim_weights),
+        'MSS': lambda: Fm.ms_ssim(f, *srcs_exact, combine=c.msssim_combine, data_range=c.mss_data_range,
+                                  win_size=c.msssim_win_size, sigma=c.msssim_sigma, weights=c.msssim_weights),
         'dE': lambda: Fm.delta_e(f_rgb, v_rgb),
         'SD': lambda: Fm.standard_deviation(f, ddof=c.sd_ddof),
         'SF': lambda: Fm.spatial_frequency(f, definition=c.sf_definition),

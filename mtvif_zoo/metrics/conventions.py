@@ -79,6 +79,18 @@ class Convention:
     MS-SSIM (Wang et al. 2003), as ``pytorch_msssim.ms_ssim``
         msssim_data_range: 255; msssim_win_size: 11; msssim_sigma: 1.5; msssim_weights: the five
         published exponents; msssim_combine: over the two sources, like ssim_combine.
+    MSS: the same MS-SSIM with ``mss_data_range`` as L: the MultiTaskVIF tables' MSS column
+        (Tables 4-5, 0.73-1.08 over methods; the paper does not say how it was computed). In the
+        paper convention ``mss_data_range = 2``: the scikit-image float-input guess that the
+        CDDFuse evaluator's SSIM also gets while the images hold 0..255, so C1 = (0.01 L)^2 and
+        C2 = (0.03 L)^2 are ~1e-4 of their 8-bit values and the score is nearly pure structure.
+        Why 2: the public SeAFusion outputs for all 361 MSRS test pairs (ycc568/my-seafusion
+        ``commit/Results/SeAFusion``) score MSS 1.05 with it, the paper's SeAFusion row in Table 5
+        (``tests/metrics/test_mss.py`` checks the value on three of those pairs; L = 255 gives
+        1.47, L = 1 the same 1.05 to 3 decimals). No public evaluator with this exact MS-SSIM
+        was found (CDDFuse's ``utils/Evaluator.py`` has no MS-SSIM, Tang's MATLAB toolbox uses the
+        MEF-MS-SSIM of Ma et al., which is at most 1), so this is the convention that reproduces the
+        published number, not a verified copy of the authors' code. ``vifb``: 255 (MSS = MS_SSIM).
     dE: mean CIEDE2000 (Sharma et al. 2005) between the fused and the *visible* image in CIELAB
         (sRGB, D65, 2 degree observer), always on RGB (a grey image is replicated to 3 channels).
         de_reference: ``'vis'``.
@@ -126,6 +138,7 @@ class Convention:
     msssim_sigma: float = 1.5
     msssim_weights: Tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
     msssim_combine: str = 'sum'
+    mss_data_range: float = 255.0
     de_reference: str = 'vis'
     sf_definition: str = 'vifb'
     ag_normalisation: str = 'vifb'
@@ -177,6 +190,7 @@ VIFB = Convention(
         'SF': 'VIFB metrics/metricsSpatial_frequency.m', 'AG': 'VIFB metrics/metricsAvg_gradient.m',
         'PSNR': 'VIFB metrics/metricsPsnr.m', 'VIF': 'piq.vif_p per channel (not in VIFB)',
         'MS_SSIM': 'pytorch_msssim.ms_ssim per channel (not in VIFB)',
+        'MSS': 'as MS_SSIM (data_range 255)',
         'SCD': 'Aslantas & Bendes 2015 per channel (not in VIFB)',
         'dE': 'CIEDE2000 vs visible (not in VIFB)',
     },
@@ -193,7 +207,7 @@ PAPER = Convention(
     ssim_window='uniform', ssim_win_size=7, ssim_sigma=1.5, ssim_data_range=2.0,
     ssim_border='reflect_crop', ssim_sample_covariance=True, ssim_dtype='float32', ssim_combine='sum',
     qabf_gradient_scale=1.0,
-    vif_combine='sum', msssim_combine='sum',
+    vif_combine='sum', msssim_combine='sum', mss_data_range=2.0,
     sf_definition='mean', ag_normalisation='mean', sd_ddof=0, psnr_definition='cddfuse',
     references={
         'EN': 'CDDFuse Evaluator.EN', 'SD': 'Evaluator.SD', 'SF': 'Evaluator.SF', 'AG': 'Evaluator.AG',
@@ -201,6 +215,7 @@ PAPER = Convention(
         'VIF': 'Evaluator.VIFF (vifp_mscale, Sheikh & Bovik 2006)', 'Qabf': 'Evaluator.Qabf',
         'SSIM': 'Evaluator.SSIM (skimage 0.19 structural_similarity defaults)',
         'PSNR': 'Evaluator.PSNR', 'MS_SSIM': 'pytorch_msssim.ms_ssim on grey (not in the Evaluator)',
+        'MSS': 'pytorch_msssim.ms_ssim on 0..255 grey with data_range=2 (reproduces Table 5 SeAFusion MSS 1.05)',
         'dE': 'CIEDE2000 vs visible RGB (not in the Evaluator)',
     },
 )

@@ -59,20 +59,29 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from .._factory import create_model
 from ..color import rgb_to_ycbcr
-from ..data import (DatasetError, EvalSampler, LAYOUTS, ResumableBatchSampler, VisIRSegDataset, build_train_val,
-                    validate_records)
+from ..data import (DatasetError, EvalSampler, LAYOUTS, MixedBatchSampler, MixedDataset, ResumableBatchSampler,
+                    VisIRSegDataset, build_train_val, find_pairs, validate_records)
 from ..losses import TERMS, LossWeights, MultiTaskVIFLoss
 from ..models.multitaskvif import VARIANTS
 from ..weights import model_config, load_weights
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from .config import RESUME_OVERRIDABLE, TrainConfig
+from .config import RESUME_OVERRIDABLE, TrainConfig, normalize_amp
+from .selection import PAPER_METRICS, Selector, best_index, check_no_msrs_test_names, rank_candidates
 
-__all__ = ['Trainer', 'NonFiniteLossError', 'train', 'model_inputs', 'LOG_COLUMNS']
+__all__ = ['Trainer', 'NonFiniteLossError', 'train', 'model_inputs', 'LOG_COLUMNS', 'resolve_amp']
 
 GP_KEYS = ('gp_fusion_on_seg', 'gp_seg_on_fusion', 'gp_cosine')
-#: the columns of log.csv (a term a model does not have is left empty)
+#: semi-supervised runs: the fusion terms of the labelled and of the unlabelled samples, logged separately
+KINDS = ('labelled', 'unlabelled')
+KIND_TERMS = ('fusion', 'int', 'grad', 'ssim', 'color')
+KIND_COLUMNS = [f'train_{t}_{k}' for k in KINDS for t in KIND_TERMS] + [f'train_samples_{k}' for k in KINDS]
+#: checkpoint selection (--select-on): metric means on the selection set, mean rank and wins vs the references
+SELECT_COLUMNS = [f'select_{m}' for m in PAPER_METRICS] + ['select_mean_rank', 'select_wins']
+#: the columns of log.csv (a term a model does not have is left empty; the per-kind columns are empty
+#: without --unlabelled)
 LOG_COLUMNS = (['epoch', 'step', 'batches', 'lr'] + [f'train_{t}' for t in TERMS] + [f'val_{t}' for t in TERMS] +
-               ['val_miou', 'val_pixel_acc'] + list(GP_KEYS) + ['samples_per_s', 'epoch_time_s', 'best'])
+               ['val_miou', 'val_pixel_acc'] + list(GP_KEYS) + ['samples_per_s', 'epoch_time_s', 'best'] +
+               KIND_COLUMNS + SELECT_COLUMNS)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -88,6 +97,39 @@ def model_inputs(vis: torch.Tensor, ir: torch.Tensor, in_chans: int):
     if in_chans == 1:
         return rgb_to_ycbcr(vis)[:, :1], ir
     return vis, ir.expand(-1, 3, -1, -1)
+
+
+def resolve_amp(amp, device: torch.device):
+    """``(enabled, dtype)`` of a run's autocast for ``TrainConfig.amp`` on ``device`` (see its docstring).
+
+    ``'auto'``: CUDA bf16 where supported else fp16, CPU off; ``'on'``: the same on CUDA, bf16 on the CPU;
+    ``'bf16'``: bf16 on either (a CUDA GPU without bf16 support is an error); ``'fp16'``: CUDA only.
+    """
+    mode = normalize_amp(amp)
+    cuda = device.type == 'cuda'
+    bf16_ok = (not cuda) or torch.cuda.is_bf16_supported()
+    if mode == 'off' or (mode == 'auto' and not cuda):
+        return False, None
+    if mode in ('auto', 'on'):
+        return True, torch.bfloat16 if bf16_ok else torch.float16
+    if mode == 'bf16':
+        if not bf16_ok:
+            raise ValueError(f'--amp bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; '
+                             'use --amp fp16 (with loss scaling) or --amp off')
+        return True, torch.bfloat16
+    if not cuda:  # fp16
+        raise ValueError(f'--amp fp16 needs a CUDA device (got {device}); on the CPU use --amp bf16 '
+                         '(autocast with bfloat16) or --amp off')
+    return True, torch.float16
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls / convolutions natively (AMX tiles or AVX512-BF16)."""
+    cpu = getattr(torch, 'cpu', None)
+    try:
+        return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
+    except AttributeError:  # older torch: unknown, do not warn
+        return True
 
 
 def _dist_info():
@@ -170,9 +212,12 @@ class Trainer:
         self.distributed = self.world_size > 1
         self._setup_device()
         self._setup_data()
+        self.selector = (Selector(cfg.select_on, cfg.select_rule, allow_msrs_test_names=cfg.allow_msrs_test_names)
+                         if cfg.select_on else None)
         self._setup_model()
         self.state: Dict[str, Any] = dict(epoch=0, batch=0, global_step=0, epoch_sums={}, epoch_steps=0,
-                                          gp_sums={}, gp_count=0, early_stopping=dict(best=None, best_epoch=None,
+                                          gp_sums={}, gp_count=0, kind_sums={},
+                                          selection=dict(references=None, history=[]), early_stopping=dict(best=None, best_epoch=None,
                                                                                       bad_epochs=0),
                                           finished=False, elapsed_s=0.0, metrics=None)
         if cfg.resume:
@@ -220,9 +265,11 @@ class Trainer:
             if not dist.is_initialized():
                 dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
         self.device = device
-        self.amp = (device.type == 'cuda') if cfg.amp is None else bool(cfg.amp)
-        self.amp_dtype = torch.bfloat16 if (device.type != 'cuda' or torch.cuda.is_bf16_supported()) \
-            else torch.float16
+        self.amp, self.amp_dtype = resolve_amp(cfg.amp, device)
+        if self.amp and device.type == 'cpu' and self.rank == 0 and not cpu_has_fast_bf16():
+            print('mtvif train: warning: this CPU has neither AMX nor AVX512-BF16, so bf16 autocast runs '
+                  'emulated and is usually SLOWER than fp32 here (benchmarks/bench_train.py --amp-compare '
+                  'measures it); --amp off trains in fp32', file=sys.stderr, flush=True)
         self.scaler = torch.amp.GradScaler('cuda') if (self.amp and self.amp_dtype == torch.float16) else None
 
     def _setup_data(self):
@@ -235,16 +282,47 @@ class Trainer:
                              cfg.crop, cfg.ignore_index, cfg.data)
         if cfg.val_crop:
             validate_records(val_rec, None, cfg.val_crop, None, cfg.data)
+        if not cfg.allow_msrs_test_names:
+            check_no_msrs_test_names([p for r in train_rec + val_rec for p in (r.vis, r.ir)],
+                                     'training / validation', cfg.data)
         gb = cfg.batch_size * self.world_size
-        if len(train_rec) < gb:
+        if len(train_rec) < gb and not cfg.unlabelled:
             raise DatasetError([f'{len(train_rec)} training pairs, fewer than one global batch of {gb} '
                                 f'(batch size {cfg.batch_size} x {self.world_size} process(es)); '
                                 'lower --batch-size or add data'], cfg.data)
         self.train_set = VisIRSegDataset(train_rec, cfg.crop, True, cfg.seed, cfg.hflip, cfg.vflip,
                                          ir_gain=cfg.ir_gain, vis_gain=cfg.vis_gain)
+        self.labelled_pairs = len(self.train_set)
         self.val_set = VisIRSegDataset(val_rec, cfg.val_crop or None, False, cfg.seed)
-        self.sampler = ResumableBatchSampler(len(self.train_set), cfg.batch_size, cfg.seed, self.rank,
+        self.unlabelled_pairs = 0
+        self.n_unlabelled = 0
+        if cfg.unlabelled:
+            unl = find_pairs(cfg.unlabelled, 'train', 'folder', require_labels=False)
+            if not cfg.allow_msrs_test_names:
+                check_no_msrs_test_names([p for r in unl for p in (r.vis, r.ir)], 'unlabelled', cfg.unlabelled)
+            validate_records(unl, None, cfg.crop, None, cfg.unlabelled)
+            if cfg.batch_size < 2:
+                raise ValueError('--unlabelled needs --batch-size >= 2 (at least one labelled and one unlabelled '
+                                 'sample per batch)')
+            self.n_unlabelled = min(cfg.batch_size - 1, max(1, int(round(cfg.unlabelled_ratio * cfg.batch_size))))
+            n_l = cfg.batch_size - self.n_unlabelled
+            if len(unl) < self.n_unlabelled * self.world_size:
+                raise DatasetError([f'{len(unl)} unlabelled pairs, fewer than the {self.n_unlabelled} x '
+                                    f'{self.world_size} of one global batch; lower --unlabelled-ratio'], cfg.unlabelled)
+            if len(train_rec) < n_l * self.world_size:
+                raise DatasetError([f'{len(train_rec)} labelled training pairs, fewer than the {n_l} x '
+                                    f'{self.world_size} of one global batch; raise --unlabelled-ratio or add data'],
+                                   cfg.data)
+            self.unlabelled_pairs = len(unl)
+            # a different augmentation seed: unlabelled sample j must not share labelled sample j's crop draws
+            unl_set = VisIRSegDataset(unl, cfg.crop, True, cfg.seed + 1, cfg.hflip, cfg.vflip,
+                                      ir_gain=cfg.ir_gain, vis_gain=cfg.vis_gain)
+            self.train_set = MixedDataset(self.train_set, unl_set)
+            self.sampler = MixedBatchSampler(len(train_rec), len(unl), n_l, self.n_unlabelled, cfg.seed, self.rank,
                                              self.world_size)
+        else:
+            self.sampler = ResumableBatchSampler(len(self.train_set), cfg.batch_size, cfg.seed, self.rank,
+                                                 self.world_size)
         workers = cfg.workers if cfg.workers is not None else min(4, max(0, (os.cpu_count() or 1) // 2))
         pin = self.device.type == 'cuda'
         self.train_loader = DataLoader(self.train_set, batch_sampler=self.sampler, num_workers=workers,
@@ -321,7 +399,12 @@ class Trainer:
         info = {'train': cfg.to_dict(), 'model_kwargs': self.model_kwargs, 'model_config': model_config(self.model),
                 'loss_weights': self.loss_fn.weights.to_dict(),
                 'dataset': {'root': str(cfg.data), 'layout': self.layout, 'num_classes': self.num_classes,
-                            'train_pairs': len(self.train_set), 'val_pairs': len(self.val_set)},
+                            'train_pairs': self.labelled_pairs, 'val_pairs': len(self.val_set),
+                            'unlabelled_root': str(cfg.unlabelled) if cfg.unlabelled else None,
+                            'unlabelled_pairs': self.unlabelled_pairs,
+                            'unlabelled_ratio': cfg.unlabelled_ratio,
+                            'labelled_per_batch': cfg.batch_size - self.n_unlabelled,
+                            'unlabelled_per_batch': self.n_unlabelled},
                 'world_size': self.world_size, 'device': str(self.device), 'amp': self.amp,
                 'amp_dtype': str(self.amp_dtype).replace('torch.', '') if self.amp else None,
                 'versions': {'mtvif_zoo': __version__, 'torch': torch.__version__}}
@@ -374,6 +457,17 @@ class Trainer:
                 for t in TERMS]
         return torch.stack(vals)
 
+    def _kind_vector(self, out) -> torch.Tensor:
+        vals = []
+        for k in KINDS:
+            n = out.counts[k]
+            terms = out.by_kind.get(k, {})
+            vals += [terms[t].detach().double() * n if t in terms else torch.zeros((), dtype=torch.float64,
+                                                                                     device=self.device)
+                     for t in KIND_TERMS]
+        vals += [torch.tensor(float(out.counts[k]), dtype=torch.float64, device=self.device) for k in KINDS]
+        return torch.stack(vals)
+
     def _check_finite(self, vec: torch.Tensor, terms: Dict[str, torch.Tensor], step: int, epoch: int, batch: int):
         if torch.isfinite(vec).all():
             return
@@ -406,11 +500,15 @@ class Trainer:
         vis = batch['vis'].to(self.device, non_blocking=True)
         ir = batch['ir'].to(self.device, non_blocking=True)
         labels = batch['label'].to(self.device, non_blocking=True) if (self.has_seg and 'label' in batch) else None
+        labelled = batch['labelled'].to(self.device) if 'labelled' in batch else None
         v_in, i_in = model_inputs(vis, ir, self.config.in_chans)
         with self._autocast():
             fused, logits = net(v_in, i_in)
-        out = self.loss_fn(fused, v_in, i_in, logits if labels is not None else None, labels)
-        vec = self._reduce(self._terms_vector(out.terms))
+        out = self.loss_fn(fused, v_in, i_in, logits if labels is not None else None, labels, labelled=labelled)
+        vec = self._terms_vector(out.terms)
+        if labelled is not None:  # per-kind sums (term x samples) and sample counts, reduced with the terms
+            vec = torch.cat([vec, self._kind_vector(out)])
+        vec = self._reduce(vec)
         self._check_finite(vec, out.terms, step, epoch, b)
         gp = None
         gpe = self.config.grad_projection
@@ -486,6 +584,26 @@ class Trainer:
             p += ['seg', 'ce', 'dice']
         return p
 
+    def _select(self, row: Dict[str, Any], epoch: int) -> bool:
+        """Score the current weights on the selection set (rank 0); True when they are the best so far."""
+        sel = self.state['selection']
+        if self.is_main:
+            if sel['references'] is None:
+                sel['references'] = self.selector.references()
+            scores = self.selector.score(self.model)
+            self.model.train()
+            sel['history'].append({'epoch': epoch + 1, 'step': self.state['global_step'], 'metrics': scores})
+        if self.distributed:
+            box = [sel]
+            dist.broadcast_object_list(box, src=0)
+            sel = self.state['selection'] = box[0]
+        ranked = rank_candidates([h['metrics'] for h in sel['history']], sel['references'])
+        newest = len(ranked) - 1
+        for m in PAPER_METRICS:
+            row[f'select_{m}'] = sel['history'][-1]['metrics'].get(m)
+        row['select_mean_rank'], row['select_wins'] = ranked[newest]['mean_rank'], ranked[newest]['wins']
+        return best_index(ranked, self.config.select_rule) == newest
+
     # ------------------------------------------------------------------ checkpoints
     def _ckpt_state(self) -> Dict[str, Any]:
         return dict(self.state, rng=get_rng_state(), scheduler=self.scheduler.state_dict(),
@@ -523,7 +641,9 @@ class Trainer:
             dist.barrier()
         per_epoch = self.sampler.batches_per_epoch
         self._print(f'training {cfg.model} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.3f} M params) '
-                    f'on {self.layout}:{cfg.data}: {len(self.train_set)} train / {len(self.val_set)} val pairs, '
+                    f'on {self.layout}:{cfg.data}: {self.labelled_pairs} train / {len(self.val_set)} val pairs'
+                    + (f' + {self.unlabelled_pairs} unlabelled ({cfg.batch_size - self.n_unlabelled} labelled + '
+                       f'{self.n_unlabelled} unlabelled per batch)' if cfg.unlabelled else '') + ', '
                     f'crop {cfg.crop}, batch {cfg.batch_size}x{self.world_size}, lr {cfg.lr:g}, '
                     f'{per_epoch} steps/epoch, device {self.device}' + (f' amp {self.amp_dtype}' if self.amp else ''))
         t_run = time.time() - st['elapsed_s']
@@ -550,6 +670,9 @@ class Trainer:
                 vals = vec.tolist()
                 for i, t in enumerate(TERMS):
                     st['epoch_sums'][t] = st['epoch_sums'].get(t, 0.0) + vals[i]
+                if len(vals) > len(TERMS):  # semi-supervised: per-kind sums (already x world size / world size)
+                    for i, key in enumerate(KIND_COLUMNS):
+                        st['kind_sums'][key] = st['kind_sums'].get(key, 0.0) + vals[len(TERMS) + i] * self.world_size
                 st['epoch_steps'] += 1
                 if gp is not None:
                     for k, v in zip(GP_KEYS, gp.tolist()):
@@ -583,18 +706,32 @@ class Trainer:
             row['val_miou'], row['val_pixel_acc'] = metrics['miou'], metrics['pixel_acc']
             for k in GP_KEYS:
                 row[k] = st['gp_sums'][k] / st['gp_count'] if st['gp_count'] else None
+            if cfg.unlabelled:
+                ks = st['kind_sums']
+                for kind in KINDS:
+                    n_kind = ks.get(f'train_samples_{kind}', 0.0)
+                    row[f'train_samples_{kind}'] = int(round(n_kind))
+                    for t in KIND_TERMS:
+                        if t in present and n_kind:
+                            row[f'train_{t}_{kind}'] = ks.get(f'train_{t}_{kind}', 0.0) / n_kind
             es = st['early_stopping']
             val = metrics['total']
-            improved = es['best'] is None or val < es['best'] - cfg.min_delta
+            if self.selector is None:
+                improved = es['best'] is None or val < es['best'] - cfg.min_delta
+                judged = True
+            else:
+                last = hit_max or (st['batch'] >= per_epoch and epoch + 1 >= cfg.epochs)
+                judged = (epoch + 1) % cfg.select_every == 0 or last
+                improved = self._select(row, epoch) if judged else False
             if improved:
                 es.update(best=val, best_epoch=epoch + 1, bad_epochs=0)
-            else:
+            elif judged:
                 es['bad_epochs'] += 1
             row['best'] = int(improved)
             st['metrics'] = {**metrics, 'epoch': epoch + 1, 'step': st['global_step']}
             epoch_done = st['batch'] >= per_epoch
             if epoch_done:
-                st.update(epoch=epoch + 1, batch=0, epoch_sums={}, epoch_steps=0, gp_sums={}, gp_count=0)
+                st.update(epoch=epoch + 1, batch=0, epoch_sums={}, epoch_steps=0, gp_sums={}, gp_count=0, kind_sums={})
             if hit_max:
                 stop_reason = 'max_steps'
             elif es['bad_epochs'] >= cfg.patience:

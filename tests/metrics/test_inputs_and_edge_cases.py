@@ -34,7 +34,7 @@ def triple():
 def test_all_keys_in_order_and_finite(triple, conv):
     out = compute(*triple, convention=conv)
     assert list(out) == list(METRICS) == ['EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'dE', 'SD', 'SF', 'AG',
-                                          'SCD', 'PSNR']
+                                          'SCD', 'PSNR', 'MSS']
     assert all(math.isfinite(v) for v in out.values()), out
     assert list(compute(*triple, metrics=['ssim', 'MS-SSIM', 'en'], convention=conv)) == ['EN', 'SSIM', 'MS_SSIM']
 
@@ -164,7 +164,8 @@ def test_small_images_ms_ssim_error_or_explained_nan():
         compute(x, x, x, metrics=['MS_SSIM'])
     with pytest.warns(RuntimeWarning, match='MS_SSIM set to NaN: MS-SSIM needs'):
         out = compute(x, x, x, on_error='nan')
-    assert math.isnan(out['MS_SSIM']) and all(math.isfinite(v) for k, v in out.items() if k not in ('MS_SSIM', 'PSNR'))
+    assert math.isnan(out['MS_SSIM']) and math.isnan(out['MSS'])
+    assert all(math.isfinite(v) for k, v in out.items() if k not in ('MS_SSIM', 'MSS', 'PSNR'))
 
 
 @pytest.mark.parametrize('conv', ['vifb', 'paper'])

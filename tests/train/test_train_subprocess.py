@@ -30,9 +30,10 @@ def _weights(out):
 
 
 @pytest.mark.skipif(not hasattr(signal, 'SIGKILL'), reason='needs POSIX SIGKILL')
-def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tiny_data, tmp_path, tiny_mtvif):
+@pytest.mark.parametrize('amp', ['off', 'bf16'])
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tiny_data, tmp_path, tiny_mtvif, amp):
     cmd = [sys.executable, '-m', 'mtvif_zoo.train', '--model', 'mtvif_iii']
-    common = dict(batch_size=2, epochs=2, ckpt_every=1)
+    common = dict(batch_size=2, epochs=2, ckpt_every=1, amp=amp)
     a, b = tmp_path / 'a', tmp_path / 'b'
     subprocess.run(cmd + _args(tiny_data, a, tiny_mtvif, **common), env=ENV, check=True, timeout=300,
                    capture_output=True)

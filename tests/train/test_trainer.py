@@ -171,3 +171,47 @@ def test_init_from_weights_and_gain_options(tiny_data, tmp_path, tiny_mtvif):
     ref = load_file(str(init))
     assert all(torch.equal(v, ref[k]) for k, v in t.model.state_dict().items())  # starts from the given weights
     assert t.train_set.ir_gain == (0.3, 1.0)
+
+
+def test_bf16_amp_is_recorded_and_resumes_to_identical_weights(tiny_data, tmp_path, tiny_mtvif):
+    a, b, f = tmp_path / 'a', tmp_path / 'b', tmp_path / 'fp32'
+    train(_cfg(tiny_data, a, tiny_mtvif, max_steps=5, amp='bf16'))
+    train(_cfg(tiny_data, b, tiny_mtvif, max_steps=2, amp='bf16'))  # stops inside epoch 1 (3 steps per epoch)
+    assert read_state(b / 'last')['batch'] == 2
+    train(_cfg(tiny_data, b, tiny_mtvif, max_steps=5, resume=True))  # the saved mode (bf16) is kept
+    wa, wb = load_file(str(a / 'last' / 'model.safetensors')), load_file(str(b / 'last' / 'model.safetensors'))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # master weights and Adam state stay fp32
+    assert all(v.dtype == torch.float32 for v in wa.values() if v.is_floating_point())
+    opt = load_file(str(a / 'last' / 'optimizer.safetensors'))
+    assert all(v.dtype == torch.float32 for k, v in opt.items() if 'exp_avg' in k)
+    assert _rows(a)[-1]['train_total'] == _rows(b)[-1]['train_total']
+    for run in (a, b):
+        cfg = json.loads((run / 'config.json').read_text())
+        assert (cfg['train']['amp'], cfg['amp'], cfg['amp_dtype']) == ('bf16', True, 'bfloat16')
+    # bf16 really changes the arithmetic: the same seed in fp32 ends with different (but close) weights
+    train(_cfg(tiny_data, f, tiny_mtvif, max_steps=5, amp='off'))
+    wf = load_file(str(f / 'last' / 'model.safetensors'))
+    assert json.loads((f / 'config.json').read_text())['amp_dtype'] is None
+    assert not all(torch.equal(wa[k], wf[k]) for k in wa)
+    assert max((wa[k] - wf[k]).abs().max().item() for k in wa) < 0.05
+    # changing the precision of a saved run on resume is refused
+    with pytest.raises(ValueError, match="amp: saved 'bf16', given 'off'"):
+        train(_cfg(tiny_data, b, tiny_mtvif, max_steps=6, amp='off', resume=True))
+
+
+def test_amp_modes_and_errors(tiny_data, tmp_path, tiny_mtvif):
+    from mtvif_zoo.train.config import normalize_amp
+    from mtvif_zoo.train.trainer import resolve_amp
+    cpu = torch.device('cpu')
+    assert [normalize_amp(v) for v in (None, True, False, 'bfloat16', 'fp32')] == ['auto', 'on', 'off', 'bf16', 'off']
+    assert resolve_amp('auto', cpu) == (False, None) and resolve_amp('on', cpu) == (True, torch.bfloat16)
+    assert resolve_amp('bf16', cpu) == (True, torch.bfloat16)
+    with pytest.raises(ValueError, match='amp must be one of'):
+        TrainConfig(amp='int8')
+    with pytest.raises(ValueError, match='fp16 needs a CUDA device.*--amp bf16'):
+        Trainer(_cfg(tiny_data, tmp_path / 'o', tiny_mtvif, amp='fp16', device='cpu'))
+    assert main(['train', '--model', 'mtvif_iii', '--data', str(tiny_data), '--out', str(tmp_path / 'c'),
+                 '--crop', '16', '--batch-size', '2', '--max-steps', '1', '--workers', '0', '--no-progress',
+                 '--model-args', json.dumps(tiny_mtvif), '--amp', 'bf16']) == 0
+    assert json.loads((tmp_path / 'c' / 'config.json').read_text())['train']['amp'] == 'bf16'
