@@ -26,8 +26,9 @@ infrared-visible options build: ``net_type 'swinfusion1'``, ``in_chans 1``, ``im
 Despite their names, the released RSTB/CRSTB have no residual connection and no conv (both are
 commented out in the original); reproduced as released. Parameter names follow the original
 (``layers_Ex_A.0.residual_group.blocks.1.attn.qkv.weight``, ``layers_Fusion.0.residual_group
-.blocks.0.attn_A.kv.weight`` ...), so :func:`convert_original_state_dict` only renames the stem and
-the patch norm and splits the checkpoint.
+.blocks.0.attn_A.kv.weight`` ...), so :func:`convert_original_state_dict` renames the stem and the
+patch norm, splits the checkpoint, and swaps the A / B branches (the released options feed A =
+infrared, B = visible; the zoo's first input, visible, runs through the ``_A`` modules).
 
 Deliberate differences from the original (none changes the function a converted checkpoint
 computes):
@@ -131,6 +132,7 @@ FlopCounterMode): backbone 63.85 G, decoder 10.92 G. CPU inference (2 threads, 1
 backbone + decoder): original 5.6 s, plain path 5.0 s, fused path 2.0 s. The released code has
 ~0.97 M parameters; Table 7's 1.71 M for SwinFusion is not reproduced (see DESIGN.md).
 """
+import re
 from collections import OrderedDict
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
@@ -908,15 +910,27 @@ _DECODER_PREFIXES = ('layers_Re.', 'norm_Re.', 'conv_last1.', 'conv_last2.', 'co
 _DEAD_PREFIXES = ('conv_first1_B.', 'conv_first2_B.')
 
 
+def _swap_ab(key: str) -> str:
+    """``..._A.`` <-> ``..._B.`` in every name component (``layers_Ex_A`` / ``attn_B`` / ``norm1_A`` ...)."""
+    return re.sub(r'_([AB])(?=\.)', lambda m: '_B' if m.group(1) == 'A' else '_A', key)
+
+
 def convert_original_state_dict(
         state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """Split an original SwinFusion (``network_swinfusion1.SwinFusion``) state dict into
     ``(backbone_state_dict, decoder_state_dict)`` for :class:`SwinFusionBackbone` /
     :class:`SwinFusionDecoder` (same ``in_chans`` / ``out_chans``).
 
-    Drops the dead ``conv_first*_B`` convs and the buffers (``attn_mask``,
-    ``relative_position_index``), renames ``conv_first{1,2}_A`` -> ``conv_first{1,2}`` and copies
-    the shared ``patch_embed.norm`` into both ``patch_norm`` s; all other names are unchanged.
+    Branches: the released infrared-visible options train and test the original with **A =
+    infrared, B = visible Y** (``dataroot_A`` = ir, ``dataroot_B`` = vi), while the zoo's backbone
+    runs its first input (visible) through the ``_A`` modules. The converter therefore swaps every
+    ``_A`` / ``_B`` module (``layers_Ex``, ``norm_Ex``, ``residual_group``, ``attn``, ``norm1/2``,
+    ``mlp``, ``norm_Fusion``) and the two 60-channel input halves of ``conv_after_body_Fusion``
+    (the original concatenates ``[A, B]`` = ``[ir, vis]``), so ``backbone(vis, ir)`` computes the
+    original's ``forward(A=ir, B=vis)``. The shared stem (``conv_first{1,2}_A``, used by both
+    branches) is renamed to ``conv_first{1,2}``; the dead ``conv_first*_B`` convs and the buffers
+    (``attn_mask``, ``relative_position_index``) are dropped; the shared ``patch_embed.norm`` is
+    copied into both ``patch_norm`` s.
     """
     if 'params' in state_dict and isinstance(state_dict['params'], dict):
         state_dict = state_dict['params']
@@ -934,8 +948,11 @@ def convert_original_state_dict(
             decoder[k] = v
         elif k.startswith(('conv_first1_A.', 'conv_first2_A.')):
             backbone[k.replace('_A.', '.', 1)] = v
+        elif k == 'conv_after_body_Fusion.weight':
+            a, b = v.chunk(2, dim=1)  # input channels [A = ir, B = vis] -> [vis, ir]
+            backbone[k] = torch.cat([b, a], dim=1).contiguous()
         else:
-            backbone[k] = v
+            backbone[_swap_ab(k)] = v
     return backbone, decoder
 
 
