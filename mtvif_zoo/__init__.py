@@ -12,6 +12,9 @@ from .profile import profile
 from .weights import WeightsMismatchError, load_weights, save_weights
 from .evaluate import EvaluationResult, evaluate
 from . import hub, metrics
+from .models.multitaskvif import set_weights_resolver as _set_weights_resolver
+
+_set_weights_resolver(hub.pretrained.resolve_for_build)  # pretrained=True: the zoo's sources + sha256 check
 
 __all__ = ['__version__', 'create_model', 'list_models', 'list_backbones', 'list_heads', 'fuse', 'segment', 'profile',
            'save_weights', 'load_weights', 'WeightsMismatchError', 'MultiTaskVIF', 'MSRS_CLASSES',

@@ -144,6 +144,7 @@ from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index
 
 from . import register_backbone
+from ..layers import checkpoint_call
 from ._fast import conv_act, linear_act, to_channels_last, use_fast
 
 __all__ = [
@@ -666,6 +667,7 @@ class BasicLayer(nn.Module):
             block(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, mlp_ratio, drop_path[i],
                   layout_cache)
             for i in range(depth)])
+        self.grad_checkpointing = False
 
     fast_path = True  # inference fast path (see ._fast)
 
@@ -678,7 +680,7 @@ class BasicLayer(nn.Module):
                 x = blk.forward_inference(x, x_size)
             return x
         for blk in self.blocks:
-            x = blk(x, x_size)
+            x = checkpoint_call(self.grad_checkpointing, blk, x, x_size)
         return x
 
 
@@ -692,7 +694,7 @@ class CrossBasicLayer(BasicLayer):
                 x, y = blk.forward_inference(x, y, x_size)
             return x, y
         for blk in self.blocks:
-            x, y = blk(x, y, x_size)
+            x, y = checkpoint_call(self.grad_checkpointing, blk, x, y, x_size)
         return x, y
 
 
@@ -804,8 +806,58 @@ class SwinFusionBackbone(nn.Module):
             'img_mean', torch.tensor(RGB_MEAN).view(1, 3, 1, 1) if in_chans == 3 else None, persistent=False)
         self.apply(_init_weights)
         set_fused_attn(self, fused_attn)
+        self.feature_info = [dict(num_chs=2 * embed_dim, reduction=1, module=m)
+                             for m in ('conv_first2', 'norm_Ex_A', 'norm_Fusion_A')]
+        self.feature_info.append(dict(num_chs=embed_dim, reduction=1, module='conv_after_body_Fusion'))
 
     fast_path = True  # channels_last maps + inference kernels (see ._fast)
+    input_mean = RGB_MEAN  # subtracted from 3-channel inputs
+    first_conv = ('conv_first1',)  # one stem, shared by both modalities (as in the original)
+    num_feature_levels = 4  # len(feature_info)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every Swin block (self- and cross-attention) in training."""
+        for m in self.modules():
+            if isinstance(m, BasicLayer):
+                m.grad_checkpointing = enable
+
+    def forward_intermediates(self, vis: torch.Tensor, ir: torch.Tensor):
+        """``cat(vis, ir)`` maps after the stem, the intra-modal (Ex) stage and the fusion stage
+        (120 channels), then the output (60 channels); all full resolution. Returns ``(output, levels)``."""
+        B, _, H, W = vis.shape
+        _check_size(H, W, self.pad_multiple, 'SwinFusionBackbone')
+        out = []
+        x, y, size = self._embed(vis, ir, out)
+        for layer in self.layers_Ex_A:
+            x = layer(x, size)
+        for layer in self.layers_Ex_B:
+            y = layer(y, size)
+        x, y = self.norm_Ex_A(x), self.norm_Ex_B(y)
+        out.append(_image(torch.cat([x, y], -1), H, W))
+        x, y = self.patch_norm(x), self.patch_norm(y)
+        for layer in self.layers_Fusion:
+            x, y = layer(x, y, size)
+        xy = _image(torch.cat([self.norm_Fusion_A(x), self.norm_Fusion_B(y)], -1), H, W)
+        out.append(xy)
+        out.append(self._fuse_out(xy))
+        return out[-1], out
+
+    def _embed(self, vis, ir, out=None):
+        if vis.shape != ir.shape:
+            raise ValueError(f'vis and ir must have the same shape, got {tuple(vis.shape)} and {tuple(ir.shape)}')
+        vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)  # token views without copies
+        if self.img_mean is not None:
+            vis = vis - self.img_mean.to(vis.dtype)
+            ir = ir - self.img_mean.to(ir.dtype)
+        sv, si = self._stem(vis), self._stem(ir)
+        if out is not None:
+            out.append(torch.cat([sv, si], 1))
+        return self.patch_norm(_tokens(sv)), self.patch_norm(_tokens(si)), tuple(vis.shape[-2:])
+
+    def _fuse_out(self, xy):
+        if use_fast(xy, self):
+            return conv_act(self.conv_after_body_Fusion, xy, 'leaky_relu', [0.2])
+        return F.leaky_relu(self.conv_after_body_Fusion(xy), 0.2)
 
     def _stem(self, x):
         if use_fast(x, self):
@@ -818,13 +870,7 @@ class SwinFusionBackbone(nn.Module):
             raise ValueError(f'vis and ir must have the same shape, got {tuple(vis.shape)} and {tuple(ir.shape)}')
         B, _, H, W = vis.shape
         _check_size(H, W, self.pad_multiple, 'SwinFusionBackbone')
-        vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)  # token views without copies
-        if self.img_mean is not None:
-            vis = vis - self.img_mean.to(vis.dtype)
-            ir = ir - self.img_mean.to(ir.dtype)
-        size = (H, W)
-        x = self.patch_norm(_tokens(self._stem(vis)))
-        y = self.patch_norm(_tokens(self._stem(ir)))
+        x, y, size = self._embed(vis, ir)
         for layer in self.layers_Ex_A:
             x = layer(x, size)
         for layer in self.layers_Ex_B:
@@ -836,10 +882,7 @@ class SwinFusionBackbone(nn.Module):
             x, y = layer(x, y, size)
         # the channel concatenation on the token matrices gives a channels_last map (``torch.cat`` of
         # the two images along dim 1 returned a contiguous NCHW map for B = 1: 2x slower with the conv)
-        xy = _image(torch.cat([self.norm_Fusion_A(x), self.norm_Fusion_B(y)], -1), H, W)
-        if use_fast(xy, self):
-            return conv_act(self.conv_after_body_Fusion, xy, 'leaky_relu', [0.2])
-        return F.leaky_relu(self.conv_after_body_Fusion(xy), 0.2)
+        return self._fuse_out(_image(torch.cat([self.norm_Fusion_A(x), self.norm_Fusion_B(y)], -1), H, W))
 
 
 class SwinFusionDecoder(nn.Module):
@@ -848,6 +891,9 @@ class SwinFusionDecoder(nn.Module):
     out_chans`` with LeakyReLU(0.2) between; adds back the image mean (RGB mean for
     ``out_chans=3``, 0 otherwise). Not clamped. ``in_chs != embed_dim``: a 1x1 conv ``proj``
     first."""
+
+    out_conv = 'conv_last3'  # the conv that writes the fused image (``in_chans`` adaptation)
+    output_mean = RGB_MEAN  # added back to a 3-channel output
 
     def __init__(self, in_chs: int = 60, out_chans: int = 3, embed_dim: int = 60, depth: int = 4,
                  num_heads: int = 6, window_size: int = 8, mlp_ratio: float = 2., drop_path_rate: float = 0.1,
