@@ -282,7 +282,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: MultiTaskVI
     * the pretrained number of classes and a fusion-only file (``model.safetensors``): the trained
       classifier is taken from the full copy (``full_state()``, e.g. ``model_full.safetensors``),
       so config, metadata and state agree; without one, a clear error says to pass ``num_classes=0``
-      (fusion-only) or ``num_classes=N`` (fresh classifier);
+      (fusion-only) or ``num_classes=N`` (fresh classifier); another ``num_classes``: the layers
+      before the last classifier conv come from the full copy when there is one;
     * ``in_chans=1`` from 3-channel weights: see :func:`_adapt_in_chans`;
     * anything else missing or unexpected raises a :class:`ValueError` naming the keys (timm loads
       non-strictly once the classifier is adapted).
@@ -294,8 +295,10 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: MultiTaskVI
         state = {k: v for k, v in state.items() if k in own or not k.startswith('head.seg_')}
     missing_seg = sorted(k for k in seg_keys if k not in state)
     same_classes = pretrained_num_classes is not None and model.num_classes == pretrained_num_classes
-    if missing_seg and same_classes:
-        full = full_state() if full_state is not None else None
+    full = full_state() if (missing_seg and model.num_classes and full_state is not None) else None
+    if full is not None and not same_classes:  # the trained layers before the (fresh) last classifier conv
+        state.update({k: full[k] for k in missing_seg if k in full and full[k].shape == own[k].shape})
+    elif missing_seg and same_classes:
         if full is None or any(k not in full for k in missing_seg):
             raise ValueError(
                 f'these weights are fusion-only (no {", ".join(missing_seg[:3])}, ...) and no full multi-task copy '
@@ -372,10 +375,11 @@ def _create_mtvif(variant: str, pretrained: bool = False, **kwargs) -> MultiTask
     unknown = sorted(set(kwargs) - set(_MODEL_KWARGS) - set(_TIMM_KWARGS))
     if unknown:
         raise TypeError(f'{variant}: unknown keyword argument(s) {unknown}; valid: {", ".join(_MODEL_KWARGS)}')
+    tag_named = isinstance(kwargs.get('pretrained_cfg'), str)
     pretrained_cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.pop('pretrained_cfg', None),
                                             pretrained_cfg_overlay=kwargs.pop('pretrained_cfg_overlay', None))
     cfg = pretrained_cfg.to_dict()
-    if pretrained or isinstance(cfg.get('tag'), str):
+    if pretrained or tag_named:
         for k, v in ((_registry.find_weight(variant, cfg.get('tag')) or {}).get('model_args') or {}).items():
             kwargs.setdefault(k, v)  # the published weight's architecture (e.g. its in_chans / head)
     backbone, head, _ = VARIANTS[variant]
