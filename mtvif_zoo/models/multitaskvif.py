@@ -154,7 +154,9 @@ class MultiTaskVIF(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """Parameter groups for layer-wise lr decay: stem convs, backbone modules, then the head."""
         stems = '|'.join(re.escape(n) for n in self._traits['first_conv'])
-        return dict(stem=rf'^({stems})\.', blocks=[(r'^backbone\.(\w+)', None), (r'^head\.', (99999,))])
+        names = [n for n, m in self.backbone.named_children() if any(True for _ in m.parameters())]
+        blocks = [(rf'^backbone\.{re.escape(n)}\.', (i,)) for i, n in enumerate(names)]
+        return dict(stem=rf'^(?:{stems})\.', blocks=blocks + [(r'^head\.', (99999,))])
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
