@@ -33,6 +33,8 @@ def _load_all() -> None:
     from .weights import WeightsMismatchError, load_weights, save_weights
     from .evaluate import EvaluationResult, evaluate
     from . import hub, metrics
+    from .models.multitaskvif import set_weights_resolver
+    set_weights_resolver(hub.pretrained.resolve_for_build)  # pretrained=True: the zoo's sources + sha256 check
     globals().update({k: v for k, v in locals().items() if k in __all__})
     _LOADED = True
 

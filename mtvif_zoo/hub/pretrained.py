@@ -59,7 +59,7 @@ from . import registry
 from .registry import WEIGHTS_FILE
 
 __all__ = ['ENV_WEIGHTS', 'IntegrityError', 'WeightsNotFoundError', 'ResolvedWeights', 'sha256_file',
-           'verify_file', 'resolve_pretrained', 'load_pretrained', 'load_checkpoint', 'load_safetensors',
+           'verify_file', 'resolve_pretrained', 'resolve_for_build', 'load_pretrained', 'load_checkpoint', 'load_safetensors',
            'weight_model_args']
 
 _logger = logging.getLogger(__name__)
@@ -463,6 +463,35 @@ def _apply_state(model: nn.Module, state: Dict[str, torch.Tensor], cfg: Dict[str
     out.pretrained_source = resolved.as_dict()
     _logger.info('loaded %s', where)
     return out
+
+
+def _full_cfg(cfg: Dict[str, Any], resolved: ResolvedWeights) -> Dict[str, Any]:
+    """The cfg that names the full multi-task copy next to the file ``resolved`` came from."""
+    full = dict(cfg, hf_hub_filename=registry.FULL_WEIGHTS_FILE)
+    if resolved.source in ('file', 'local-dir') and resolved.path:
+        full['file'] = str(Path(resolved.path).parent)  # a folder: the file name is hf_hub_filename
+    return full
+
+
+def resolve_for_build(pretrained_cfg: Dict[str, Any], cache_dir=None):
+    """The weights resolver of the zoo's model builder (``set_weights_resolver``).
+
+    Returns ``(path, full_state, source)``: the verified ``.safetensors`` file timm's
+    ``load_pretrained`` reads, a loader of the full multi-task copy (``model_full.safetensors``,
+    from the same source, sha256-checked; ``None`` when there is none) that the filter calls only
+    when a fusion-only file must give a model with its trained classifier, and where it came from.
+    """
+    cfg = dict(pretrained_cfg)
+    resolved = resolve_pretrained(cfg, cache_dir=cache_dir)
+
+    def full_state() -> Optional[Dict[str, torch.Tensor]]:
+        try:
+            full = resolve_pretrained(_full_cfg(cfg, resolved), cache_dir=cache_dir)
+        except (WeightsNotFoundError, KeyError):
+            return None
+        return load_safetensors(full.path)
+
+    return resolved.path, full_state, resolved.as_dict()
 
 
 def load_pretrained(model: nn.Module, pretrained_cfg: Optional[Dict[str, Any]] = None, cache_dir=None,

@@ -125,7 +125,8 @@ def _label_names(model: nn.Module, num_classes: int, label_names: Optional[Seque
 
 
 def _hf_config(model: nn.Module, arch: str, tag: str, args: Dict[str, Any], label_names, license: str,
-               files: Dict[str, Dict[str, Any]], weights: str, dataset: str, input: Dict[str, str]) -> Dict[str, Any]:
+               files: Dict[str, Dict[str, Any]], weights: str, dataset: str, input: Dict[str, str],
+               source: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     from ..models.multitaskvif import _BASE_CFGS
     from ..version import __version__
     pc = dict(_BASE_CFGS[arch])
@@ -144,13 +145,15 @@ def _hf_config(model: nn.Module, arch: str, tag: str, args: Dict[str, Any], labe
         'model_args': args,
         'mtvif_zoo': {'format_version': registry.FORMAT_VERSION, 'library_version': __version__,
                       'name': f'{arch}.{tag}', 'weights': weights, 'dataset': dataset, 'input': input,
-                      'files': {k: {kk: vv for kk, vv in v.items() if kk != 'url'} for k, v in files.items()}},
+                      'files': {k: {kk: vv for kk, vv in v.items() if kk != 'url'} for k, v in files.items()},
+                      **({'source': dict(source)} if source else {})},
     }
 
 
 def _save(model: nn.Module, folder: Path, *, name: str, weights: str, full_copy: Optional[str], dataset: str,
           card: Optional[Dict[str, Any]], license: str, label_names, hf_hub_id: Optional[str],
-          url_base: Optional[str], input: Optional[Dict[str, str]]) -> Dict[str, Any]:
+          url_base: Optional[str], input: Optional[Dict[str, str]],
+          source: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Write the repo folder, check it rebuilds and reloads bit-exactly; return the registry-style entry."""
     arch = architecture_of(model)
     n_arch, tag = registry.split_name(name)
@@ -192,7 +195,7 @@ def _save(model: nn.Module, folder: Path, *, name: str, weights: str, full_copy:
     readme = folder / 'README.md'
     readme.write_text(render_card(entry), encoding='utf-8')
     files['README.md'] = {'sha256': sha256_file(readme), 'size': readme.stat().st_size}
-    config = _hf_config(model, arch, tag, args, label_names, license, files, weights, dataset, input)
+    config = _hf_config(model, arch, tag, args, label_names, license, files, weights, dataset, input, source)
     cfg_path = folder / 'config.json'
     cfg_path.write_text(json.dumps(config, indent=2, sort_keys=False) + '\n', encoding='utf-8')
     files['config.json'] = {'sha256': sha256_file(cfg_path), 'size': cfg_path.stat().st_size}
@@ -227,7 +230,8 @@ def save_pretrained(model: nn.Module, save_directory: PathLike, *, name: Optiona
                     weights: str = 'fusion', full_copy: Optional[str] = None, dataset: str = NOT_RECORDED,
                     card: Optional[Mapping[str, Any]] = None, license: str = 'apache-2.0',
                     label_names: Optional[Sequence[str]] = None, hf_hub_id: Optional[str] = None,
-                    url_base: Optional[str] = None, input: Optional[Dict[str, str]] = None) -> Path:
+                    url_base: Optional[str] = None, input: Optional[Dict[str, str]] = None,
+                    source: Optional[Mapping[str, Any]] = None) -> Path:
     """Write an HF-style repo folder for ``model``; returns the folder.
 
     ``model.safetensors`` holds the fusion-only weights (``weights='fusion'``, what inference
@@ -236,13 +240,14 @@ def save_pretrained(model: nn.Module, save_directory: PathLike, *, name: Optiona
     ``hf-hub:`` loading read (architecture, model_args, timm pretrained cfg, sha256 of every file);
     ``README.md`` is the card generated from ``card`` (a :func:`mtvif_zoo.hub.cards.card_block`;
     default: measured sizes only, everything else "not recorded"). ``name`` is ``arch.tag``
-    (default ``<arch>.custom``).
+    (default ``<arch>.custom``). ``source``: where the weights came from (e.g. the converted
+    original checkpoint's file name and sha256), recorded in ``config.json``'s ``mtvif_zoo`` block.
     """
     name = name or f'{architecture_of(model)}.custom'
     folder = Path(save_directory)
     _save(model, folder, name=name, weights=weights, full_copy=full_copy, dataset=dataset,
           card=dict(card) if card is not None else None, license=license, label_names=label_names,
-          hf_hub_id=hf_hub_id, url_base=url_base, input=input)
+          hf_hub_id=hf_hub_id, url_base=url_base, input=input, source=source)
     return folder
 
 

@@ -35,11 +35,14 @@ conv (half resolution, logits and ``f_seg`` upsampled bilinearly), the fusion br
 resolution.
 """
 import copy
-from typing import Any, Dict, Optional, Tuple, Union
+import re
+from functools import partial
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models._features import FeatureGetterNet, feature_take_indices
 
 from .backbones import create_backbone, get_backbone_cls, list_backbones
 from .heads import get_head_cls, list_heads
@@ -80,41 +83,118 @@ class MultiTaskVIF(nn.Module):
     Forward contract (Sec. 3.3):
 
     * training mode: ``forward(vis, ir) -> (fused, seg_logits)``; ``seg_logits`` is ``None`` for
-      heads without a segmentation branch;
+      a model without a segmentation classifier (``num_classes=0``);
     * eval mode: ``forward(vis, ir) -> fused``; the segmentation classifier is not computed;
     * :meth:`segment` returns the logits in either mode; :meth:`fuse` is the user-facing API
       (any input kind, padding, batching, autocast); :meth:`fusion_only` is the deployable copy.
+
+    timm semantics of the classifier: ``num_classes`` counts the segmentation classes and ``0``
+    means no segmentation classifier (the fusion-only model, like timm's headless models);
+    :meth:`get_classifier` / :meth:`reset_classifier` act on the segmentation classifier. The
+    model is dense (per-pixel): ``global_pool`` may only be ``''`` / ``None`` (no pooling);
+    ``drop_rate`` is dropout in front of the classifier's last 1x1 conv (training only).
 
     Inputs are ``B x in_chans x H x W`` in [0, 1] (``in_chans`` per modality; IR replicated to 3
     channels in the 3-channel mode); H and W must be multiples of ``pad_multiple``.
     """
 
     def __init__(self, backbone: str = 'seafusion', head: str = 'mth', in_chans: int = 3, num_classes: int = 9,
-                 backbone_args: Optional[Dict[str, Any]] = None, head_args: Optional[Dict[str, Any]] = None):
+                 backbone_args: Optional[Dict[str, Any]] = None, head_args: Optional[Dict[str, Any]] = None,
+                 drop_rate: float = 0., global_pool: Optional[str] = ''):
         super().__init__()
+        if global_pool not in ('', None):
+            raise ValueError(f'global_pool={global_pool!r}: the model predicts per pixel and has no global pooling; '
+                             "use global_pool='' (or leave it out)")
         get_backbone_cls(backbone)  # validates the name, error lists the choices
         head_cls = get_head_cls(head)
         self.backbone = create_backbone(backbone, in_chans=in_chans, **(backbone_args or {}))
         self.head = head_cls(in_chs=self.backbone.num_features, out_chans=in_chans, num_classes=num_classes,
-                             backbone_cls=type(self.backbone), **(head_args or {}))
+                             backbone_cls=type(self.backbone), drop_rate=drop_rate, **(head_args or {}))
         self.backbone_name = backbone
         self.head_name = head
         self.in_chans = in_chans
         self.num_classes = self.head.num_classes
         self.num_features = self.backbone.num_features
+        self.head_hidden_size = self.head.head_hidden_size
+        self.drop_rate = drop_rate
         self.pad_multiple = int(self.backbone.pad_multiple)
+        self.feature_info = [dict(info, module=f'backbone.{info["module"]}') for info in self.backbone.feature_info]
+        # timm reads ``_traits['first_conv']`` before the cfg's: the stems of *this* backbone
+        self._traits = dict(first_conv=tuple(f'backbone.{n}' for n in self.backbone.first_conv))
 
     @property
     def has_segmentation(self) -> bool:
         return bool(self.head.has_segmentation)
 
+    @property
+    def output_convs(self) -> Tuple[str, ...]:
+        """The conv(s) that write the fused image (``in_chans`` channels)."""
+        if hasattr(self.head, 'decoder'):
+            return (f'head.decoder.{self.head.decoder.out_conv}',)
+        return ('head.fusion_out',)
+
+    # -- timm model API ---------------------------------------------------------------------
+    def get_classifier(self) -> nn.Module:
+        return self.head.get_classifier()
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A fresh segmentation classifier for ``num_classes`` (``0``: none, the fusion-only model)."""
+        if global_pool not in ('', None):
+            raise ValueError(f'global_pool={global_pool!r}: the model has no global pooling')
+        self.head.reset_classifier(num_classes)
+        self.num_classes = self.head.num_classes
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of the backbone's blocks (Swin blocks, RGBD / DRDB / Restormer-CNN
+        blocks) in training; ``benchmarks/bench_grad_checkpointing.py`` measures the memory saved."""
+        self.backbone.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Parameter groups for layer-wise lr decay: stem convs, backbone modules, then the head."""
+        stems = '|'.join(re.escape(n) for n in self._traits['first_conv'])
+        names = [n for n, m in self.backbone.named_children() if any(True for _ in m.parameters())]
+        blocks = [(rf'^backbone\.{re.escape(n)}\.', (i,)) for i, n in enumerate(names)]
+        return dict(stem=rf'^(?:{stems})\.', blocks=blocks + [(r'^head\.', (99999,))])
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """Swin relative-position bias tables (as timm's Swin models)."""
+        return {n for n, _ in self.named_parameters() if n.endswith('relative_position_bias_table')}
+
+    def forward_intermediates(self, vis: torch.Tensor, ir: torch.Tensor, indices=None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False):
+        """The backbone's fused feature maps (``feature_info``); ``indices`` as in timm (``None``:
+        all, ``int``: the last n, sequence: those). Returns the list, or ``(final, list)`` where
+        ``final`` is :meth:`forward_features`' output."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        final, feats = self.backbone.forward_intermediates(vis, ir)
+        take, _ = feature_take_indices(len(feats), indices)
+        out = [feats[i] for i in take]
+        return out if intermediates_only else (final, out)
+
+    def prune_intermediate_layers(self, indices=None, prune_norm: bool = False, prune_head: bool = True):
+        """For ``features_only``: the head is not needed (dropped); returns the absolute indices."""
+        take, _ = feature_take_indices(len(self.feature_info), indices)
+        if prune_head:
+            self.head = nn.Identity()
+            self.num_classes = 0
+        return take
+
+    # -- forward ----------------------------------------------------------------------------
     def forward_features(self, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
         return self.backbone(vis, ir)
 
-    def forward_head(self, x: torch.Tensor, with_seg: bool = False):
+    def forward_head(self, x: torch.Tensor, with_seg: bool = False, pre_logits: bool = False):
+        """``(fused, seg_logits or None)``; ``pre_logits=True``: the features the segmentation
+        classifier's last 1x1 conv reads (``head_hidden_size`` channels) instead of the fused pair."""
+        if pre_logits:
+            return self.head(x, pre_logits=True)[1]
         if with_seg and not self.has_segmentation:
             raise ValueError(f'{self.head_name!r} head of this model has no segmentation classifier '
-                             '(a cnn baseline or a fusion_only() copy)')
+                             '(num_classes=0: a fusion-only model or a cnn baseline)')
         return self.head(x, with_seg=with_seg)
 
     def forward(self, vis: torch.Tensor, ir: torch.Tensor):
@@ -136,61 +216,174 @@ class MultiTaskVIF(nn.Module):
     def fusion_only(self) -> 'MultiTaskVIF':
         """Deployable copy: no segmentation classifier, eval mode, same fused output bit for bit."""
         model = copy.deepcopy(self)
-        model.head = self.head.fusion_only()
-        model.num_classes = 0
+        model.reset_classifier(0)
         return model.eval()
 
 
-def _cfg(**kwargs) -> Dict[str, Any]:
+class FusionFeatures(FeatureGetterNet):
+    """``features_only=True`` wrapper: ``forward(vis, ir)`` -> the backbone's fused feature maps
+    (timm's ``FeatureGetterNet``, with the model's two inputs)."""
+
+    def forward(self, vis: torch.Tensor, ir: Optional[torch.Tensor] = None):
+        if ir is None:
+            raise TypeError('a fusion model takes two inputs: forward(vis, ir)')
+        return self.model.forward_intermediates(vis, ir, indices=self.out_indices, norm=self.norm,
+                                                output_fmt=self.output_fmt, intermediates_only=True)
+
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as mtvif_zoo.color.rgb_to_ycbcr
+
+
+def _adapt_in_chans(state: Dict[str, torch.Tensor], model: MultiTaskVIF) -> Dict[str, torch.Tensor]:
+    """3-channel weights into a 1-channel (Y-channel mode) model, the parts timm's
+    ``adapt_input_conv`` does not cover: the output conv(s) become the BT.601 luma of the RGB
+    output convs (exact before the output activation), and SwinFusion's RGB mean, subtracted from
+    3-channel inputs, is folded into the stem bias (exact away from the zero-padded border) and its
+    luma added to a 1-channel SwinFusion decoder's output bias. The stems themselves are summed over
+    their input channels by timm (exact for a grey input replicated to 3 channels)."""
+    if model.in_chans != 1:
+        return state
+    luma = torch.tensor(_LUMA)
+    own = model.state_dict()
+    stem_mean = getattr(model.backbone, 'input_mean', None)
+    if stem_mean is not None:
+        for name in model._traits['first_conv']:
+            w, b = state.get(f'{name}.weight'), state.get(f'{name}.bias')
+            if w is not None and b is not None and w.shape[1] == 3:
+                mean = torch.tensor(stem_mean, dtype=torch.float32).view(1, 3, 1, 1)
+                state[f'{name}.bias'] = (b.float() - (w.float() * mean).sum((1, 2, 3))).to(b.dtype)
+    for name in model.output_convs:
+        w, b = state.get(f'{name}.weight'), state.get(f'{name}.bias')
+        if w is None or w.shape[0] != 3 or own[f'{name}.weight'].shape[0] != 1:
+            continue
+        state[f'{name}.weight'] = (w.float() * luma.view(3, 1, 1, 1)).sum(0, keepdim=True).to(w.dtype)
+        if b is not None:
+            bias = (b.float() * luma).sum().view(1)
+            out_mean = getattr(getattr(model.head, 'decoder', None), 'output_mean', None)
+            if out_mean is not None:
+                bias = bias + (torch.tensor(out_mean) * luma).sum()
+            state[f'{name}.bias'] = bias.to(b.dtype)
+    return state
+
+
+def _classifier_keys(model: MultiTaskVIF) -> set:
+    """State-dict keys a fusion-only copy (``num_classes=0``) does not have."""
+    head = copy.deepcopy(model.head)
+    head.reset_classifier(0)
+    kept = {f'head.{k}' for k in head.state_dict()}
+    return {k for k in model.state_dict() if k.startswith('head.') and k not in kept}
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: MultiTaskVIF,
+                         pretrained_num_classes: Optional[int] = None,
+                         full_state: Optional[Callable[[], Dict[str, torch.Tensor]]] = None) -> Dict[str, torch.Tensor]:
+    """timm ``pretrained_filter_fn`` of the zoo's models (runs before timm's classifier / input-conv
+    handling in ``load_pretrained``):
+
+    * ``num_classes=0``: the segmentation classifier's keys of a full file are dropped;
+    * the pretrained number of classes and a fusion-only file (``model.safetensors``): the trained
+      classifier is taken from the full copy (``full_state()``, e.g. ``model_full.safetensors``),
+      so config, metadata and state agree; without one, a clear error says to pass ``num_classes=0``
+      (fusion-only) or ``num_classes=N`` (fresh classifier); another ``num_classes``: the layers
+      before the last classifier conv come from the full copy when there is one;
+    * ``in_chans=1`` from 3-channel weights: see :func:`_adapt_in_chans`;
+    * anything else missing or unexpected raises a :class:`ValueError` naming the keys (timm loads
+      non-strictly once the classifier is adapted).
+    """
+    state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state_dict.items()}
+    own = model.state_dict()
+    seg_keys = _classifier_keys(model)
+    if model.num_classes == 0:
+        state = {k: v for k, v in state.items() if k in own or not k.startswith('head.seg_')}
+    missing_seg = sorted(k for k in seg_keys if k not in state)
+    same_classes = pretrained_num_classes is not None and model.num_classes == pretrained_num_classes
+    full = full_state() if (missing_seg and model.num_classes and full_state is not None) else None
+    if full is not None and not same_classes:  # the trained layers before the (fresh) last classifier conv
+        state.update({k: full[k] for k in missing_seg if k in full and full[k].shape == own[k].shape})
+    elif missing_seg and same_classes:
+        if full is None or any(k not in full for k in missing_seg):
+            raise ValueError(
+                f'these weights are fusion-only (no {", ".join(missing_seg[:3])}, ...) and no full multi-task copy '
+                f'was found: pass num_classes=0 for the fusion-only model, or num_classes=N for a fresh '
+                f'{model.num_classes}-class classifier')
+        state.update({k: full[k] for k in missing_seg})
+    state = _adapt_in_chans(state, model)
+    allowed_missing = set() if same_classes else seg_keys
+    missing = sorted(set(own) - set(state) - allowed_missing)
+    unexpected = sorted(k for k in set(state) - set(own) if not (k.startswith('head.seg_') and not same_classes))
+    if missing or unexpected:
+        raise ValueError(f'pretrained weights do not match {type(model).__name__}({model.backbone_name!r}, '
+                         f'{model.head_name!r}, in_chans={model.in_chans}, num_classes={model.num_classes}): '
+                         f'missing {missing[:10]}, unexpected {unexpected[:10]}')
+    return state
+
+
+def _cfg(backbone: str, **kwargs) -> Dict[str, Any]:
     return {
         'url': '', 'num_classes': 9, 'input_size': (3, 256, 256), 'fixed_input_size': False,
+        'pool_size': (256, 256),  # unpooled: the fused feature map is at the input resolution
         'mean': (0., 0., 0.), 'std': (1., 1., 1.), 'crop_pct': 1.0, 'interpolation': 'bilinear',
-        'first_conv': None, 'classifier': 'head.seg_classifier.1', 'label_names': MSRS_CLASSES,
+        'first_conv': tuple(f'backbone.{n}' for n in get_backbone_cls(backbone).first_conv),
+        'classifier': 'head.seg_classifier.1', 'label_names': MSRS_CLASSES,
         'license': 'apache-2.0', 'paper_name': 'MultiTaskVIF: Segmentation-oriented visible and infrared '
         'image fusion via multi-task learning', 'paper_ids': 'arXiv:2505.06665', **kwargs,
     }
 
 
-def _baseline_cfg(**kwargs) -> Dict[str, Any]:
-    return _cfg(num_classes=0, classifier=None, label_names=None, **kwargs)
+def _baseline_cfg(backbone: str, **kwargs) -> Dict[str, Any]:
+    # num_classes=N on a baseline adds a 1x1 classifier ``head.seg_classifier`` (CNNHead)
+    return _cfg(backbone, num_classes=0, classifier='head.seg_classifier', label_names=None, **kwargs)
 
 
 #: weightless cfg of every architecture; published weights add ``arch.tag`` cfgs from the registry
 _BASE_CFGS: Dict[str, Dict[str, Any]] = {
-    'mtvif_i': _cfg(),
-    'mtvif_ii': _cfg(),
-    'mtvif_iii': _cfg(),
-    'mtvif_iv': _cfg(),
-    'swinfusion': _baseline_cfg(paper_name='SwinFusion: Cross-domain long-range learning for general image '
-                                'fusion via Swin transformer', paper_ids='doi:10.1109/JAS.2022.105686'),
-    'emma_ufuser': _baseline_cfg(paper_name='Equivariant multi-modality image fusion', paper_ids='arXiv:2305.11443'),
-    'seafusion': _baseline_cfg(paper_name='Image fusion in the loop of high-level vision tasks: a semantic-aware '
-                               'real-time infrared and visible image fusion network',
+    'mtvif_i': _cfg('swinfusion'),
+    'mtvif_ii': _cfg('ufuser'),
+    'mtvif_iii': _cfg('seafusion'),
+    'mtvif_iv': _cfg('segmif'),
+    'swinfusion': _baseline_cfg('swinfusion', paper_name='SwinFusion: Cross-domain long-range learning for general '
+                                'image fusion via Swin transformer', paper_ids='doi:10.1109/JAS.2022.105686'),
+    'emma_ufuser': _baseline_cfg('ufuser', paper_name='Equivariant multi-modality image fusion',
+                                 paper_ids='arXiv:2305.11443'),
+    'seafusion': _baseline_cfg('seafusion', paper_name='Image fusion in the loop of high-level vision tasks: a '
+                               'semantic-aware real-time infrared and visible image fusion network',
                                paper_ids='doi:10.1016/j.inffus.2021.12.004'),
-    'segmif': _baseline_cfg(paper_name='Multi-interactive feature learning and a full-time multi-modality '
-                            'benchmark for image fusion and segmentation', paper_ids='arXiv:2308.02097'),
+    'segmif': _baseline_cfg('segmif', paper_name='Multi-interactive feature learning and a full-time '
+                            'multi-modality benchmark for image fusion and segmentation', paper_ids='arXiv:2308.02097'),
 }
 
 # pretrained ``arch.tag`` cfgs (hf_hub_id@revision, url, sha256, ...) come from mtvif_zoo/hub/registry.json
 default_cfgs = generate_default_cfgs(_registry.timm_cfgs(_BASE_CFGS))
 
-_MODEL_KWARGS = ('backbone', 'head', 'in_chans', 'num_classes', 'backbone_args', 'head_args')
+_MODEL_KWARGS = ('backbone', 'head', 'in_chans', 'num_classes', 'backbone_args', 'head_args', 'drop_rate',
+                 'global_pool')
 # keyword arguments timm's create_model / build_model_with_cfg handle themselves
 _TIMM_KWARGS = ('pretrained_cfg', 'pretrained_cfg_overlay', 'cache_dir', 'checkpoint_path', 'pretrained_strict',
                 'pretrained_filter_fn', 'kwargs_filter', 'features_only', 'out_indices', 'feature_cls',
                 'pretrained_model_args')
+
+#: ``resolver(pretrained_cfg, cache_dir) -> (file, full_state_loader, source_info)``: where pretrained
+#: weights come from (explicit > MTVIF_WEIGHTS > shipped > Hub > URL, sha256-checked). Installed by
+#: ``mtvif_zoo/__init__.py`` (mtvif_zoo.hub.pretrained); without one, timm's own sources are used.
+_WEIGHTS_RESOLVER: Optional[Callable] = None
+
+
+def set_weights_resolver(fn: Optional[Callable]) -> None:
+    global _WEIGHTS_RESOLVER
+    _WEIGHTS_RESOLVER = fn
 
 
 def _create_mtvif(variant: str, pretrained: bool = False, **kwargs) -> MultiTaskVIF:
     unknown = sorted(set(kwargs) - set(_MODEL_KWARGS) - set(_TIMM_KWARGS))
     if unknown:
         raise TypeError(f'{variant}: unknown keyword argument(s) {unknown}; valid: {", ".join(_MODEL_KWARGS)}')
-    from ..hub import pretrained as _pretrained  # the hub imports this module: import lazily
-    num_classes_asked = kwargs.get('num_classes')
-    if num_classes_asked == (kwargs.get('pretrained_model_args') or {}).get('num_classes'):
-        num_classes_asked = None  # set by timm from an hf-hub:/local-dir: config.json, not by the caller
-    cache_dir = kwargs.get('cache_dir')
-    kwargs = _pretrained.weight_model_args(variant, pretrained, kwargs)  # arch.tag -> its model_args
+    tag_named = isinstance(kwargs.get('pretrained_cfg'), str)
+    pretrained_cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.pop('pretrained_cfg', None),
+                                            pretrained_cfg_overlay=kwargs.pop('pretrained_cfg_overlay', None))
+    cfg = pretrained_cfg.to_dict()
+    if pretrained or tag_named:
+        for k, v in ((_registry.find_weight(variant, cfg.get('tag')) or {}).get('model_args') or {}).items():
+            kwargs.setdefault(k, v)  # the published weight's architecture (e.g. its in_chans / head)
     backbone, head, _ = VARIANTS[variant]
     backbone = kwargs.pop('backbone', None) or backbone
     head = kwargs.pop('head', None) or head
@@ -200,14 +393,26 @@ def _create_mtvif(variant: str, pretrained: bool = False, **kwargs) -> MultiTask
         raise ValueError(f'unknown head {head!r}; valid heads: {", ".join(list_heads())}')
     if kwargs.get('head_args') is None and head.startswith('mth'):
         kwargs['head_args'] = dict(MTH_CFGS[VARIANTS[variant][0]])
-    if head.startswith('mth'):  # baselines' cfgs say num_classes=0; an MTH on them defaults to the 9 MSRS classes
+    if head.startswith('mth') and not cfg.get('num_classes'):  # a baseline arch with an MTH: the 9 MSRS classes
         kwargs.setdefault('num_classes', len(MSRS_CLASSES))
-    # timm never loads weights itself here: mtvif_zoo.hub.pretrained resolves the source (explicit >
-    # shipped > Hub > URL), checks the sha256 and reads safetensors only (never pickle)
-    model = build_model_with_cfg(MultiTaskVIF, variant, False, backbone=backbone, head=head,
-                                 pretrained_strict=True, **kwargs)
+    if kwargs.get('features_only'):
+        kwargs['num_classes'] = 0  # the features wrapper does not use the classifier
+        kwargs.setdefault('out_indices', tuple(range(get_backbone_cls(backbone).num_feature_levels)))
+    overlay, filter_fn, source = {}, kwargs.pop('pretrained_filter_fn', None), None
     if pretrained:
-        model = _pretrained.load_pretrained(model, cache_dir=cache_dir, num_classes=num_classes_asked)
+        full_state = None
+        if cfg.get('state_dict') is None and _WEIGHTS_RESOLVER is not None:
+            # the zoo's sources and sha256 check; timm's load_pretrained then reads the verified file
+            path, full_state, source = _WEIGHTS_RESOLVER(cfg, kwargs.get('cache_dir'))
+            overlay = dict(file=path, source='')
+        pretrained_classes = cfg.get('num_classes')
+        filter_fn = filter_fn or partial(checkpoint_filter_fn, pretrained_num_classes=pretrained_classes,
+                                         full_state=full_state)
+    model = build_model_with_cfg(
+        MultiTaskVIF, variant, pretrained, pretrained_cfg={**cfg, **overlay}, backbone=backbone, head=head,
+        pretrained_filter_fn=filter_fn, feature_cfg=dict(feature_cls=FusionFeatures), **kwargs)
+    if source is not None:
+        model.pretrained_source = source
     return model
 
 

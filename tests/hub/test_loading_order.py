@@ -1,4 +1,4 @@
-"""pretrained=True: explicit > MTVIF_WEIGHTS > shipped > Hub > URL, each tested; fusion-only semantics; no pickle."""
+"""pretrained=True: explicit > MTVIF_WEIGHTS > shipped > Hub > URL, each tested; classifier semantics; no pickle."""
 import shutil
 
 import pytest
@@ -11,9 +11,10 @@ NAME = 'mtvif_iii.testonly'
 
 
 def _same(model, ref_state, keys=None):
+    """Every key of ``ref_state`` (or ``keys``) is in the model with the same value."""
     own = model.state_dict()
-    keys = keys or own.keys()
-    return all(torch.equal(own[k], ref_state[k].to(own[k].dtype)) for k in keys)
+    keys = keys or ref_state.keys()
+    return all(k in own and torch.equal(own[k], ref_state[k].to(own[k].dtype)) for k in keys)
 
 
 @pytest.fixture
@@ -36,19 +37,33 @@ def test_shipped_copy_is_used_offline(published, no_pickle, loopback):
     assert timm.create_model('mtvif_iii', pretrained=True).pretrained_source['source'] == 'shipped'
 
 
-def test_fusion_only_file_gives_fusion_only_model(published, no_pickle):
+def test_classifier_semantics_as_in_timm(published, no_pickle):
+    """Default num_classes: the multi-task model, fusion weights from model.safetensors (fp32) and the
+    trained classifier from model_full.safetensors, so config, state and output agree; num_classes=0:
+    the fusion-only model; another num_classes: a fresh last classifier conv."""
     src = published['models'][NAME]
     m = mtvif_zoo.create_model(NAME, pretrained=True)
-    assert not m.has_segmentation and m.training  # a fusion_only() model, train mode like any create_model
-    with pytest.raises(ValueError, match='no segmentation classifier'):
-        m.segment(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+    assert m.has_segmentation and m.num_classes == m.pretrained_cfg['num_classes'] == 9
+    fusion_keys = set(src.fusion_only().state_dict())
+    assert _same(m, src.state_dict(), fusion_keys)  # exact fp32 fusion weights
+    cls = {k: v.half() for k, v in src.state_dict().items() if k not in fusion_keys}
+    assert cls and _same(m, cls)  # the trained classifier, from the fp16 full copy
     x, y = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(m.eval()(x, y), src.eval()(x, y))
-    # num_classes asked explicitly: the multi-task model, classifier freshly initialised, the rest loaded
+        assert m.segment(x, y).shape == (1, 9, 16, 16)
+    f = mtvif_zoo.create_model(NAME, pretrained=True, num_classes=0)
+    assert not f.has_segmentation and f.num_classes == 0 and f.training
+    assert set(f.state_dict()) == fusion_keys and _same(f, src.state_dict(), fusion_keys)
+    with pytest.raises(ValueError, match='no segmentation classifier'):
+        f.segment(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+    with torch.no_grad():
+        assert torch.equal(f.eval()(x, y), src.eval()(x, y))
+    # num_classes asked explicitly: the multi-task model, last classifier conv fresh, the rest loaded
     full = mtvif_zoo.create_model(NAME, pretrained=True, num_classes=5)
-    assert full.has_segmentation and full.num_classes == 5
-    assert _same(full, src.state_dict(), [k for k in src.fusion_only().state_dict()])
+    assert full.has_segmentation and full.num_classes == 5 and full.get_classifier().out_channels == 5
+    assert _same(full, src.state_dict(), fusion_keys)
+    assert _same(full, cls, [k for k in cls if k.startswith('head.seg_classifier.0.')])
 
 
 def test_full_multitask_file_via_hf_hub_filename(published, no_pickle):
@@ -67,20 +82,22 @@ def test_full_multitask_file_via_hf_hub_filename(published, no_pickle):
 def test_explicit_file_beats_env_and_shipped(published, other_weights, monkeypatch, no_pickle):
     model, folder = other_weights
     monkeypatch.setenv('MTVIF_WEIGHTS', str(published['weights']))  # would give the published weight
+    with pytest.raises(ValueError, match='fusion-only .* pass num_classes=0'):  # no model_full beside it
+        mtvif_zoo.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(folder)))
     for file in (folder, folder / 'model.safetensors'):
-        m = mtvif_zoo.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)))
+        m = mtvif_zoo.create_model(NAME, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=str(file)))
         assert m.pretrained_source['source'] == 'file' and m.pretrained_source['verified']  # sha from config.json
         assert _same(m, model.fusion_only().state_dict())
     # a file with no recorded sha256 (no config.json beside it) is the user's own: loaded, marked unverified
     lone = folder.parent / 'lone.safetensors'
     shutil.copyfile(folder / 'model.safetensors', lone)
-    m = mtvif_zoo.create_model('mtvif_iii', pretrained=True, pretrained_cfg_overlay=dict(file=str(lone)))
+    m = mtvif_zoo.create_model('mtvif_iii', pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=str(lone)))
     assert m.pretrained_source['source'] == 'file' and not m.pretrained_source['verified']
 
 
 def test_local_dir_and_checkpoint_path(published, other_weights, no_pickle, tmp_path):
     model, folder = other_weights
-    m = mtvif_zoo.create_model(f'local-dir:{folder}', pretrained=True)
+    m = mtvif_zoo.create_model(f'local-dir:{folder}', pretrained=True, num_classes=0)
     assert m.pretrained_source['source'] == 'local-dir' and m.pretrained_source['verified']
     assert _same(m, model.fusion_only().state_dict())
     m = mtvif_zoo.create_model('mtvif_iii', checkpoint_path=str(folder / 'model.safetensors'))

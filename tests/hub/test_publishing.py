@@ -53,7 +53,7 @@ def test_save_pretrained_is_deterministic_and_keeps_custom_args(tmp_path):
         assert (a / f).read_bytes() == (b / f).read_bytes(), f  # same weights, same bytes, same sha256
     cfg = json.loads((a / 'config.json').read_text())
     assert cfg['model_args']['head_args'] == {'fusion_chs': [8, 8], 'fusion_tail_chs': [8], 'seg_chs': [8]}
-    m = mtvif_zoo.create_model(f'local-dir:{a}', pretrained=True)
+    m = mtvif_zoo.create_model(f'local-dir:{a}', pretrained=True, num_classes=0)
     assert m.in_chans == 1 and m.pretrained_source['verified']
 
 
@@ -74,10 +74,14 @@ def test_push_to_hub_uses_the_upload_endpoints(model, loopback, tmp_path, no_pic
                      '/api/models/test-org/pushed/commit/main']
     assert loopback.commits[-1]['files'] == ['README.md', 'config.json', 'model.safetensors',
                                              'model_full.safetensors']
-    m = mtvif_zoo.create_model(f'hf-hub:test-org/pushed@{info.oid}', pretrained=True)
+    m = mtvif_zoo.create_model(f'hf-hub:test-org/pushed@{info.oid}', pretrained=True, num_classes=0)
     assert m.pretrained_source['verified'] and not m.has_segmentation
     ref = model.fusion_only().state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in m.state_dict().items())
+    # default num_classes: the classifier comes from the repo's model_full.safetensors (fp16)
+    m = mtvif_zoo.create_model(f'hf-hub:test-org/pushed@{info.oid}', pretrained=True)
+    assert m.has_segmentation and all(torch.equal(v, model.state_dict()[k].half().to(v.dtype))
+                                      for k, v in m.state_dict().items() if k.startswith('head.seg_classifier.'))
     # pushing a folder written before works the same, and a second commit moves main
     folder = save_pretrained(model, tmp_path / 'again', name='mtvif_iii.pushed')
     info2 = push_to_hub(folder, 'test-org/pushed', token='hf_test')

@@ -29,8 +29,9 @@ def test_torch_hub_local_pretrained_fuses_offline(published, loopback, no_pickle
     assert model.pretrained_source['source'] == 'shipped' and model.pretrained_source['verified']
     assert model.pretrained_source['name'] == 'mtvif_iv.testonly'
     assert loopback.requests == []  # nothing was fetched
-    ref = src.fusion_only().state_dict()  # exactly the published weights (so the same fused images)
-    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    ref = src.fusion_only().state_dict()  # exactly the published fusion weights (so the same fused images)
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in ref.items())
     vis, ir = _crop_pair()
     fused = mtvif_zoo.fuse(vis, ir, model=model.eval())
     assert isinstance(fused, Image.Image) and fused.size == vis.size and fused.mode == 'RGB'

@@ -54,11 +54,11 @@ def test_every_backbone_with_every_head(backbone, head, in_chans):
     vis, ir = torch.rand(2, in_chans, 16, 24), torch.rand(2, in_chans, 16, 24)
     fused, seg = m(vis, ir)
     assert fused.shape == (2, in_chans, 16, 24)
-    if head == 'cnn':
-        assert seg is None
-    else:
-        assert seg.shape == (2, 5, 16, 24)
+    assert seg.shape == (2, 5, 16, 24)  # num_classes=5 on a cnn head: a 1x1 classifier on the features
+    if head != 'cnn':
         assert 0 <= fused.min() and fused.max() <= 1  # sigmoid output
+    m0 = create_model('mtvif_iii', backbone=backbone, head=head, in_chans=in_chans, num_classes=0).train()
+    assert m0(vis, ir)[1] is None and not m0.has_segmentation  # num_classes=0: fusion-only
 
 
 def test_unknown_model_lists_choices():
@@ -77,6 +77,8 @@ def test_invalid_parts_list_choices():
         create_model('mtvif_iii', in_chans=2)
     with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) \['widht'\]; valid: backbone, head"):
         create_model('mtvif_iii', widht=3)
-    with pytest.raises(ValueError, match='num_classes >= 1'):
-        create_model('mtvif_iii', num_classes=0)
+    with pytest.raises(ValueError, match='num_classes must be an int >= 0'):
+        create_model('mtvif_iii', num_classes=-1)
+    with pytest.raises(ValueError, match="global_pool='avg'.*no global pooling"):
+        create_model('mtvif_iii', global_pool='avg')
     assert create_model('seafusion', head='mth').num_classes == 9

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_backbone
+from ..layers import checkpoint_call
 from ._fast import conv_act, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
 
 __all__ = ['SeAFusionBackbone', 'SeAFusionDecoder', 'convert_original_state_dict']
@@ -124,8 +125,13 @@ class RGBD(nn.Module):
 
 @register_backbone('seafusion')
 class SeAFusionBackbone(nn.Module):
-    """SeAFusion feature extraction + fusion (concatenation); output 96 channels, full resolution."""
+    """SeAFusion feature extraction + fusion (concatenation); output 96 channels, full resolution.
+
+    Feature levels (``feature_info``, :meth:`forward_intermediates`): ``cat(vis, ir)`` after each
+    of the three stages (stem conv, RGBD 1, RGBD 2), 32 / 64 / 96 channels, all at full resolution."""
     pad_multiple = 1
+    first_conv = ('vis_conv.conv', 'inf_conv.conv')
+    num_feature_levels = 3  # len(feature_info)
 
     def __init__(self, in_chans: int = 3, widths=(16, 32, 48)):
         super().__init__()
@@ -138,10 +144,30 @@ class SeAFusionBackbone(nn.Module):
         self.inf_rgbd1 = RGBD(c0, c1)
         self.inf_rgbd2 = RGBD(c1, c2)
         self.num_features = 2 * c2
+        self.feature_info = [dict(num_chs=2 * c, reduction=1, module=m)
+                             for c, m in zip(widths, ('vis_conv', 'vis_rgbd1', 'vis_rgbd2'))]
+        self.grad_checkpointing = False
 
     fast_path = True
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint the RGBD blocks in training."""
+        self.grad_checkpointing = enable
+
+    def forward_intermediates(self, vis, ir):
+        """``(output, levels)``: the fused (concatenated) map after every stage; the last is the output."""
+        ck = self.grad_checkpointing
+        vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)
+        v, i = self.vis_conv(vis), self.inf_conv(ir)
+        out = [torch.cat((v, i), dim=1)]
+        for bv, bi in ((self.vis_rgbd1, self.inf_rgbd1), (self.vis_rgbd2, self.inf_rgbd2)):
+            v, i = checkpoint_call(ck, bv, v), checkpoint_call(ck, bi, i)
+            out.append(torch.cat((v, i), dim=1))
+        return out[-1], out
+
     def forward(self, vis, ir):
+        if self.grad_checkpointing:
+            return self.forward_intermediates(vis, ir)[0]
         vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)  # fast path: the blocks fuse their ops
         v = self.vis_rgbd2(self.vis_rgbd1(self.vis_conv(vis)))
         i = self.inf_rgbd2(self.inf_rgbd1(self.inf_conv(ir)))
@@ -150,6 +176,8 @@ class SeAFusionBackbone(nn.Module):
 
 class SeAFusionDecoder(nn.Module):
     """The original SeAFusion decoder: 3x3 convs ``in -> 64 -> 32 -> 16 -> out``, ``tanh/2 + 0.5``."""
+
+    out_conv = 'decode1.conv'  # the conv that writes the fused image (``in_chans`` adaptation)
 
     def __init__(self, in_chs: int = 96, out_chans: int = 3, widths=(64, 32, 16)):
         super().__init__()

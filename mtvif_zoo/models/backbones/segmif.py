@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register_backbone
+from ..layers import checkpoint_call
 from ._fast import fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
 
 __all__ = ['DRDB', 'SegMiFBackbone', 'SegMiFDecoder', 'convert_original_state_dict']
@@ -74,8 +75,13 @@ class DRDB(nn.Module):
 
 @register_backbone('segmif')
 class SegMiFBackbone(nn.Module):
-    """SegMiF encoder (``Fusion_Network_rmseg`` layout); output ``cat([ir, vis])``, 128 channels."""
+    """SegMiF encoder (``Fusion_Network_rmseg`` layout); output ``cat([ir, vis])``, 128 channels.
+
+    Feature levels: ``cat([ir, vis])`` after the stem convs + PReLU, after DRDB1/DRDB2 and after
+    DRDB3/DRDB4 (the output), 128 channels each, full resolution."""
     pad_multiple = 1
+    first_conv = ('conv1_vis', 'conv1_ir')
+    num_feature_levels = 3  # len(feature_info)
 
     def __init__(self, in_chans: int = 3, width: int = 64, growth_rate: int = 32):
         super().__init__()
@@ -88,10 +94,29 @@ class SegMiFBackbone(nn.Module):
         self.DRDB4 = DRDB(width, growth_rate)
         self.relu = nn.PReLU()
         self.num_features = 2 * width
+        self.feature_info = [dict(num_chs=2 * width, reduction=1, module=m) for m in ('conv1_ir', 'DRDB1', 'DRDB3')]
+        self.grad_checkpointing = False
 
     fast_path = True
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint the four DRDBs in training."""
+        self.grad_checkpointing = enable
+
+    def forward_intermediates(self, vis, ir):
+        """``(output, levels)``: ``cat([ir, vis])`` after every stage; the last is the output."""
+        ck = self.grad_checkpointing
+        vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)
+        x_ir, x_vis = self.relu(self.conv1_ir(ir)), self.relu(self.conv1_vis(vis))
+        out = [torch.cat([x_ir, x_vis], dim=1)]
+        for b_ir, b_vis in ((self.DRDB1, self.DRDB2), (self.DRDB3, self.DRDB4)):
+            x_ir, x_vis = checkpoint_call(ck, b_ir, x_ir), checkpoint_call(ck, b_vis, x_vis)
+            out.append(torch.cat([x_ir, x_vis], dim=1))
+        return out[-1], out
+
     def forward(self, vis, ir):
+        if self.grad_checkpointing:
+            return self.forward_intermediates(vis, ir)[0]
         vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)
         if use_fast(vis, self) and self.relu.weight.numel() == 1:
             slope = [float(self.relu.weight)]  # a one-parameter PReLU is a LeakyReLU
@@ -105,6 +130,8 @@ class SegMiFBackbone(nn.Module):
 
 class SegMiFDecoder(nn.Module):
     """The original SegMiF decoder: 3x3 convs ``in -> 64 -> 32 -> out``, each followed by PReLU."""
+
+    out_conv = 'conv22'  # the conv that writes the fused image (``in_chans`` adaptation)
 
     def __init__(self, in_chs: int = 128, out_chans: int = 3, widths=(64, 32)):
         super().__init__()

@@ -26,8 +26,9 @@ infrared-visible options build: ``net_type 'swinfusion1'``, ``in_chans 1``, ``im
 Despite their names, the released RSTB/CRSTB have no residual connection and no conv (both are
 commented out in the original); reproduced as released. Parameter names follow the original
 (``layers_Ex_A.0.residual_group.blocks.1.attn.qkv.weight``, ``layers_Fusion.0.residual_group
-.blocks.0.attn_A.kv.weight`` ...), so :func:`convert_original_state_dict` only renames the stem and
-the patch norm and splits the checkpoint.
+.blocks.0.attn_A.kv.weight`` ...), so :func:`convert_original_state_dict` renames the stem and the
+patch norm, splits the checkpoint, and swaps the A / B branches (the released options feed A =
+infrared, B = visible; the zoo's first input, visible, runs through the ``_A`` modules).
 
 Deliberate differences from the original (none changes the function a converted checkpoint
 computes):
@@ -131,6 +132,7 @@ FlopCounterMode): backbone 63.85 G, decoder 10.92 G. CPU inference (2 threads, 1
 backbone + decoder): original 5.6 s, plain path 5.0 s, fused path 2.0 s. The released code has
 ~0.97 M parameters; Table 7's 1.71 M for SwinFusion is not reproduced (see DESIGN.md).
 """
+import re
 from collections import OrderedDict
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
@@ -142,6 +144,7 @@ from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index
 
 from . import register_backbone
+from ..layers import checkpoint_call
 from ._fast import conv_act, exporting, layer_norm, linear_act, linear_add, output_conv, to_channels_last, use_fast
 
 __all__ = [
@@ -659,6 +662,7 @@ class BasicLayer(nn.Module):
             block(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, mlp_ratio, drop_path[i],
                   layout_cache)
             for i in range(depth)])
+        self.grad_checkpointing = False
 
     fast_path = True  # inference fast path (see ._fast)
 
@@ -671,7 +675,7 @@ class BasicLayer(nn.Module):
                 x = blk.forward_inference(x, x_size)
             return x
         for blk in self.blocks:
-            x = blk(x, x_size)
+            x = checkpoint_call(self.grad_checkpointing, blk, x, x_size)
         return x
 
 
@@ -685,7 +689,7 @@ class CrossBasicLayer(BasicLayer):
                 x, y = blk.forward_inference(x, y, x_size)
             return x, y
         for blk in self.blocks:
-            x, y = blk(x, y, x_size)
+            x, y = checkpoint_call(self.grad_checkpointing, blk, x, y, x_size)
         return x, y
 
 
@@ -797,8 +801,58 @@ class SwinFusionBackbone(nn.Module):
             'img_mean', torch.tensor(RGB_MEAN).view(1, 3, 1, 1) if in_chans == 3 else None, persistent=False)
         self.apply(_init_weights)
         set_fused_attn(self, fused_attn)
+        self.feature_info = [dict(num_chs=2 * embed_dim, reduction=1, module=m)
+                             for m in ('conv_first2', 'norm_Ex_A', 'norm_Fusion_A')]
+        self.feature_info.append(dict(num_chs=embed_dim, reduction=1, module='conv_after_body_Fusion'))
 
     fast_path = True  # channels_last maps + inference kernels (see ._fast)
+    input_mean = RGB_MEAN  # subtracted from 3-channel inputs
+    first_conv = ('conv_first1',)  # one stem, shared by both modalities (as in the original)
+    num_feature_levels = 4  # len(feature_info)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every Swin block (self- and cross-attention) in training."""
+        for m in self.modules():
+            if isinstance(m, BasicLayer):
+                m.grad_checkpointing = enable
+
+    def forward_intermediates(self, vis: torch.Tensor, ir: torch.Tensor):
+        """``cat(vis, ir)`` maps after the stem, the intra-modal (Ex) stage and the fusion stage
+        (120 channels), then the output (60 channels); all full resolution. Returns ``(output, levels)``."""
+        B, _, H, W = vis.shape
+        _check_size(H, W, self.pad_multiple, 'SwinFusionBackbone')
+        out = []
+        x, y, size = self._embed(vis, ir, out)
+        for layer in self.layers_Ex_A:
+            x = layer(x, size)
+        for layer in self.layers_Ex_B:
+            y = layer(y, size)
+        x, y = self.norm_Ex_A(x), self.norm_Ex_B(y)
+        out.append(_image(torch.cat([x, y], -1), H, W))
+        x, y = self.patch_norm(x), self.patch_norm(y)
+        for layer in self.layers_Fusion:
+            x, y = layer(x, y, size)
+        xy = _image(torch.cat([self.norm_Fusion_A(x), self.norm_Fusion_B(y)], -1), H, W)
+        out.append(xy)
+        out.append(self._fuse_out(xy))
+        return out[-1], out
+
+    def _embed(self, vis, ir, out=None):
+        if vis.shape != ir.shape:
+            raise ValueError(f'vis and ir must have the same shape, got {tuple(vis.shape)} and {tuple(ir.shape)}')
+        vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)  # token views without copies
+        if self.img_mean is not None:
+            vis = vis - self.img_mean.to(vis.dtype)
+            ir = ir - self.img_mean.to(ir.dtype)
+        sv, si = self._stem(vis), self._stem(ir)
+        if out is not None:
+            out.append(torch.cat([sv, si], 1))
+        return self.patch_norm(_tokens(sv)), self.patch_norm(_tokens(si)), tuple(vis.shape[-2:])
+
+    def _fuse_out(self, xy):
+        if use_fast(xy, self):
+            return conv_act(self.conv_after_body_Fusion, xy, 'leaky_relu', [0.2])
+        return F.leaky_relu(self.conv_after_body_Fusion(xy), 0.2)
 
     def _stem(self, x):
         if use_fast(x, self):
@@ -811,13 +865,7 @@ class SwinFusionBackbone(nn.Module):
             raise ValueError(f'vis and ir must have the same shape, got {tuple(vis.shape)} and {tuple(ir.shape)}')
         B, _, H, W = vis.shape
         _check_size(H, W, self.pad_multiple, 'SwinFusionBackbone')
-        vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)  # token views without copies
-        if self.img_mean is not None:
-            vis = vis - self.img_mean.to(vis.dtype)
-            ir = ir - self.img_mean.to(ir.dtype)
-        size = (H, W)
-        x = self.patch_norm(_tokens(self._stem(vis)))
-        y = self.patch_norm(_tokens(self._stem(ir)))
+        x, y, size = self._embed(vis, ir)
         for layer in self.layers_Ex_A:
             x = layer(x, size)
         for layer in self.layers_Ex_B:
@@ -829,10 +877,7 @@ class SwinFusionBackbone(nn.Module):
             x, y = layer(x, y, size)
         # the channel concatenation on the token matrices gives a channels_last map (``torch.cat`` of
         # the two images along dim 1 returned a contiguous NCHW map for B = 1: 2x slower with the conv)
-        xy = _image(torch.cat([self.norm_Fusion_A(x), self.norm_Fusion_B(y)], -1), H, W)
-        if use_fast(xy, self):
-            return conv_act(self.conv_after_body_Fusion, xy, 'leaky_relu', [0.2])
-        return F.leaky_relu(self.conv_after_body_Fusion(xy), 0.2)
+        return self._fuse_out(_image(torch.cat([self.norm_Fusion_A(x), self.norm_Fusion_B(y)], -1), H, W))
 
 
 class SwinFusionDecoder(nn.Module):
@@ -841,6 +886,9 @@ class SwinFusionDecoder(nn.Module):
     out_chans`` with LeakyReLU(0.2) between; adds back the image mean (RGB mean for
     ``out_chans=3``, 0 otherwise). Not clamped. ``in_chs != embed_dim``: a 1x1 conv ``proj``
     first."""
+
+    out_conv = 'conv_last3'  # the conv that writes the fused image (``in_chans`` adaptation)
+    output_mean = RGB_MEAN  # added back to a 3-channel output
 
     def __init__(self, in_chs: int = 60, out_chans: int = 3, embed_dim: int = 60, depth: int = 4,
                  num_heads: int = 6, window_size: int = 8, mlp_ratio: float = 2., drop_path_rate: float = 0.1,
@@ -905,15 +953,27 @@ _DECODER_PREFIXES = ('layers_Re.', 'norm_Re.', 'conv_last1.', 'conv_last2.', 'co
 _DEAD_PREFIXES = ('conv_first1_B.', 'conv_first2_B.')
 
 
+def _swap_ab(key: str) -> str:
+    """``..._A.`` <-> ``..._B.`` in every name component (``layers_Ex_A`` / ``attn_B`` / ``norm1_A`` ...)."""
+    return re.sub(r'_([AB])(?=\.)', lambda m: '_B' if m.group(1) == 'A' else '_A', key)
+
+
 def convert_original_state_dict(
         state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """Split an original SwinFusion (``network_swinfusion1.SwinFusion``) state dict into
     ``(backbone_state_dict, decoder_state_dict)`` for :class:`SwinFusionBackbone` /
     :class:`SwinFusionDecoder` (same ``in_chans`` / ``out_chans``).
 
-    Drops the dead ``conv_first*_B`` convs and the buffers (``attn_mask``,
-    ``relative_position_index``), renames ``conv_first{1,2}_A`` -> ``conv_first{1,2}`` and copies
-    the shared ``patch_embed.norm`` into both ``patch_norm`` s; all other names are unchanged.
+    Branches: the released infrared-visible options train and test the original with **A =
+    infrared, B = visible Y** (``dataroot_A`` = ir, ``dataroot_B`` = vi), while the zoo's backbone
+    runs its first input (visible) through the ``_A`` modules. The converter therefore swaps every
+    ``_A`` / ``_B`` module (``layers_Ex``, ``norm_Ex``, ``residual_group``, ``attn``, ``norm1/2``,
+    ``mlp``, ``norm_Fusion``) and the two 60-channel input halves of ``conv_after_body_Fusion``
+    (the original concatenates ``[A, B]`` = ``[ir, vis]``), so ``backbone(vis, ir)`` computes the
+    original's ``forward(A=ir, B=vis)``. The shared stem (``conv_first{1,2}_A``, used by both
+    branches) is renamed to ``conv_first{1,2}``; the dead ``conv_first*_B`` convs and the buffers
+    (``attn_mask``, ``relative_position_index``) are dropped; the shared ``patch_embed.norm`` is
+    copied into both ``patch_norm`` s.
     """
     if 'params' in state_dict and isinstance(state_dict['params'], dict):
         state_dict = state_dict['params']
@@ -931,8 +991,11 @@ def convert_original_state_dict(
             decoder[k] = v
         elif k.startswith(('conv_first1_A.', 'conv_first2_A.')):
             backbone[k.replace('_A.', '.', 1)] = v
+        elif k == 'conv_after_body_Fusion.weight':
+            a, b = v.chunk(2, dim=1)  # input channels [A = ir, B = vis] -> [vis, ir]
+            backbone[k] = torch.cat([b, a], dim=1).contiguous()
         else:
-            backbone[k] = v
+            backbone[_swap_ab(k)] = v
     return backbone, decoder
 
 

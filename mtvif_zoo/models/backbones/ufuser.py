@@ -35,6 +35,7 @@ from einops import rearrange
 from timm.layers import LayerNorm2d
 
 from . import register_backbone
+from ..layers import checkpoint_call
 from ._fast import conv_act, conv_add, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
 
 __all__ = ['RestormerCNNBlock', 'UfuserBackbone', 'UfuserDecoder', 'convert_original_state_dict']
@@ -210,9 +211,14 @@ def _up(in_chs: int, out_chs: int) -> nn.Sequential:
 
 @register_backbone('ufuser')
 class UfuserBackbone(nn.Module):
-    """Ufuser encoders + per-scale fusion + U-net aggregation; output 16 channels at full resolution."""
+    """Ufuser encoders + per-scale fusion + U-net aggregation; output 16 channels at full resolution.
+
+    Feature levels: the per-scale fusion blocks ``f_1`` .. ``f_4`` (8 / 16 / 32 / 32 channels at
+    1 / 2 / 4 / 8 x reduction); the output aggregates them (16 channels, full resolution)."""
     pad_multiple = 8
     fast_path = True
+    first_conv = ('V_en_1.embed', 'I_en_1.embed')
+    num_feature_levels = 4  # len(feature_info)
 
     def __init__(self, in_chans: int = 3, channels: Sequence[int] = (8, 16, 32, 32)):
         super().__init__()
@@ -233,15 +239,25 @@ class UfuserBackbone(nn.Module):
         self.de_3 = RestormerCNNBlock(c[2] * 2, c[2])
         self.de_4 = RestormerCNNBlock(c[3], c[3])
         self.num_features = 2 * c[0]
+        self.feature_info = [dict(num_chs=c[k], reduction=2 ** k, module=f'f_{k + 1}') for k in range(4)]
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every Restormer-CNN block in training."""
+        self.grad_checkpointing = enable
+
+    def _block(self, name: str, x):
+        return checkpoint_call(self.grad_checkpointing, getattr(self, name), x)
 
     def _encode(self, x, m: str):
-        f1 = getattr(self, f'{m}_en_1')(x)
-        f2 = getattr(self, f'{m}_en_2')(getattr(self, f'{m}_down1')(f1))
-        f3 = getattr(self, f'{m}_en_3')(getattr(self, f'{m}_down2')(f2))
-        f4 = getattr(self, f'{m}_en_4')(getattr(self, f'{m}_down3')(f3))
+        f1 = self._block(f'{m}_en_1', x)
+        f2 = self._block(f'{m}_en_2', getattr(self, f'{m}_down1')(f1))
+        f3 = self._block(f'{m}_en_3', getattr(self, f'{m}_down2')(f2))
+        f4 = self._block(f'{m}_en_4', getattr(self, f'{m}_down3')(f3))
         return f1, f2, f3, f4
 
-    def forward(self, vis, ir):
+    def forward_intermediates(self, vis, ir):
+        """``(output, [f_1, f_2, f_3, f_4])``: :meth:`forward`'s output and the fused map of every scale."""
         h, w = vis.shape[-2:]
         if h % self.pad_multiple or w % self.pad_multiple:
             raise ValueError(
@@ -250,15 +266,20 @@ class UfuserBackbone(nn.Module):
         vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)
         fi = self._encode(ir, 'I')
         fv = self._encode(vis, 'V')
-        f1, f2, f3, f4 = (getattr(self, f'f_{n}')(torch.cat((a, b), 1)) for n, a, b in zip((1, 2, 3, 4), fi, fv))
-        out = self.up4(self.de_4(f4))
-        out = self.up3(self.de_3(torch.cat((out, f3), 1)))
-        out = self.up2(self.de_2(torch.cat((out, f2), 1)))
-        return torch.cat((out, f1), 1)
+        f1, f2, f3, f4 = (self._block(f'f_{n}', torch.cat((a, b), 1)) for n, a, b in zip((1, 2, 3, 4), fi, fv))
+        out = self.up4(self._block('de_4', f4))
+        out = self.up3(self._block('de_3', torch.cat((out, f3), 1)))
+        out = self.up2(self._block('de_2', torch.cat((out, f2), 1)))
+        return torch.cat((out, f1), 1), [f1, f2, f3, f4]
+
+    def forward(self, vis, ir):
+        return self.forward_intermediates(vis, ir)[0]
 
 
 class UfuserDecoder(nn.Module):
     """The original Ufuser's last stage: ``de_1`` (Restormer-CNN block ``in -> 8``) + 3x3 conv + sigmoid."""
+
+    out_conv = 'last.0'  # the conv that writes the fused image (``in_chans`` adaptation)
 
     def __init__(self, in_chs: int = 16, out_chans: int = 3, width: int = 8):
         super().__init__()

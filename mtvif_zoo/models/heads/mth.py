@@ -228,17 +228,16 @@ class MultiTaskHead(nn.Module):
             conv (``f_seg`` and the logits are upsampled bilinearly to full resolution), which
             variant I uses to meet Table 7's parameter and MAC budgets together.
     """
-    has_segmentation = True
-
     def __init__(self, in_chs: int, out_chans: int = 3, num_classes: int = 9, backbone_cls=None,
                  fusion_chs: Sequence[int] = (64,), fusion_tail_chs: Sequence[int] = (32, 16),
-                 seg_chs: Sequence[int] = (64,), num_heads: int = 8, use_hia: bool = True, seg_stride: int = 1):
+                 seg_chs: Sequence[int] = (64,), num_heads: int = 8, use_hia: bool = True, seg_stride: int = 1,
+                 drop_rate: float = 0.):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f'the multi-task head needs num_classes >= 1, got {num_classes}; '
-                             "use head='cnn' for a fusion-only network")
-        self.num_classes = num_classes
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f'num_classes must be an int >= 0 (0 = fusion-only, no segmentation classifier), '
+                             f'got {num_classes!r}')
         self.use_hia = use_hia
+        self.drop_rate = float(drop_rate)
         chs = [in_chs, *fusion_chs]
         self.fusion_branch = nn.Sequential(*[_conv_lrelu(a, b) for a, b in zip(chs[:-1], chs[1:])])
         self.hiaf = HIAF(fusion_chs[-1], seg_chs[-1], num_heads) if use_hia else None
@@ -248,11 +247,49 @@ class MultiTaskHead(nn.Module):
         if seg_stride not in (1, 2, 4):
             raise ValueError(f'seg_stride must be 1, 2 or 4, got {seg_stride}')
         self.seg_stride = seg_stride
+        self._seg_chs = (in_chs, tuple(seg_chs))
+        #: width of the features the segmentation classifier's last (1x1) conv reads (timm's pre-logits)
+        self.head_hidden_size = int(seg_chs[-1])
+        self.seg_branch = None
+        self.seg_classifier = None
+        self.num_classes = 0
+        if use_hia:
+            self.seg_branch = self._make_seg_branch()
+        self.reset_classifier(num_classes)
+
+    def _make_seg_branch(self) -> nn.Sequential:
+        in_chs, seg_chs = self._seg_chs
         chs = [in_chs, *seg_chs]
-        self.seg_branch = nn.Sequential(*[_conv_bn_relu(a, b, stride=seg_stride if k == 0 else 1)
-                                          for k, (a, b) in enumerate(zip(chs[:-1], chs[1:]))])
-        self.seg_classifier = nn.Sequential(_conv_bn_relu(seg_chs[-1], seg_chs[-1]),
-                                            nn.Conv2d(seg_chs[-1], num_classes, 1))
+        return nn.Sequential(*[_conv_bn_relu(a, b, stride=self.seg_stride if k == 0 else 1)
+                               for k, (a, b) in enumerate(zip(chs[:-1], chs[1:]))])
+
+    @property
+    def has_segmentation(self) -> bool:
+        return self.seg_classifier is not None
+
+    def get_classifier(self) -> nn.Module:
+        """The segmentation classifier's last layer (the 1x1 conv to ``num_classes``; timm's ``classifier``)."""
+        return self.seg_classifier[-1] if self.seg_classifier is not None else nn.Identity()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """timm semantics on the segmentation classifier: ``0`` removes it (fusion-only head: no
+        ``seg_classifier``, and no ``seg_branch`` without HIA-F); ``n > 0`` gives a fresh last 1x1
+        conv to ``n`` classes (the conv + BN + ReLU before it is kept, or built if absent)."""
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f'num_classes must be an int >= 0, got {num_classes!r}')
+        self.num_classes = num_classes
+        if num_classes == 0:
+            self.seg_classifier = None
+            if self.hiaf is None:
+                self.seg_branch = None
+            return
+        if self.seg_branch is None:
+            self.seg_branch = self._make_seg_branch()
+        width = self.head_hidden_size
+        if self.seg_classifier is None:
+            self.seg_classifier = nn.Sequential(_conv_bn_relu(width, width), nn.Conv2d(width, num_classes, 1))
+        else:
+            self.seg_classifier[1] = nn.Conv2d(width, num_classes, 1)
 
     @property
     def needs_seg_features(self) -> bool:
@@ -261,10 +298,16 @@ class MultiTaskHead(nn.Module):
 
     fast_path = True  # fast path (see mtvif_zoo.models.backbones._fast)
 
-    def forward(self, x: torch.Tensor, with_seg: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, with_seg: bool = False,
+                pre_logits: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(fused, seg_logits or None)``; ``pre_logits=True``: ``(fused, features the last 1x1
+        classifier conv reads)`` (``f_seg`` when there is no classifier)."""
         x = to_channels_last(x, self)  # fast path (the blocks fuse their ops themselves)
+        want_seg = with_seg or pre_logits
+        if want_seg and self.seg_branch is None:
+            raise ValueError('this head has no segmentation branch (num_classes=0 without HIA-F)')
         f_re = self.fusion_branch(x)
-        f_seg = self.seg_branch(x) if (with_seg or self.hiaf is not None) else None
+        f_seg = self.seg_branch(x) if (want_seg or self.hiaf is not None) else None
         if self.hiaf is not None:
             f_re = self.hiaf(f_re, f_seg)
         f_re = self.fusion_tail(f_re)
@@ -274,7 +317,16 @@ class MultiTaskHead(nn.Module):
                 fused = torch.sigmoid_(conv_act(self.fusion_out, f_re))
             else:
                 fused = torch.sigmoid(self.fusion_out(f_re))
-        seg = self.seg_classifier(f_seg) if with_seg else None
+        if pre_logits:
+            return fused, (self.seg_classifier[0](f_seg) if self.seg_classifier is not None else f_seg)
+        seg = None
+        if with_seg:
+            if self.seg_classifier is None:
+                raise ValueError('this head has no segmentation classifier (num_classes=0)')
+            if self.drop_rate and self.training:
+                seg = self.seg_classifier[1](F.dropout(self.seg_classifier[0](f_seg), self.drop_rate, True))
+            else:
+                seg = self.seg_classifier(f_seg)
         if seg is not None and seg.shape[-2:] != x.shape[-2:]:
             seg = F.interpolate(seg, size=x.shape[-2:], mode='bilinear', align_corners=False)
         return fused, seg
@@ -282,10 +334,7 @@ class MultiTaskHead(nn.Module):
     def fusion_only(self) -> 'MultiTaskHead':
         """A deep copy without ``seg_classifier`` (and without ``seg_branch`` when there is no HIA-F)."""
         head = copy.deepcopy(self)
-        head.seg_classifier = None
-        if head.hiaf is None:
-            head.seg_branch = None
-        head.has_segmentation = False
+        head.reset_classifier(0)
         return head
 
 
