@@ -256,7 +256,8 @@ def _run_video(args) -> int:
 
 def run(args) -> int:
     from ..video import is_video
-    if is_video(args.vis) or is_video(args.ir) or is_video(args.output):
+    # video mode: a video input, or frame folders written to a video file (image files in, .gif out: an error below)
+    if is_video(args.vis) or is_video(args.ir) or (is_video(args.output) and Path(args.vis).is_dir()):
         return _run_video(args)
     from PIL import Image
     from tqdm.auto import tqdm
