@@ -28,6 +28,7 @@ evaluation (Table 5 scale, 361 MSRS test pairs + TNO + RoadScene, references in 
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -59,6 +60,10 @@ CONVENTIONS = ('paper', 'vifb')
 PAPER_METRICS = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'dE')  # Tables 4-5
 #: the same seven on Table 5's scale: MSS is MS-SSIM with the paper convention's data range (mtvif_zoo.metrics)
 TABLE5_METRICS = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MSS', 'dE')
+#: unit conversions from the zoo's paper convention to Table 5's: its MI is in bits (the zoo's, like CDDFuse's
+#: evaluator, in nats): SeAFusion's public outputs for the 361 MSRS test pairs score MI 2.794 nats = 4.031 bits
+#: in `mtvif eval`, Table 5 gives 4.03 (and EN 6.65, VIF 0.97, Qabf 0.67, SSIM 0.99 match without conversion)
+TABLE5_SCALE = {'MI': 1 / math.log(2)}
 PAPER_TABLES = REPO.parent / 'shared' / 'paper' / 'tables.json'
 TABLE5_ROW = {'mtvif_i': 'I', 'mtvif_ii': 'II', 'mtvif_iii': 'III', 'mtvif_iv': 'IV', 'seafusion': 'SeAFusion',
               'swinfusion': 'SwinFusion', 'emma_ufuser': 'EMMA', 'segmif': 'SegMiF'}
@@ -278,16 +283,20 @@ def gap_table(names: List[str], ds: str = 'msrs_test361', tables: Path = PAPER_T
     t5 = json.loads(Path(tables).read_text())['table5_msrs_fusion']
     refs = json.loads((RESULTS / 'references.json').read_text()).get(ds, {}).get('paper', {})
     m = TABLE5_METRICS
-    lines = ['| row | ' + ' | '.join(m) + ' |', '|' + ' --- |' * (len(m) + 1)]
+    lines = ['| row | ' + ' | '.join(k + (' (bits)' if k == 'MI' else '') for k in m) + ' |',
+             '|' + ' --- |' * (len(m) + 1)]
 
     def row(label, vals):
         lines.append(f'| {label} | ' + ' | '.join(_fmt(vals.get(k)) for k in m) + ' |')
+
+    def scaled(vals):  # the zoo's units -> Table 5's
+        return {k: (float(v) * TABLE5_SCALE.get(k, 1.0) if v is not None else None) for k, v in vals.items()}
 
     for name in names:
         p = RESULTS / f'{name}.json'
         if not p.exists() or ds not in json.loads(p.read_text())['datasets']:
             raise SystemExit(f'{p}: no {ds} evaluation; run `tools/weights.py evaluate {name} --sets {ds} --references`')
-        means = json.loads(p.read_text())['datasets'][ds]['paper']['means']
+        means = scaled(json.loads(p.read_text())['datasets'][ds]['paper']['means'])
         paper = t5.get(TABLE5_ROW.get(name.split('.')[0], ''))
         if paper:  # the paper's MSS column is stored as MS_SSIM in tables.json
             paper = dict(paper, MSS=paper.get('MSS', paper.get('MS_SSIM')))
@@ -298,7 +307,7 @@ def gap_table(names: List[str], ds: str = 'msrs_test361', tables: Path = PAPER_T
                 {k: (float(means[k]) / paper[k] if means.get(k) is not None and paper.get(k) else None) for k in m})
     for ref in ('average (reference)', 'max (reference)'):
         if ref in refs:
-            row(f'{ref} (measured, {ds})', refs[ref]['means'])
+            row(f'{ref} (measured, {ds})', scaled(refs[ref]['means']))
     return '\n'.join(lines)
 
 

@@ -19,6 +19,14 @@ each choice, so a table can say which numbers it holds. Two are built in:
     defaults on float input (7x7 uniform window, ``data_range=2``, sample covariance, float32
     arithmetic). Checked against that evaluator run under its pinned requirements.
 
+How the ``paper`` convention meets the MultiTaskVIF tables, measured on SeAFusion's public outputs for
+the 361 MSRS test pairs (ycc568/my-seafusion ``commit/Results/SeAFusion``; ``mtvif eval --metrics
+EN,MI,VIF,Qabf,SSIM,MSS,dE``) against the paper's Table 5 SeAFusion row: EN 6.652 (6.65), VIF 0.969
+(0.97), Qabf 0.675 (0.67), SSIM 0.993 (0.99), MSS 1.047 (1.05) match; MI 2.794 is in nats, and
+2.794 / ln 2 = 4.031 bits is Table 5's 4.03, so the paper's MI is in bits (``tools/weights.py gap``
+converts); dE 1.752 does not match Table 5's 2.48 (the paper's colour difference is computed some
+other way that could not be identified; compare dE only within this zoo).
+
 Metrics that a reference does not define (VIF, MS-SSIM, dE, SCD for VIFB; MS-SSIM, dE for CDDFuse)
 use the standard definitions (piq's ``vif_p``, ``pytorch_msssim.ms_ssim``, CIEDE2000) under the
 convention's colour handling, combined over the two sources the way the convention combines SSIM.

@@ -5,7 +5,8 @@ checkpoint by its scores on the test pairs leaks the test set into the published
 ``select_on=DIR`` (``mtvif train --select-on DIR --select-rule mean_rank``) the trainer fuses the
 pairs of ``DIR`` (``vi/`` + ``ir/``, e.g. the 30 MSRS *train* pairs) with the current weights every
 ``select_every`` epochs, scores them with :func:`mtvif_zoo.evaluate` in the paper convention on the
-paper's seven metrics (Tables 4-5: EN, MI, VIF, Qabf, SSIM, MS-SSIM, dE; dE lower is better),
+paper's seven metrics (Tables 4-5: EN, MI, VIF, Qabf, SSIM, MSS, dE; MSS is MS-SSIM on the paper's scale,
+see :mod:`mtvif_zoo.metrics.conventions`; dE lower is better),
 and writes ``best/`` when the newest checkpoint is the best one under the rule so far. The pixel
 average and the per-pixel maximum of the sources are scored once, in the same convention, as
 fixed references. Rules (``select_rule``):
@@ -39,8 +40,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 __all__ = ['PAPER_METRICS', 'LOWER_IS_BETTER', 'SELECT_RULES', 'MSRSTestLeakError', 'msrs_test_names',
            'check_no_msrs_test_names', 'rank_candidates', 'Selector']
 
-#: the paper's seven fusion metrics (Tables 4-5)
-PAPER_METRICS = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MS_SSIM', 'dE')
+#: the paper's seven fusion metrics (Tables 4-5; MSS = MS-SSIM on the tables' scale)
+PAPER_METRICS = ('EN', 'MI', 'VIF', 'Qabf', 'SSIM', 'MSS', 'dE')
 LOWER_IS_BETTER = frozenset({'dE'})
 SELECT_RULES = ('mean_rank', 'wins')
 _NAMES_FILE = Path(__file__).resolve().parents[1] / 'data' / 'msrs_test_names.txt'

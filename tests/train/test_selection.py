@@ -25,14 +25,14 @@ def test_msrs_test_names_are_the_361_of_the_split():
 
 
 def test_rank_and_rules_on_known_numbers():
-    refs = {'average': dict(EN=6.0, MI=2.0, VIF=0.7, Qabf=0.4, SSIM=1.0, MS_SSIM=1.0, dE=5.0),
-            'max': dict(EN=6.5, MI=2.5, VIF=0.8, Qabf=0.6, SSIM=0.9, MS_SSIM=0.9, dE=4.0)}
-    a = dict(EN=7.0, MI=3.0, VIF=0.9, Qabf=0.7, SSIM=0.8, MS_SSIM=0.8, dE=3.0)   # beats both on 5 metrics
-    b = dict(EN=7.0, MI=1.0, VIF=0.6, Qabf=0.3, SSIM=1.1, MS_SSIM=1.1, dE=6.0)   # beats both on 3
+    refs = {'average': dict(EN=6.0, MI=2.0, VIF=0.7, Qabf=0.4, SSIM=1.0, MSS=1.0, dE=5.0),
+            'max': dict(EN=6.5, MI=2.5, VIF=0.8, Qabf=0.6, SSIM=0.9, MSS=0.9, dE=4.0)}
+    a = dict(EN=7.0, MI=3.0, VIF=0.9, Qabf=0.7, SSIM=0.8, MSS=0.8, dE=3.0)   # beats both on 5 metrics
+    b = dict(EN=7.0, MI=1.0, VIF=0.6, Qabf=0.3, SSIM=1.1, MSS=1.1, dE=6.0)   # beats both on 3
     r = rank_candidates([a, b], refs)
-    # ranks of a: EN 1.5 (tie with b), MI 1, VIF 1, Qabf 1, SSIM 4, MS_SSIM 4, dE 1 -> 13.5 / 7
+    # ranks of a: EN 1.5 (tie with b), MI 1, VIF 1, Qabf 1, SSIM 4, MSS 4, dE 1 -> 13.5 / 7
     assert r[0] == {'mean_rank': pytest.approx(13.5 / 7), 'wins': 5}
-    # b: EN 1.5, MI 4, VIF 4, Qabf 4, SSIM 1, MS_SSIM 1, dE 4 -> 19.5 / 7
+    # b: EN 1.5, MI 4, VIF 4, Qabf 4, SSIM 1, MSS 1, dE 4 -> 19.5 / 7
     assert r[1] == {'mean_rank': pytest.approx(19.5 / 7), 'wins': 3}
     assert best_index(r, 'mean_rank') == 0 and best_index(r, 'wins') == 0
     assert best_index([{'mean_rank': 2.0, 'wins': 3}, {'mean_rank': 2.0, 'wins': 3}], 'mean_rank') == 0  # earlier
