@@ -12,9 +12,13 @@ from .profile import profile
 from .weights import WeightsMismatchError, load_weights, save_weights
 from .evaluate import EvaluationResult, evaluate
 from . import hub, metrics
-from .models.multitaskvif import set_weights_resolver as _set_weights_resolver
+from .models.multitaskvif import MultiTaskVIF as _MultiTaskVIF, set_weights_hook as _set_weights_hook
 
-_set_weights_resolver(hub.pretrained.resolve_for_build)  # pretrained=True: the zoo's sources + sha256 check
+# the models import nothing from hub / fusion: the builder reaches the zoo's registry and sources, and
+# model.fuse reaches fuse(), through these hooks
+_set_weights_hook(entry=hub.registry.entry_for, resolve=hub.pretrained.resolve_for_build,
+                  names=hub.registry.list_weights)
+_MultiTaskVIF._fuse_fn = staticmethod(fuse)
 
 __all__ = ['__version__', 'create_model', 'list_models', 'list_backbones', 'list_heads', 'fuse', 'segment', 'profile',
            'save_weights', 'load_weights', 'WeightsMismatchError', 'MultiTaskVIF', 'MSRS_CLASSES',

@@ -398,15 +398,11 @@ def _registered_name(name: str) -> str:
     from . import registry
     if '.' in name:
         return name
-    from timm.models import get_pretrained_cfg
-    try:
-        cfg = get_pretrained_cfg(name)
-    except RuntimeError:
-        cfg = None
-    if cfg is None or not cfg.tag:
+    found = registry.entry_for(name, None)  # the default (first) tag in the registry in use, timm style
+    if found is None:
         published = ', '.join(registry.list_weights()) or 'none yet'
         raise KeyError(f'no published weight for {name!r}; published: {published}')
-    return f'{name}.{cfg.tag}'
+    return f'{name}.{found[0]["tag"]}'
 
 
 def card_summary(text: str) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register_backbone
+from ._registry import register_backbone
 from ..layers import checkpoint_call
 from ._fast import conv_act, fast_enabled, fconv, pointwise, to_channels_last, use_fast
 

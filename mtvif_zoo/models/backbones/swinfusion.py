@@ -143,7 +143,7 @@ from einops import rearrange
 from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index
 
-from . import register_backbone
+from ._registry import register_backbone
 from ..layers import checkpoint_call
 from ._fast import conv_act, linear_act, to_channels_last, use_fast
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import LayerNorm2d
 
-from . import register_backbone
+from ._registry import register_backbone
 from ..layers import checkpoint_call
 from ._fast import conv_act, conv_add, fast_enabled, fconv, pointwise, to_channels_last, use_fast
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import Mlp
 
-from . import register_head
+from ._registry import register_head
 from ..backbones._fast import (conv_act, conv_bn_weights, fast_enabled, fconv, linear_act, pointwise,
                                to_channels_last, use_fast)
 
