@@ -441,7 +441,7 @@ def _allocator_tuned() -> bool:
 
 def _fast_path_active(model, dev, dtype, compile) -> bool:
     try:
-        from .models.backbones._fast import fast_path_available
+        from .models.layers._fast import fast_path_available
     except ImportError:
         return False
     return dev.type == 'cpu' and dtype == 'fp32' and not compile and fast_path_available() and \
