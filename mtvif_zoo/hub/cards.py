@@ -314,8 +314,10 @@ def render_card(entry: Mapping[str, Any]) -> str:
               '- Fusion quality metrics are no-reference statistics; they do not guarantee better downstream '
               'detection or segmentation on new data.']
     if is_mth and entry['weights'] == 'fusion':
-        lines.append('- `model.safetensors` has no segmentation classifier: `pretrained=True` returns the '
-                     'fusion-only model. Use `model_full.safetensors` (if listed above) to fine-tune or to segment.')
+        lines.append('- `model.safetensors` has no segmentation classifier: `pretrained=True` takes the trained '
+                     'classifier from `model_full.safetensors` (if listed above; otherwise pass `num_classes=0` '
+                     'for the fusion-only model or `num_classes=N` for a new classifier), `num_classes=0` reads '
+                     '`model.safetensors` only.')
     for extra in card['limitations']:
         lines.append(f'- {extra}')
     lines.append('')
