@@ -33,8 +33,12 @@ def _load_all() -> None:
     from .weights import WeightsMismatchError, load_weights, save_weights
     from .evaluate import EvaluationResult, evaluate
     from . import hub, metrics
-    from .models.multitaskvif import set_weights_resolver
-    set_weights_resolver(hub.pretrained.resolve_for_build)  # pretrained=True: the zoo's sources + sha256 check
+    from .models.multitaskvif import MultiTaskVIF as _MultiTaskVIF, set_weights_hook
+    # the models import nothing from hub / fusion: the builder reaches the zoo's registry and sources, and
+    # model.fuse reaches fuse(), through these hooks
+    set_weights_hook(entry=hub.registry.entry_for, resolve=hub.pretrained.resolve_for_build,
+                     names=hub.registry.list_weights)
+    _MultiTaskVIF._fuse_fn = staticmethod(fuse)
     globals().update({k: v for k, v in locals().items() if k in __all__})
     _LOADED = True
 

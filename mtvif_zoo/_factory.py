@@ -11,19 +11,42 @@ from typing import List, Union, Iterable
 
 import timm
 import torch.nn as nn
-from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
+from timm.models import split_model_name_tag
 
-from .models.multitaskvif import VARIANTS
+from .models.multitaskvif import _BASE_CFGS, MSRS_CLASSES, VARIANTS, WeightsHook
 
-__all__ = ['create_model', 'list_models', 'MODULE_NAME']
+__all__ = ['create_model', 'list_models', 'MODULE_NAME', 'architecture_of', 'base_cfg', 'MSRS_CLASSES']
 
 #: the timm registry module name of the zoo's models
 MODULE_NAME = 'multitaskvif'
 
 
 def list_models(filter: Union[str, Iterable[str]] = '', pretrained: bool = False, **kwargs) -> List[str]:
-    """Names of this zoo's models (``'mtvif*'`` style wildcards), ``pretrained=True``: ``arch.tag`` with weights."""
-    return timm.list_models(filter, module=MODULE_NAME, pretrained=pretrained, **kwargs)
+    """Names of this zoo's models (``'mtvif*'`` style wildcards), ``pretrained=True``: ``arch.tag`` with
+    weights in the zoo's registry in use (:func:`mtvif_zoo.hub.use_registry` included)."""
+    if not pretrained:
+        return timm.list_models(filter, module=MODULE_NAME, **kwargs)
+    filters = [filter] if isinstance(filter, str) else list(filter)
+    names = [n for n in (WeightsHook.names() if WeightsHook.names else []) if n.split('.')[0] in VARIANTS]
+    return sorted(n for n in names if not any(filters) or any(fnmatch.fnmatch(n, f) or fnmatch.fnmatch(
+        n.split('.')[0], f) for f in filters if f))
+
+
+def architecture_of(model: nn.Module) -> str:
+    """The registered architecture a zoo model was built as (``mtvif_iii``, ``seafusion``, ...)."""
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    if arch in VARIANTS:
+        return arch
+    b, h = getattr(model, 'backbone_name', None), getattr(model, 'head_name', None)
+    for name, (vb, vh, _) in VARIANTS.items():  # a MultiTaskVIF built directly: match backbone x head family
+        if vb == b and (vh == h or (vh.startswith('mth') and str(h).startswith('mth'))):
+            return name
+    raise ValueError(f'cannot tell which zoo architecture this model is (backbone {b!r}, head {h!r})')
+
+
+def base_cfg(architecture: str) -> dict:
+    """The weightless timm pretrained cfg of an architecture (a copy)."""
+    return dict(_BASE_CFGS[architecture])
 
 
 def _did_you_mean(arch: str) -> List[str]:
@@ -54,8 +77,8 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs) -> nn.Modu
             matches = _did_you_mean(arch)
             hint = f' (did you mean {" or ".join(repr(n + model_name[len(arch):]) for n in matches)}?)' if matches else ''
             raise ValueError(f'unknown model {model_name!r}{hint}; valid models: {", ".join(sorted(VARIANTS))}')
-        if tag and model_name not in get_arch_pretrained_cfgs(arch):
-            tags = [n for n in timm.list_models(arch, module=MODULE_NAME, pretrained=True) if '.' in n]
+        if tag and WeightsHook.entry is not None and WeightsHook.entry(arch, tag) is None:
+            tags = [n for n in list_models(arch, pretrained=True) if '.' in n]
             raise ValueError(f'unknown pretrained tag {model_name!r}; published for {arch}: '
                              f'{", ".join(tags) or "none yet"}')
     if model_name.startswith(('hf-hub:', 'local-dir:')):
@@ -66,10 +89,13 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs) -> nn.Modu
             load_local_config(model_name[len('local-dir:'):])
         else:
             load_hub_config(model_name[len('hf-hub:'):], kwargs.get('cache_dir'))
-    # timm's checkpoint_path would torch.load (pickle) non-safetensors files: the zoo loads it itself
+    # timm's checkpoint_path would torch.load (pickle) non-safetensors files: it becomes an explicit
+    # file source of pretrained loading (safetensors only, sha256-checked against a config.json beside it)
     checkpoint_path = kwargs.pop('checkpoint_path', None)
-    model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
     if checkpoint_path:
-        from .hub.pretrained import load_checkpoint
-        model = load_checkpoint(model, checkpoint_path)
+        kwargs['pretrained_cfg_overlay'] = {**(kwargs.get('pretrained_cfg_overlay') or {}), 'file': str(checkpoint_path)}
+        pretrained = True
+    model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    if checkpoint_path and isinstance(getattr(model, 'pretrained_source', None), dict):
+        model.pretrained_source['source'] = 'checkpoint_path'
     return model

@@ -460,7 +460,7 @@ def _allocator_tuned() -> bool:
 
 def _fast_path_active(model, dev, dtype, compile) -> bool:
     try:
-        from .models.backbones._fast import fast_path_available
+        from .models.layers._fast import fast_path_available
     except ImportError:
         return False
     from .models.backbones._fast import bf16_kernels_available

@@ -237,10 +237,10 @@ def discover_methods(fused_dirs: Union[PathLike, Sequence[PathLike]], pair_stems
 # --------------------------------------------------------------------------------------------
 
 def _load_model(model, device, pretrained: bool):
-    import mtvif_zoo
+    from ._factory import create_model
     if isinstance(model, str):
         name = model
-        model = mtvif_zoo.create_model(model, pretrained=pretrained)
+        model = create_model(model, pretrained=pretrained)
     else:
         cfg = getattr(model, 'pretrained_cfg', None) or {}
         name = (cfg.get('architecture') if isinstance(cfg, dict) else None) or type(model).__name__
@@ -251,12 +251,12 @@ def _load_model(model, device, pretrained: bool):
 
 def _fuse_with_model(model, pairs: Dict[str, Tuple[Path, Path]], batch_size: int, save_dir: Optional[Path],
                      progress: bool, problems: List[str], amp: Optional[bool] = None) -> Dict[str, Any]:
-    import mtvif_zoo
     from tqdm.auto import tqdm
+    from .fusion import fuse
     out = {}
     for stem, (vp, ip) in tqdm(list(pairs.items()), desc='fusing', disable=not progress, unit='pair'):
         try:
-            img = mtvif_zoo.fuse(str(vp), str(ip), model=model, batch_size=batch_size, amp=amp)
+            img = fuse(str(vp), str(ip), model=model, batch_size=batch_size, amp=amp)
         except (ValueError, OSError) as e:
             problems.append(f'could not fuse {vp} + {ip}: {e}')
             continue

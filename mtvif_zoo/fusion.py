@@ -33,7 +33,7 @@ Input conventions (documented conversions, everything else is a clear error):
   and the conversion to the output run in fp32 in every case. The model's train/eval mode is
   restored.
 * **speed**: inputs go to the model in channels_last memory and the models take their fast paths
-  (:mod:`mtvif_zoo.models.backbones._fast`: fused oneDNN conv / matmul kernels on CPU, Swin's
+  (:mod:`mtvif_zoo.models.layers._fast`: fused oneDNN conv / matmul kernels on CPU, Swin's
   chunked SDPA window attention); ``compile=True`` runs the model through ``torch.compile``; on
   CUDA host tensors are pinned and copied asynchronously. ``mtvif bench`` measures all of it.
   For many CPU calls in one process, :func:`tune_cpu_allocator` (opt-in, process-wide) lets glibc
@@ -351,8 +351,8 @@ def _compiled_forward(model):
 def _prefers_channels_last(x: torch.Tensor) -> bool:
     """channels_last (NHWC) for every model on CPU and CUDA: oneDNN / cuDNN convolutions run
     without layout reorders, and the token views of the Swin / HIA-F blocks become free; the plain
-    path (``mtvif_zoo.models.backbones._fast.plain_path()``) keeps NCHW."""
-    from .models.backbones._fast import _ENABLED
+    path (``mtvif_zoo.models.layers._fast.plain_path()``) keeps NCHW."""
+    from .models.layers._fast import _ENABLED
     return _ENABLED and x.dim() == 4 and x.device.type in ('cpu', 'cuda')
 
 

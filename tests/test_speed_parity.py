@@ -10,7 +10,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mtvif_zoo import create_model, fuse
-from mtvif_zoo.models.backbones._fast import fast_enabled, plain_path, set_fast_path, use_fast
+from mtvif_zoo.models.layers._fast import fast_enabled, plain_path, set_fast_path, use_fast
 from mtvif_zoo.models.backbones.swinfusion import set_fused_attn
 from mtvif_zoo.models.multitaskvif import VARIANTS
 

@@ -8,7 +8,8 @@
 * :mod:`~mtvif_zoo.hub.cards` — model cards generated from measured results; :func:`model_card`;
 * :mod:`~mtvif_zoo.hub.publish` — :func:`save_pretrained`, :func:`push_to_hub`, :func:`publish_weight`.
 
-This package never imports ``mtvif_zoo.models`` at import time (the models import the registry).
+The hub reaches the models only through the public factory (``mtvif_zoo._factory``); the models
+never import the hub (the builder's ``WeightsHook`` is set by ``mtvif_zoo/__init__.py``).
 """
 from .registry import (FULL_WEIGHTS_FILE, REGISTRY_PATH, SHIPPED_DIR, WEIGHTS_FILE, RegistryError, get_weight,
                        list_weights, register_weight, unregister_weight, use_registry)
@@ -18,6 +19,7 @@ from ._net import NetOptions, network_options
 from ._validate import ConfigError
 from .cards import card_block, card_summary, model_card, render_card
 from .publish import publish_weight, push_to_hub, save_pretrained
+from . import convert  # noqa: F401  (mtvif convert)
 
 __all__ = ['REGISTRY_PATH', 'SHIPPED_DIR', 'WEIGHTS_FILE', 'FULL_WEIGHTS_FILE', 'ENV_WEIGHTS', 'RegistryError',
            'IntegrityError', 'WeightsNotFoundError', 'ResolvedWeights', 'list_weights', 'get_weight',

@@ -314,8 +314,10 @@ def render_card(entry: Mapping[str, Any]) -> str:
               '- Fusion quality metrics are no-reference statistics; they do not guarantee better downstream '
               'detection or segmentation on new data.']
     if is_mth and entry['weights'] == 'fusion':
-        lines.append('- `model.safetensors` has no segmentation classifier: `pretrained=True` returns the '
-                     'fusion-only model. Use `model_full.safetensors` (if listed above) to fine-tune or to segment.')
+        lines.append('- `model.safetensors` has no segmentation classifier: `pretrained=True` takes the trained '
+                     'classifier from `model_full.safetensors` (if listed above; otherwise pass `num_classes=0` '
+                     'for the fusion-only model or `num_classes=N` for a new classifier), `num_classes=0` reads '
+                     '`model.safetensors` only.')
     for extra in card['limitations']:
         lines.append(f'- {extra}')
     lines.append('')
@@ -398,15 +400,11 @@ def _registered_name(name: str) -> str:
     from . import registry
     if '.' in name:
         return name
-    from timm.models import get_pretrained_cfg
-    try:
-        cfg = get_pretrained_cfg(name)
-    except RuntimeError:
-        cfg = None
-    if cfg is None or not cfg.tag:
+    found = registry.entry_for(name, None)  # the default (first) tag in the registry in use, timm style
+    if found is None:
         published = ', '.join(registry.list_weights()) or 'none yet'
         raise KeyError(f'no published weight for {name!r}; published: {published}')
-    return f'{name}.{cfg.tag}'
+    return f'{name}.{found[0]["tag"]}'
 
 
 def card_summary(text: str) -> Dict[str, Any]:

@@ -29,25 +29,13 @@ from . import registry
 from .cards import NOT_RECORDED, card_block, render_card
 from .pretrained import load_safetensors, sha256_file
 from .registry import FULL_WEIGHTS_FILE, WEIGHTS_FILE
+from .._factory import architecture_of
 
 __all__ = ['save_pretrained', 'push_to_hub', 'publish_weight', 'model_args', 'architecture_of',
            'input_convention']
 
 PathLike = Union[str, os.PathLike]
 _DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
-
-
-def architecture_of(model: nn.Module) -> str:
-    """The registered architecture a zoo model was built as (``mtvif_iii``, ``seafusion``, ...)."""
-    from ..models.multitaskvif import VARIANTS
-    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
-    if arch in VARIANTS:
-        return arch
-    b, h = getattr(model, 'backbone_name', None), getattr(model, 'head_name', None)
-    for name, (vb, vh, _) in VARIANTS.items():  # a MultiTaskVIF built directly: match backbone x head family
-        if vb == b and (vh == h or (vh.startswith('mth') and str(h).startswith('mth'))):
-            return name
-    raise ValueError(f'cannot tell which zoo architecture this model is (backbone {b!r}, head {h!r})')
 
 
 def model_args(model: nn.Module) -> Dict[str, Any]:
@@ -118,7 +106,7 @@ def _label_names(model: nn.Module, num_classes: int, label_names: Optional[Seque
     if num_classes and known and len(known) == num_classes:
         return list(known)
     if num_classes:
-        from ..models.multitaskvif import MSRS_CLASSES
+        from .._factory import MSRS_CLASSES
         if num_classes == len(MSRS_CLASSES):
             return list(MSRS_CLASSES)
     return None
@@ -127,9 +115,9 @@ def _label_names(model: nn.Module, num_classes: int, label_names: Optional[Seque
 def _hf_config(model: nn.Module, arch: str, tag: str, args: Dict[str, Any], label_names, license: str,
                files: Dict[str, Dict[str, Any]], weights: str, dataset: str, input: Dict[str, str],
                source: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    from ..models.multitaskvif import _BASE_CFGS
+    from .._factory import base_cfg
     from ..version import __version__
-    pc = dict(_BASE_CFGS[arch])
+    pc = base_cfg(arch)
     pc.update(architecture=arch, tag=tag, hf_hub_filename=WEIGHTS_FILE, license=license,
               input_size=[args['in_chans'], *pc.get('input_size', (3, 256, 256))[1:]],
               num_classes=args['num_classes'], label_names=label_names,

@@ -4,9 +4,10 @@
 to the weight's metadata. From each entry come:
 
 * the timm pretrained cfg of ``arch.tag`` (``hf_hub_id='<repo>@<revision>'``, ``url``,
-  ``label_names``, ``input_size``, ``license``, ...) that ``models/multitaskvif.py`` feeds to
-  ``generate_default_cfgs``, hence ``list_models(pretrained=True)`` and ``create_model(name,
-  pretrained=True)``;
+  ``label_names``, ``input_size``, ``license``, ...): ``mtvif_zoo/models/_weights.py`` reads this
+  file at import and feeds ``generate_default_cfgs``; at run time the builder asks
+  :func:`entry_for` for the current entry (so :func:`use_registry` works without rewriting timm's
+  registry), hence ``list_models(pretrained=True)`` and ``create_model(name, pretrained=True)``;
 * the sha256 every copy of the file is checked against (:mod:`mtvif_zoo.hub.pretrained`);
 * the model card (:mod:`mtvif_zoo.hub.cards` renders it from the entry's ``card`` block).
 
@@ -46,7 +47,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 __all__ = ['REGISTRY_PATH', 'SHIPPED_DIR', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'FULL_WEIGHTS_FILE',
            'RegistryError', 'list_weights', 'get_weight', 'find_weight', 'shipped_dir', 'registry_path',
-           'validate_entry', 'weight_cfgs', 'timm_cfgs', 'register_weight', 'unregister_weight', 'use_registry',
+           'validate_entry', 'entry_for', 'register_weight', 'unregister_weight', 'use_registry',
            'write_registry', 'read_registry', 'url_file_name', 'split_name']
 
 #: the registry shipped with the package
@@ -86,8 +87,11 @@ def url_file_name(name: str, sha256: str, full: bool = False) -> str:
     return f'{arch}_{tag}{"_full" if full else ""}-{sha256[:URL_HASH_CHARS]}.safetensors'
 
 
-def read_registry(path: Union[str, os.PathLike]) -> Dict[str, Dict[str, Any]]:
-    """The validated ``weights`` mapping of a registry file (``{}`` if the file does not exist)."""
+def read_registry(path: Union[str, os.PathLike], strict: bool = True) -> Dict[str, Dict[str, Any]]:
+    """The validated ``weights`` mapping of a registry file (``{}`` if the file does not exist).
+
+    ``strict=False`` (the registry in use): a bad entry is warned about and skipped instead of
+    raising, so one broken entry never takes the other weights (or ``import mtvif_zoo``) down."""
     path = Path(path)
     if not path.is_file():
         return {}
@@ -97,15 +101,27 @@ def read_registry(path: Union[str, os.PathLike]) -> Dict[str, Dict[str, Any]]:
         raise RegistryError(f'{path}: unsupported format_version {data.get("format_version")!r} '
                             f'(this mtvif_zoo reads {FORMAT_VERSION})')
     weights = data.get('weights') or {}
+    good = {}
     for name, entry in weights.items():
-        validate_entry(name, entry)
-    return weights
+        try:
+            validate_entry(name, entry)
+        except (RegistryError, AttributeError, TypeError, KeyError) as e:
+            if strict:
+                raise RegistryError(str(e)) from None
+            warnings.warn(f'{path}: {e}; entry skipped')
+            continue
+        good[name] = entry
+    return good
 
 
 def _weights() -> Dict[str, Dict[str, Any]]:
     with _lock:
         if _state['weights'] is None:
-            _state['weights'] = read_registry(_state['path'])
+            try:
+                _state['weights'] = read_registry(_state['path'], strict=False)
+            except (OSError, ValueError) as e:  # unreadable JSON, unknown format_version
+                warnings.warn(f'weight registry {_state["path"]} unusable ({e}); no published weights')
+                _state['weights'] = {}
         return _state['weights']
 
 
@@ -181,73 +197,32 @@ def validate_entry(name: str, entry: Dict[str, Any]) -> None:
         bad('model_args must be a dict with at least in_chans')
 
 
-def _weight_cfg(base: Dict[str, Any], entry: Dict[str, Any]) -> Dict[str, Any]:
-    in_chans = int(entry['model_args']['in_chans'])
-    num_classes = entry['model_args'].get('num_classes', base.get('num_classes'))
-    cfg = dict(base)
-    cfg.update(
-        hf_hub_id=f'{entry["hf_hub_id"]}@{entry["revision"]}' if entry['hf_hub_id'] else None,
-        hf_hub_filename=WEIGHTS_FILE,
-        url=entry['url'] or '',
-        input_size=(in_chans, *tuple(base.get('input_size', (3, 256, 256)))[1:]),
-        num_classes=num_classes,
-        label_names=tuple(entry['label_names']) if entry['label_names'] else None,
-        license=entry['license'],
-        description=f'{entry["weights"]} weights trained on {entry["dataset"]}',
-        notes=(f'sha256 {entry["sha256"]}', 'input: ' + ', '.join(f'{k}={v}' for k, v in entry['input'].items())),
-    )
-    if not cfg['hf_hub_id'] and not cfg['url']:
-        # shipped-only weight: timm needs a source key for has_weights; the zoo's loader resolves it
-        cfg['file'] = str(shipped_dir() / f'{entry["architecture"]}.{entry["tag"]}' / WEIGHTS_FILE)
-    return cfg
-
-
-def weight_cfgs(base_cfgs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    """timm pretrained cfgs ``{'arch.tag': cfg}`` of every registered weight, built on ``base_cfgs[arch]``."""
-    out = {}
-    for name, entry in sorted(_weights().items()):
-        arch = entry['architecture']
-        if arch not in base_cfgs:
-            warnings.warn(f'registry entry {name!r}: unknown architecture {arch!r}, skipped')
-            continue
-        out[name] = _weight_cfg(base_cfgs[arch], entry)
-    return out
-
-
-def timm_cfgs(base_cfgs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    """What ``generate_default_cfgs`` gets: ``arch.tag`` cfgs of the published weights, and the weightless
-    base cfg for architectures without any (timm style: once weights exist every cfg is tagged, so
-    ``list_models(pretrained=True)`` lists ``arch.tag`` names only)."""
-    tagged = weight_cfgs(base_cfgs)
-    with_weights = {n.split('.')[0] for n in tagged}
-    return {**{a: c for a, c in base_cfgs.items() if a not in with_weights}, **tagged}
-
-
-def _refresh_timm() -> None:
-    """Re-register the zoo's models with timm so their pretrained cfgs match the registry in use."""
-    from timm.models import generate_default_cfgs, register_model
-    from ..models import multitaskvif as mm
-    cfgs = generate_default_cfgs(timm_cfgs(mm._BASE_CFGS))
-    for arch in mm._BASE_CFGS:
-        mm.default_cfgs[arch] = cfgs[arch]
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # timm warns when a name is registered again
-            register_model(getattr(mm, arch))
+def entry_for(architecture: str, tag: Optional[str]) -> Optional[Tuple[Dict[str, Any], Path]]:
+    """``(entry, shipped_dir)`` of ``architecture.tag`` in the registry in use, ``tag=None``: the
+    architecture's default weight (the first tag, as timm's default); ``None`` if there is none.
+    The model builder's hook (``mtvif_zoo.models.multitaskvif.WeightsHook.entry``)."""
+    w = _weights()
+    if not tag:
+        names = sorted(n for n in w if split_name(n)[0] == architecture)
+        if not names:
+            return None
+        tag = split_name(names[0])[1]
+    entry = w.get(f'{architecture}.{tag}')
+    return (copy.deepcopy(entry), shipped_dir()) if entry is not None else None
 
 
 def register_weight(name: str, entry: Dict[str, Any]) -> None:
-    """Add (or replace) ``name`` in the in-memory registry and in timm's (not written to disk)."""
+    """Add (or replace) ``name`` in the in-memory registry (not written to disk). timm's own registry
+    is not touched: the zoo's ``create_model`` / ``list_models`` read this registry."""
     validate_entry(name, entry)
     with _lock:
         _weights()[name] = copy.deepcopy(entry)
-        _refresh_timm()
 
 
 def unregister_weight(name: str) -> None:
-    """Remove ``name`` from the in-memory registry and from timm's."""
+    """Remove ``name`` from the in-memory registry."""
     with _lock:
         _weights().pop(name, None)
-        _refresh_timm()
 
 
 def write_registry(weights: Dict[str, Dict[str, Any]], path: Optional[Union[str, os.PathLike]] = None) -> Path:
@@ -268,8 +243,8 @@ def write_registry(weights: Dict[str, Dict[str, Any]], path: Optional[Union[str,
 def use_registry(path: Union[str, os.PathLike], shipped: Optional[Union[str, os.PathLike]] = None) -> Iterator[None]:
     """Use another registry file (and shipped-weights folder) inside the ``with`` block.
 
-    For tests and for staging a weight before it is published; timm's registry follows and is
-    restored on exit.
+    For tests and for staging a weight before it is published. ``mtvif_zoo.create_model`` /
+    ``list_models`` follow it; timm's own registry keeps the weights registered at import.
     """
     with _lock:
         saved = dict(_state)
@@ -277,7 +252,6 @@ def use_registry(path: Union[str, os.PathLike], shipped: Optional[Union[str, os.
                       weights=None)
         try:
             _weights()
-            _refresh_timm()
         except Exception:
             _state.clear()
             _state.update(saved)
@@ -288,4 +262,3 @@ def use_registry(path: Union[str, os.PathLike], shipped: Optional[Union[str, os.
         with _lock:
             _state.clear()
             _state.update(saved)
-            _refresh_timm()

@@ -46,7 +46,7 @@ from timm.models._features import FeatureGetterNet, feature_take_indices
 
 from .backbones import create_backbone, get_backbone_cls, list_backbones
 from .heads import get_head_cls, list_heads
-from ..hub import registry as _registry
+from . import _weights
 
 __all__ = ['MultiTaskVIF', 'MTH_CFGS', 'VARIANTS', 'MSRS_CLASSES']
 
@@ -208,10 +208,14 @@ class MultiTaskVIF(nn.Module):
         """Segmentation logits ``B x num_classes x H x W`` (the training-time branch, any mode)."""
         return self.forward_head(self.forward_features(vis, ir), with_seg=True)[1]
 
+    #: ``mtvif_zoo.fuse``, installed by ``mtvif_zoo/__init__.py`` (the models import nothing from ``fusion``)
+    _fuse_fn: Optional[Callable] = None
+
     def fuse(self, vis, ir, **kwargs):
         """See :func:`mtvif_zoo.fuse`; ``model.fuse(vis, ir)`` == ``mtvif_zoo.fuse(vis, ir, model=model)``."""
-        from ..fusion import fuse
-        return fuse(vis, ir, model=self, **kwargs)
+        if MultiTaskVIF._fuse_fn is None:
+            raise RuntimeError('model.fuse needs mtvif_zoo.fusion: import mtvif_zoo')
+        return MultiTaskVIF._fuse_fn(vis, ir, model=self, **kwargs)
 
     def fusion_only(self) -> 'MultiTaskVIF':
         """Deployable copy: no segmentation classifier, eval mode, same fused output bit for bit."""
@@ -353,7 +357,7 @@ _BASE_CFGS: Dict[str, Dict[str, Any]] = {
 }
 
 # pretrained ``arch.tag`` cfgs (hf_hub_id@revision, url, sha256, ...) come from mtvif_zoo/hub/registry.json
-default_cfgs = generate_default_cfgs(_registry.timm_cfgs(_BASE_CFGS))
+default_cfgs = generate_default_cfgs(_weights.timm_cfgs(_BASE_CFGS, _weights.read_entries()))
 
 _MODEL_KWARGS = ('backbone', 'head', 'in_chans', 'num_classes', 'backbone_args', 'head_args', 'drop_rate',
                  'global_pool')
@@ -362,27 +366,56 @@ _TIMM_KWARGS = ('pretrained_cfg', 'pretrained_cfg_overlay', 'cache_dir', 'checkp
                 'pretrained_filter_fn', 'kwargs_filter', 'features_only', 'out_indices', 'feature_cls',
                 'pretrained_model_args')
 
-#: ``resolver(pretrained_cfg, cache_dir) -> (file, full_state_loader, source_info)``: where pretrained
-#: weights come from (explicit > MTVIF_WEIGHTS > shipped > Hub > URL, sha256-checked). Installed by
-#: ``mtvif_zoo/__init__.py`` (mtvif_zoo.hub.pretrained); without one, timm's own sources are used.
-_WEIGHTS_RESOLVER: Optional[Callable] = None
+class WeightsHook:
+    """How the builder reaches the zoo's weight registry and sources (set by ``mtvif_zoo/__init__.py``
+    from :mod:`mtvif_zoo.hub`; the models package imports nothing from the hub).
+
+    * ``entry(arch, tag) -> (entry, shipped_dir) | None``: the current registry entry of ``arch.tag``
+      (``tag=None``: the architecture's default weight), so a registry swapped at run time
+      (``use_registry``) is honoured without touching timm's registry;
+    * ``resolve(pretrained_cfg, cache_dir) -> (file, full_state_loader, source_info)``: the verified
+      file (explicit > MTVIF_WEIGHTS > shipped > Hub > URL, sha256-checked) that timm's
+      ``load_pretrained`` then reads;
+    * ``names() -> [arch.tag, ...]``: every weight in the registry in use.
+    """
+    entry: Optional[Callable] = None
+    resolve: Optional[Callable] = None
+    names: Optional[Callable] = None
 
 
-def set_weights_resolver(fn: Optional[Callable]) -> None:
-    global _WEIGHTS_RESOLVER
-    _WEIGHTS_RESOLVER = fn
+def set_weights_hook(entry: Optional[Callable] = None, resolve: Optional[Callable] = None,
+                     names: Optional[Callable] = None) -> None:
+    WeightsHook.entry, WeightsHook.resolve, WeightsHook.names = entry, resolve, names
+
+
+def _current_cfg(variant: str, tag: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The cfg of ``variant.tag`` from the zoo's current registry (None: not registered there)."""
+    if WeightsHook.entry is None:
+        return None
+    found = WeightsHook.entry(variant, tag)
+    if not found:
+        return None
+    entry, shipped_dir = found
+    return dict(_weights.weight_cfg(_BASE_CFGS[variant], entry, shipped_dir), architecture=variant,
+                tag=entry['tag'])
 
 
 def _create_mtvif(variant: str, pretrained: bool = False, **kwargs) -> MultiTaskVIF:
     unknown = sorted(set(kwargs) - set(_MODEL_KWARGS) - set(_TIMM_KWARGS))
     if unknown:
         raise TypeError(f'{variant}: unknown keyword argument(s) {unknown}; valid: {", ".join(_MODEL_KWARGS)}')
-    tag_named = isinstance(kwargs.get('pretrained_cfg'), str)
-    pretrained_cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.pop('pretrained_cfg', None),
+    given = kwargs.pop('pretrained_cfg', None)
+    entry_cfg = None
+    if isinstance(given, str) or (given is None and pretrained):
+        entry_cfg = _current_cfg(variant, given)  # a registered weight: its facts, current registry
+        if entry_cfg is None and WeightsHook.entry is not None:  # none in the registry in use: no weight facts
+            entry_cfg = dict(_BASE_CFGS[variant], architecture=variant, tag=given if isinstance(given, str) else None)
+    pretrained_cfg = resolve_pretrained_cfg(variant, pretrained_cfg=entry_cfg or given,
                                             pretrained_cfg_overlay=kwargs.pop('pretrained_cfg_overlay', None))
     cfg = pretrained_cfg.to_dict()
-    if pretrained or tag_named:
-        for k, v in ((_registry.find_weight(variant, cfg.get('tag')) or {}).get('model_args') or {}).items():
+    found = WeightsHook.entry(variant, entry_cfg['tag']) if entry_cfg is not None and entry_cfg['tag'] else None
+    if found:
+        for k, v in found[0]['model_args'].items():
             kwargs.setdefault(k, v)  # the published weight's architecture (e.g. its in_chans / head)
     backbone, head, _ = VARIANTS[variant]
     backbone = kwargs.pop('backbone', None) or backbone
@@ -401,9 +434,9 @@ def _create_mtvif(variant: str, pretrained: bool = False, **kwargs) -> MultiTask
     overlay, filter_fn, source = {}, kwargs.pop('pretrained_filter_fn', None), None
     if pretrained:
         full_state = None
-        if cfg.get('state_dict') is None and _WEIGHTS_RESOLVER is not None:
+        if cfg.get('state_dict') is None and WeightsHook.resolve is not None:
             # the zoo's sources and sha256 check; timm's load_pretrained then reads the verified file
-            path, full_state, source = _WEIGHTS_RESOLVER(cfg, kwargs.get('cache_dir'))
+            path, full_state, source = WeightsHook.resolve(cfg, kwargs.get('cache_dir'))
             overlay = dict(file=path, source='')
         pretrained_classes = cfg.get('num_classes')
         filter_fn = filter_fn or partial(checkpoint_filter_fn, pretrained_num_classes=pretrained_classes,

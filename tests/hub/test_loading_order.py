@@ -100,7 +100,7 @@ def test_local_dir_and_checkpoint_path(published, other_weights, no_pickle, tmp_
     m = mtvif_zoo.create_model(f'local-dir:{folder}', pretrained=True, num_classes=0)
     assert m.pretrained_source['source'] == 'local-dir' and m.pretrained_source['verified']
     assert _same(m, model.fusion_only().state_dict())
-    m = mtvif_zoo.create_model('mtvif_iii', checkpoint_path=str(folder / 'model.safetensors'))
+    m = mtvif_zoo.create_model('mtvif_iii', checkpoint_path=str(folder / 'model.safetensors'), num_classes=0)
     assert m.pretrained_source['source'] == 'checkpoint_path' and _same(m, model.fusion_only().state_dict())
     # checkpoint_path never unpickles: a .pth is refused before anything reads it
     pth = tmp_path / 'weights.pth'

@@ -36,20 +36,57 @@ def test_package_registry_lists_exactly_what_ships():
         assert not any(n.startswith(arch + '.') for n in entries if 'test' in n)
 
 
-def test_registered_weight_becomes_timm_pretrained_cfg(published):
+def test_registered_weight_becomes_the_models_pretrained_cfg(published):
+    """A weight registered at run time (use_registry) is what the zoo builds and loads, through the
+    builder's hook; timm's own registry keeps what was registered at import (never rewritten)."""
     entry = published['entries']['mtvif_iii.testonly']
+    before = timm.list_models('mtvif_iii*', pretrained=True)
     assert mtvif_zoo.list_models(pretrained=True) == ['mtvif_iii.testonly', 'mtvif_iv.testonly']
-    assert timm.list_models('mtvif_iii*', pretrained=True) == ['mtvif_iii.testonly']
-    cfg = timm.models.get_pretrained_cfg('mtvif_iii.testonly')
-    assert cfg.hf_hub_id == f'test-org/mtvif_iii-testonly@{published["revision"]}'
-    assert cfg.hf_hub_filename == 'model.safetensors'
-    assert cfg.url.endswith(f'/mtvif_iii_testonly-{entry["sha256"][:12]}.safetensors')
-    assert cfg.label_names == mtvif_zoo.MSRS_CLASSES and cfg.license == 'apache-2.0'
-    assert cfg.input_size == (3, 256, 256) and cfg.num_classes == 9
-    assert any(entry['sha256'] in n for n in cfg.notes)
-    # the untagged name resolves to the default (first published) tag, timm style
-    assert timm.models.get_pretrained_cfg('mtvif_iii').tag == 'testonly'
+    cfg = mtvif_zoo.create_model('mtvif_iii.testonly').pretrained_cfg
+    assert cfg['tag'] == 'testonly'
+    assert cfg['hf_hub_id'] == f'test-org/mtvif_iii-testonly@{published["revision"]}'
+    assert cfg['hf_hub_filename'] == 'model.safetensors'
+    assert cfg['url'].endswith(f'/mtvif_iii_testonly-{entry["sha256"][:12]}.safetensors')
+    assert tuple(cfg['label_names']) == mtvif_zoo.MSRS_CLASSES and cfg['license'] == 'apache-2.0'
+    assert tuple(cfg['input_size']) == (3, 256, 256) and cfg['num_classes'] == 9
+    assert any(entry['sha256'] in n for n in cfg['notes'])
+    # the untagged name with pretrained=True is the default (first published) tag, timm style
+    assert mtvif_zoo.create_model('mtvif_iii', pretrained=True).pretrained_cfg['tag'] == 'testonly'
     assert registry.get_weight('mtvif_iii.testonly')['revision'] == published['revision']
+    assert timm.list_models('mtvif_iii*', pretrained=True) == before  # timm's registry untouched
+
+
+def test_bad_registry_entry_does_not_break_import(tmp_path):
+    """One malformed registry.json entry: import mtvif_zoo still works, the good weights stay listed."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    good = json.loads(registry.REGISTRY_PATH.read_text())
+    name = sorted(good['weights'])[0]
+    bad = dict(good, weights={**good['weights'], 'mtvif_ii.broken': {'architecture': 'mtvif_ii'}})
+    path = tmp_path / 'registry.json'
+    path.write_text(json.dumps(bad))
+    from mtvif_zoo.models import _weights
+    with pytest.warns(UserWarning, match="'mtvif_ii.broken' skipped"):
+        entries = _weights.read_entries(path)
+    assert name in entries and 'mtvif_ii.broken' not in entries
+    with pytest.warns(UserWarning, match='entry skipped'):
+        with registry.use_registry(path, registry.SHIPPED_DIR):
+            assert name in mtvif_zoo.list_models(pretrained=True)
+    path.write_text('{not json')
+    with pytest.warns(UserWarning, match='unreadable weight registry'):
+        assert _weights.read_entries(path) == {}
+    # and a fresh interpreter imports a copy of the package whose registry.json has the broken entry
+    pkg = Path(mtvif_zoo.__file__).resolve().parent
+    shutil.copytree(pkg, tmp_path / 'copy' / 'mtvif_zoo', ignore=shutil.ignore_patterns('weights', '__pycache__'))
+    (tmp_path / 'copy' / 'mtvif_zoo' / 'hub' / 'registry.json').write_text(json.dumps(bad))
+    probe = 'import mtvif_zoo, timm; print(timm.list_models("mtvif_*", pretrained=True))'
+    out = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, cwd=str(tmp_path / 'copy'),
+                         env={**__import__('os').environ, 'PYTHONPATH': str(tmp_path / 'copy')})
+    assert out.returncode == 0, out.stderr
+    assert "'mtvif_ii.broken' skipped" in out.stderr and name.split('.')[0] in out.stdout
 
 
 def test_registry_swap_does_not_leak(published_src):

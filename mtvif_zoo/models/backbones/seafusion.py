@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register_backbone
+from ._registry import register_backbone
 from ..layers import checkpoint_call
-from ._fast import conv_act, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
+from ..layers._fast import conv_act, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
 
 __all__ = ['SeAFusionBackbone', 'SeAFusionDecoder', 'convert_original_state_dict']
 
@@ -37,7 +37,7 @@ class ConvLeakyRelu2d(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=kernel_size, padding=padding)
 
-    fast_path = True  # fast path (see ._fast)
+    fast_path = True  # fast path (see ..layers._fast)
 
     def forward(self, x):
         if fast_enabled(self):
@@ -103,7 +103,7 @@ class RGBD(nn.Module):
         self.sobelconv = Sobelxy(in_chs)
         self.convup = Conv1(in_chs, out_chs)
 
-    fast_path = True  # fast path (see ._fast)
+    fast_path = True  # fast path (see ..layers._fast)
 
     def forward(self, x):
         if fast_enabled(self):

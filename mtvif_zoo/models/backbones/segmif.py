@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register_backbone
+from ._registry import register_backbone
 from ..layers import checkpoint_call
-from ._fast import fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
+from ..layers._fast import fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
 
 __all__ = ['DRDB', 'SegMiFBackbone', 'SegMiFDecoder', 'convert_original_state_dict']
 
@@ -52,7 +52,7 @@ class DRDB(nn.Module):
         self.num_convs = num_convs
         self.conv = nn.Conv2d(chs, in_ch, 1)
 
-    fast_path = True  # inference fast path (see ._fast)
+    fast_path = True  # inference fast path (see ..layers._fast)
 
     def forward(self, x):
         if fast_enabled(self):

@@ -143,9 +143,9 @@ from einops import rearrange
 from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index
 
-from . import register_backbone
+from ._registry import register_backbone
 from ..layers import checkpoint_call
-from ._fast import conv_act, exporting, layer_norm, linear_act, linear_add, output_conv, to_channels_last, use_fast
+from ..layers._fast import conv_act, exporting, layer_norm, linear_act, linear_add, output_conv, to_channels_last, use_fast
 
 __all__ = [
     'SwinFusionBackbone', 'SwinFusionDecoder', 'SwinTransformerBlock', 'CrossSwinTransformerBlock',
@@ -664,7 +664,7 @@ class BasicLayer(nn.Module):
             for i in range(depth)])
         self.grad_checkpointing = False
 
-    fast_path = True  # inference fast path (see ._fast)
+    fast_path = True  # inference fast path (see ..layers._fast)
 
     def _use_inference_path(self, x: torch.Tensor) -> bool:
         return not self.training and use_fast(x, self) and all(b.fused_attn for b in self.blocks)
@@ -805,7 +805,7 @@ class SwinFusionBackbone(nn.Module):
                              for m in ('conv_first2', 'norm_Ex_A', 'norm_Fusion_A')]
         self.feature_info.append(dict(num_chs=embed_dim, reduction=1, module='conv_after_body_Fusion'))
 
-    fast_path = True  # channels_last maps + inference kernels (see ._fast)
+    fast_path = True  # channels_last maps + inference kernels (see ..layers._fast)
     input_mean = RGB_MEAN  # subtracted from 3-channel inputs
     first_conv = ('conv_first1',)  # one stem, shared by both modalities (as in the original)
     num_feature_levels = 4  # len(feature_info)
@@ -915,7 +915,7 @@ class SwinFusionDecoder(nn.Module):
         self.apply(_init_weights)
         set_fused_attn(self, fused_attn)
 
-    fast_path = True  # channels_last maps + inference kernels (see ._fast)
+    fast_path = True  # channels_last maps + inference kernels (see ..layers._fast)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_channels_last(x, self)

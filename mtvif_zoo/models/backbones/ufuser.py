@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import LayerNorm2d
 
-from . import register_backbone
+from ._registry import register_backbone
 from ..layers import checkpoint_call
-from ._fast import conv_act, conv_add, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
+from ..layers._fast import conv_act, conv_add, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
 
 __all__ = ['RestormerCNNBlock', 'UfuserBackbone', 'UfuserDecoder', 'convert_original_state_dict']
 
@@ -52,7 +52,7 @@ class AttentionBase(nn.Module):
         self.qkv2 = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, bias=qkv_bias)
         self.proj = nn.Conv2d(dim, dim, kernel_size=1, bias=qkv_bias)
 
-    fast_path = True  # fast formulation (see ._fast)
+    fast_path = True  # fast formulation (see ..layers._fast)
 
     def forward(self, x):
         if fast_enabled(self):

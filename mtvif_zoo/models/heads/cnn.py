@@ -15,7 +15,7 @@ import copy
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register_head
+from ._registry import register_head
 from ..backbones import get_backbone_cls
 
 __all__ = ['CNNHead']

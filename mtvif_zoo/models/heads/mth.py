@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import Mlp
 
-from . import register_head
-from ..backbones._fast import (conv_act, conv_bn_kernel_weights, conv_bn_weights, fast_enabled, fconv, linear_act,
-                               linear_add, output_conv, pointwise, to_channels_last, use_fast)
+from ._registry import register_head
+from ..layers._fast import (conv_act, conv_bn_kernel_weights, conv_bn_weights, fast_enabled, fconv, linear_act,
+                            linear_add, output_conv, pointwise, to_channels_last, use_fast)
 
 __all__ = ['ChannelContextAttention', 'HIAF', 'MultiTaskHead', 'MultiTaskHeadNoHIA']
 
@@ -148,7 +148,7 @@ class HIAF(nn.Module):
         self.mlp = Mlp(2 * dim, hidden_features=dim, out_features=dim)
         self.norm = nn.LayerNorm(dim)
 
-    fast_path = True  # fast formulation (see mtvif_zoo.models.backbones._fast)
+    fast_path = True  # fast formulation (see mtvif_zoo.models.layers._fast)
 
     def forward(self, f_re: torch.Tensor, f_seg: torch.Tensor) -> torch.Tensor:
         if fast_enabled(self):
@@ -296,7 +296,7 @@ class MultiTaskHead(nn.Module):
         """Whether the fused image depends on the segmentation branch (it does through HIA-F)."""
         return self.hiaf is not None
 
-    fast_path = True  # fast path (see mtvif_zoo.models.backbones._fast)
+    fast_path = True  # fast path (see mtvif_zoo.models.layers._fast)
 
     def forward(self, x: torch.Tensor, with_seg: bool = False,
                 pre_logits: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
