@@ -19,13 +19,23 @@ __all__ = ['__version__', 'create_model', 'list_models', 'list_backbones', 'list
            'DEFAULT_MODEL', 'evaluate', 'EvaluationResult', 'hub', 'metrics']
 
 _LOADED = False
+_LOADING = False  # inside _load_all: submodule imports ('from . import hub') must not re-enter it
 
 
 def _load_all() -> None:
     """Import the library (torch, timm, the models and their timm registration); idempotent."""
-    global _LOADED
-    if _LOADED:
+    global _LOADED, _LOADING
+    if _LOADED or _LOADING:
         return
+    _LOADING = True
+    try:
+        _import_all()
+    finally:
+        _LOADING = False
+
+
+def _import_all() -> None:
+    global _LOADED
     from .models import MSRS_CLASSES, MultiTaskVIF, list_backbones, list_heads  # registers the models
     from ._factory import create_model, list_models
     from .fusion import DEFAULT_MODEL, fuse, segment
@@ -55,7 +65,7 @@ def _started_as_cli() -> bool:
 
 
 def __getattr__(name: str):
-    if name in __all__ and not _LOADED:
+    if name in __all__ and not _LOADED and not _LOADING:
         _load_all()
         return globals()[name]
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -20,7 +20,7 @@ What one benchmark row measures (``mtvif bench``; :func:`bench` / :func:`bench_m
   counted: the figure is useful work per second.
 * **dtype**: ``fp32`` runs ``fuse(amp=False)``; ``bf16`` / ``fp16`` run ``fuse(amp=True,
   amp_dtype=...)`` (on the CPU: bf16 autocast with the oneDNN bf16 kernels where the CPU has them,
-  see :mod:`mtvif_zoo.models.backbones._fast`). With several dtypes (``--dtype both`` = fp32 and
+  see :mod:`mtvif_zoo.models.layers._fast`). With several dtypes (``--dtype both`` = fp32 and
   bf16) the rows run model by model, each model's dtypes back to back, and every non-fp32 row
   records ``speedup_vs_fp32`` (the fp32 row's median time / its own, same run) and
   ``max_abs_diff_vs_fp32`` (its fused image against ``fuse(amp=False)`` on the same input).
@@ -385,7 +385,7 @@ def bench(model, size=None, batch: int = 1, device: str = 'cpu', dtype: str = 'f
     if dev.type == 'cpu' and dtype == 'fp16':
         notes.append('fp16 autocast on CPU: PyTorch runs few CPU kernels in fp16; expect it to be slow')
     if dev.type == 'cpu' and dtype == 'bf16':
-        from .models.backbones._fast import bf16_kernels_available, cpu_has_bf16_units
+        from .models.layers._fast import bf16_kernels_available, cpu_has_bf16_units
         if not bf16_kernels_available():
             notes.append('this CPU has no oneDNN bf16 kernels (needs AVX512-BW/VL/DQ, AMX or AVX-NE-CONVERT): bf16 runs '
                          "PyTorch's reference kernels, slower than fp32; fuse() defaults to fp32 here")
@@ -463,7 +463,7 @@ def _fast_path_active(model, dev, dtype, compile) -> bool:
         from .models.layers._fast import fast_path_available
     except ImportError:
         return False
-    from .models.backbones._fast import bf16_kernels_available
+    from .models.layers._fast import bf16_kernels_available
     kernels = dtype == 'fp32' or (dtype == 'bf16' and bf16_kernels_available())
     return dev.type == 'cpu' and kernels and not compile and fast_path_available() and \
         all(getattr(mod, 'fast_path', True) for mod in model.modules())
@@ -475,7 +475,7 @@ def environment() -> Dict[str, Any]:
            'mkldnn': torch.backends.mkldnn.is_available(), 'cpu_capability': torch.backends.cpu.get_cpu_capability(),
            'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'allocator_tuned': _allocator_tuned()}
     from .fusion import inference_dtype
-    from .models.backbones._fast import _bf16_flags_present, bf16_kernels_available
+    from .models.layers._fast import _bf16_flags_present, bf16_kernels_available
     env['cpu_bf16_units'] = _bf16_flags_present()  # amx_bf16 / avx512_bf16 in the CPU flags
     env['onednn_bf16_kernels'] = bf16_kernels_available()
     env['fuse_default_dtype_cpu'] = str(inference_dtype('cpu')).replace('torch.', '')

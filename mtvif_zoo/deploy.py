@@ -12,7 +12,7 @@
   [0, 1] -- the same arithmetic as ``fuse()`` on fp32 CPU tensors;
 * output ``fused``: ``B x in_chans x H x W`` float32 in [0, 1].
 
-The graph is captured under :func:`mtvif_zoo.models.backbones._fast.export_mode`: the private oneDNN
+The graph is captured under :func:`mtvif_zoo.models.layers._fast.export_mode`: the private oneDNN
 kernels of the eager fast path are off (public ATen ops only) and Swin's window attention takes its
 plain path, so one graph serves every size. ``tests/test_deploy.py`` checks onnxruntime (CPU) against
 eager ``fuse()`` on a real pair at two sizes.
@@ -95,7 +95,7 @@ def export_program(model: Union[str, nn.Module], example_size: Tuple[int, int] =
 
     ``model``: a mtvif_zoo model or a pretrained name (``'mtvif_iv.mfnet220'``); ``example_size``
     is only the tracing example. ``program.module()(vis, ir)`` runs it."""
-    from .models.backbones._fast import export_mode
+    from .models.layers._fast import export_mode
     graph = _as_graph(model)
     with export_mode(), torch.no_grad():
         return torch.export.export(graph, _example(graph, example_size), dynamic_shapes=_dynamic_shapes(graph))
@@ -111,7 +111,7 @@ def export_onnx(model: Union[str, nn.Module], path: Union[str, os.PathLike], ops
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ImportError(f'ONNX export needs the onnx extra: pip install "mtvif_zoo[onnx]" ({e})') from e
-    from .models.backbones._fast import export_mode
+    from .models.layers._fast import export_mode
     graph = _as_graph(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ Input conventions (documented conversions, everything else is a clear error):
   ``tile=N`` fuses large images in overlapping ``N x N`` tiles blended with linear ramps.
 * **device / precision**: the model's device; ``torch.inference_mode``; autocast by default on
   CUDA (bf16 when supported, else fp16) and on CPUs with native bf16 matrix units (AMX-BF16 or
-  AVX512-BF16, :func:`~mtvif_zoo.models.backbones._fast.cpu_has_bf16_units`: bf16, several times
+  AVX512-BF16, :func:`~mtvif_zoo.models.layers._fast.cpu_has_bf16_units`: bf16, several times
   faster than fp32 there); other CPUs (e.g. AVX2-only, where bf16 is emulated and slower) run fp32.
   ``amp=True`` forces autocast (bf16 on CPU), ``amp=False`` fp32 (the same bits as before bf16
   existed). :func:`inference_dtype` says which one a call gets. The last layer, its sigmoid / tanh
@@ -268,7 +268,7 @@ def inference_dtype(device: Union[str, torch.device] = 'cpu', amp: Optional[bool
     arguments: ``torch.float32`` (no autocast), or the autocast dtype.
 
     ``amp=None`` (default): autocast on CUDA; on the CPU only where it has native bf16 matrix
-    units (:func:`~mtvif_zoo.models.backbones._fast.cpu_has_bf16_units`; decided from the hardware,
+    units (:func:`~mtvif_zoo.models.layers._fast.cpu_has_bf16_units`; decided from the hardware,
     not the model); fp32 elsewhere. ``amp=True``: autocast everywhere; ``amp=False``: fp32.
     The autocast dtype is ``amp_dtype``, else bf16 (CUDA without bf16 support: fp16).
     """
@@ -277,7 +277,7 @@ def inference_dtype(device: Union[str, torch.device] = 'cpu', amp: Optional[bool
         if device.type == 'cuda':
             enabled = True
         elif device.type == 'cpu':
-            from .models.backbones._fast import cpu_has_bf16_units
+            from .models.layers._fast import cpu_has_bf16_units
             enabled = cpu_has_bf16_units()
         else:
             enabled = False

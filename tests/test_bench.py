@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtvif_zoo import create_model
-from mtvif_zoo.models.backbones._fast import bf16_kernels_available
+from mtvif_zoo.models.layers._fast import bf16_kernels_available
 from mtvif_zoo.bench import DTYPES, ROOFLINE_CONV, SCHEMA, bench, format_table, roofline, roofline_flops
 from mtvif_zoo.cli import main
 from mtvif_zoo.models.multitaskvif import VARIANTS

@@ -15,8 +15,8 @@ from PIL import Image
 
 from mtvif_zoo import create_model, fuse
 from mtvif_zoo.fusion import inference_dtype
-from mtvif_zoo.models.backbones import _fast
-from mtvif_zoo.models.backbones._fast import bf16_kernels_available, cpu_has_bf16_units, kernel_weight
+from mtvif_zoo.models.layers import _fast
+from mtvif_zoo.models.layers._fast import bf16_kernels_available, cpu_has_bf16_units, kernel_weight
 from mtvif_zoo.models.multitaskvif import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ def test_bf16_kernels_match_reference_bf16(name):
     sigmoid, differs by ~0.6/255 max, 0.1/255 mean; the others by < 0.2/255 max)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from mtvif_zoo.models.backbones._fast import emulate_bf16_kernels
+    from mtvif_zoo.models.layers._fast import emulate_bf16_kernels
     from mtvif_zoo.models.heads.mth import ConvLReLU
     torch.manual_seed(0)
     m = create_model(name).eval()

@@ -5,7 +5,7 @@
 
 For every model and pair: ``fuse(amp=False)`` (fp32) and ``fuse(amp=True)`` (bf16 on the CPU), the
 published weights, batch 1. Where the CPU has oneDNN bf16 kernels they run; elsewhere their
-arithmetic is emulated on the fp32 kernels (``mtvif_zoo.models.backbones._fast.emulate_bf16_kernels``:
+arithmetic is emulated on the fp32 kernels (``mtvif_zoo.models.layers._fast.emulate_bf16_kernels``:
 operands and outputs of every kernel rounded to bf16, fp32 accumulation; ~1.5x the fp32 time), or
 with ``--reference`` PyTorch's reference bf16 kernels run (what ``fuse(amp=True)`` itself does
 there; ~10x the fp32 time). The JSON records which. Reported per model:
@@ -47,7 +47,7 @@ def compare(name: str, pairs, log=print, reference: bool = False):
     import mtvif_zoo
     from mtvif_zoo.evaluate import evaluate
     from mtvif_zoo.fusion import _fuse_tensors, _ir_to_grey, to_tensor_image
-    from mtvif_zoo.models.backbones._fast import bf16_kernels_available, emulate_bf16_kernels
+    from mtvif_zoo.models.layers._fast import bf16_kernels_available, emulate_bf16_kernels
     import contextlib
     emulate = not bf16_kernels_available() and not reference
 

@@ -5,7 +5,7 @@ import torch
 from torch.export import Dim
 
 import mtvif_zoo
-from mtvif_zoo.models.backbones import _fast
+from mtvif_zoo.models.layers import _fast
 
 ALL = ['mtvif_i', 'mtvif_ii', 'mtvif_iii', 'mtvif_iv', 'swinfusion', 'emma_ufuser', 'seafusion', 'segmif']
 
