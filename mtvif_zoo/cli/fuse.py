@@ -197,6 +197,9 @@ def _plan_outputs(args, pairs):
         dst = out if single else out / f'{stem}.{args.format}'
         pdst = None if preview is None else (preview if pre_single else preview / f'{stem}.png')
         targets = [t for t in (dst, pdst) if t is not None]
+        if pdst is not None and _real(pdst) == _real(dst):
+            raise OutputError(f'the preview {str(pdst)!r} and the fused image are the same file; give --preview '
+                              'another path')
         for t in targets:
             if _real(t) in inputs:
                 raise OutputError(f'output {str(t)!r} is one of the inputs; refusing to overwrite it')
