@@ -71,6 +71,13 @@ def test_output_folder_equal_to_input_folder_is_refused(pair_dirs, capsys):
     assert 'input folder' in capsys.readouterr().err
 
 
+def test_preview_cannot_replace_the_fused_image(pair_dirs, tmp_path):
+    vi, ir = pair_dirs
+    out = tmp_path / 'o'
+    assert main(['fuse', str(vi), str(ir), '-o', str(out), '--preview', str(out)] + FAST) == 2
+    assert not out.exists()
+
+
 def test_existing_output_needs_overwrite(pair_dirs, tmp_path, capsys):
     vi, ir = pair_dirs
     out = tmp_path / 'out'

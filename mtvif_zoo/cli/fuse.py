@@ -120,15 +120,14 @@ def _load_user_weights(model, path, load_weights):
     """``--weights FILE``: every key of the model, except that a fusion-only file (no segmentation
     classifier) gives the fusion-only model; anything else missing or extra is an error."""
     from safetensors import safe_open
-    from ..hub.pretrained import _segmentation_keys
-    seg = _segmentation_keys(model)
+    fo = model.fusion_only() if getattr(model, 'has_segmentation', False) else None
+    seg = set(model.state_dict()) - set(fo.state_dict()) if fo is not None else set()
     try:
         with safe_open(str(path), framework='pt') as f:
             keys = set(f.keys())
     except Exception:  # not readable: load_weights names the problem
         keys = None
     if seg and keys is not None and keys and set(model.state_dict()) - keys == seg:
-        fo = model.fusion_only()
         return load_weights(fo, path)
     return load_weights(model, path)
 
@@ -203,6 +202,9 @@ def _plan_outputs(args, pairs):
         dst = out if single else out / f'{stem}.{args.format}'
         pdst = None if preview is None else (preview if pre_single else preview / f'{stem}.png')
         targets = [t for t in (dst, pdst) if t is not None]
+        if pdst is not None and _real(pdst) == _real(dst):
+            raise OutputError(f'the preview {str(pdst)!r} and the fused image are the same file; give --preview '
+                              'another path')
         for t in targets:
             if _real(t) in inputs:
                 raise OutputError(f'output {str(t)!r} is one of the inputs; refusing to overwrite it')

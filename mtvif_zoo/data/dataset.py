@@ -26,7 +26,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -54,15 +54,16 @@ def load_label(path: Union[str, os.PathLike]) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _header(path: Path) -> Tuple[int, int]:
-    """``(H, W)`` of a fully checked image: ``verify()`` checks the file's structure (PNG chunk CRCs,
-    truncation), then every pixel is decoded, because a file can pass ``verify()`` with garbage
-    compressed data (valid CRCs) and would then stop training in epoch 1."""
+def _header(path: Path, decode: bool = True) -> Tuple[int, int]:
+    """``(H, W)`` of a checked image: ``verify()`` checks the file's structure (PNG chunk CRCs,
+    truncation), then (``decode``) every pixel is decoded, because a file can pass ``verify()`` with
+    garbage compressed data (valid CRCs) and would then stop training in epoch 1."""
     with Image.open(path) as im:
         size = im.size[1], im.size[0]
         im.verify()
-    with Image.open(path) as im:
-        im.load()
+    if decode:
+        with Image.open(path) as im:
+            im.load()
     return size
 
 
@@ -70,40 +71,46 @@ def validate_records(records: Sequence[PairRecord], num_classes: Optional[int] =
                      crop: Optional[int] = None, ignore_index: Optional[int] = None,
                      root: Optional[os.PathLike] = None) -> None:
     """Check every pair before training; raise :class:`DatasetError` listing all problems by file name."""
-    problems = []
     if not records:
         raise DatasetError(['no image pairs'], root)
-    for r in records:
-        sizes = {}
-        for role, p in (('visible', r.vis), ('infrared', r.ir), ('label', r.label)):
-            if p is None:
-                continue
-            try:
-                sizes[role] = _header(p)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
-                    Image.DecompressionBombError) as e:
-                problems.append(f'{p}: unreadable {role} image ({type(e).__name__}: {e})')
-        if len(set(sizes.values())) > 1:
-            problems.append(f'{r.vis}: size mismatch within pair {r.stem!r}: ' +
-                            ', '.join(f'{role} {h}x{w}' for role, (h, w) in sizes.items()) + ' (HxW)')
-            continue
-        if sizes and crop:
-            h, w = next(iter(sizes.values()))
-            if h < crop or w < crop:
-                problems.append(f'{r.vis}: {h}x{w} image is smaller than the {crop}x{crop} crop')
-        if r.label is not None and num_classes and 'label' in sizes:
-            try:
-                lab = load_label(r.label)
-            except (OSError, ValueError) as e:
-                problems.append(f'{r.label}: unreadable label ({e})')
-                continue
-            vals = np.unique(lab)
-            bad = [int(v) for v in vals if (v < 0 or v >= num_classes) and v != ignore_index]
-            if bad:
-                problems.append(f'{r.label}: label value(s) {bad[:8]} outside the class range 0..{num_classes - 1}'
-                                + (f' (ignore_index {ignore_index})' if ignore_index is not None else ''))
+    problems = [p for r in records for p in _check_record(r, num_classes, crop, ignore_index)]
     if problems:
         raise DatasetError(problems, root)
+
+
+def _check_record(r: PairRecord, num_classes: Optional[int], crop: Optional[int],
+                  ignore_index: Optional[int]) -> List[str]:
+    problems = []
+    sizes = {}
+    check_label_values = r.label is not None and bool(num_classes)
+    for role, p in (('visible', r.vis), ('infrared', r.ir), ('label', r.label)):
+        if p is None:
+            continue
+        try:  # a label whose values are checked below is decoded there
+            sizes[role] = _header(p, decode=not (role == 'label' and check_label_values))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                Image.DecompressionBombError) as e:
+            problems.append(f'{p}: unreadable {role} image ({type(e).__name__}: {e})')
+    if len(set(sizes.values())) > 1:
+        problems.append(f'{r.vis}: size mismatch within pair {r.stem!r}: ' +
+                        ', '.join(f'{role} {h}x{w}' for role, (h, w) in sizes.items()) + ' (HxW)')
+        return problems
+    if sizes and crop:
+        h, w = next(iter(sizes.values()))
+        if h < crop or w < crop:
+            problems.append(f'{r.vis}: {h}x{w} image is smaller than the {crop}x{crop} crop')
+    if check_label_values and 'label' in sizes:
+        try:
+            lab = load_label(r.label)
+        except (OSError, ValueError, EOFError, struct.error, zlib.error) as e:
+            problems.append(f'{r.label}: unreadable label ({e})')
+            return problems
+        vals = np.unique(lab)
+        bad = [int(v) for v in vals if (v < 0 or v >= num_classes) and v != ignore_index]
+        if bad:
+            problems.append(f'{r.label}: label value(s) {bad[:8]} outside the class range 0..{num_classes - 1}'
+                            + (f' (ignore_index {ignore_index})' if ignore_index is not None else ''))
+    return problems
 
 
 def _grey(ir: torch.Tensor) -> torch.Tensor:
