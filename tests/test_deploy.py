@@ -1,6 +1,8 @@
 """ONNX export (issue 19 point 9): ``mtvif export --model NAME.tag --onnx FILE`` writes a graph with
 dynamic batch / height / width that onnxruntime (CPU) runs within 1e-4 of eager ``fuse()`` on a
 real pair, at two sizes (one of them not a multiple of anything)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ pytest.importorskip('onnx', reason='the onnx extra is not installed (pip install
 pytest.importorskip('onnxscript', reason='the onnx extra is not installed (pip install ".[onnx]")')
 ort = pytest.importorskip('onnxruntime', reason='the onnx extra is not installed (pip install ".[onnx]")')
 
-from conftest import EXAMPLES  # noqa: E402
+EXAMPLES = Path(__file__).resolve().parents[1] / 'examples'
 
 NAME = 'seafusion.mfnet220'  # the smallest published weight: the export takes a few seconds
 

@@ -4,6 +4,7 @@ import io
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from PIL import Image
 import mtvif_zoo
 from mtvif_zoo.cli import main
 
-from conftest import EXAMPLES, REPO
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / 'examples'
 
 
 def _run(*args):
@@ -31,6 +33,7 @@ def test_help_does_not_import_torch():
     assert 'usage: mtvif' in _run('-m', 'mtvif_zoo', '--help').stdout
 
 
+@pytest.mark.slow  # imports torch in a fresh process (~6 s idle)
 def test_python_m_runs_a_command():
     r = _run('-m', 'mtvif_zoo', 'list', 'seafusion*', '--pretrained')
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,6 +1,7 @@
 """Video and frame streams (issue 19 point 10): ``mtvif fuse vis.mp4 ir.mp4 -o fused.mp4`` on a short
 clip built from the shipped sample frames; frame folders; mismatches as clear errors."""
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from mtvif_zoo.video import FrameStream, fuse_video
 
 av = pytest.importorskip('av', reason='the video extra is not installed (pip install ".[video]")')
 
-from conftest import EXAMPLES  # noqa: E402
+EXAMPLES = Path(__file__).resolve().parents[1] / 'examples'
 
 MODEL = 'seafusion.mfnet220'
 H, W, N = 48, 64, 5

@@ -157,6 +157,7 @@ def _run(code: str, env: dict) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # two fresh processes that import torch
 def test_environment_variables_end_to_end(tiny_repo, loopback, tmp_path):
     """HF_ENDPOINT / HF_HOME / HF_HUB_OFFLINE as a user sets them, read by huggingface_hub at import."""
     _, _, commit = tiny_repo
