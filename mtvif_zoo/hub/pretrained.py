@@ -40,6 +40,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
+from timm.models._hub import hf_split  # 'org/name@rev' -> ('org/name', 'rev' | None)
 
 from . import registry
 from .registry import WEIGHTS_FILE
@@ -190,12 +192,6 @@ def _hf_errors() -> Tuple[type, ...]:
     return tuple(out) + (OSError,)
 
 
-def _hf_split(hf_hub_id: str) -> Tuple[str, Optional[str]]:
-    """``'org/name@rev'`` -> ``('org/name', 'rev')`` (timm's convention; no ``@``: ``None`` = main)."""
-    repo_id, _, revision = hf_hub_id.partition('@')
-    return repo_id, (revision or None)
-
-
 def _purge_hf(path: Path) -> None:
     """Remove a cached Hub file: the snapshot pointer and the blob it points to."""
     blob = path.resolve()
@@ -220,7 +216,7 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
 
 def _from_hf(hf_hub_id: str, filename: str, expected: Optional[str], cache_dir, name: str,
              source: str = 'hf-hub') -> ResolvedWeights:
-    repo_id, revision = _hf_split(hf_hub_id)
+    repo_id, revision = hf_split(hf_hub_id)
     path = _hf_download(repo_id, filename, revision, cache_dir)
     where = f'{name} from the Hugging Face Hub {repo_id}@{revision or "main"}'
     if expected is None:  # not a registered (repo, revision): the repo's own record, else its LFS sha256
@@ -269,14 +265,17 @@ def _from_url(url: str, expected: str, cache_dir, name: str) -> ResolvedWeights:
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / f'.{fname}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial'
     try:
-        try:
-            torch.hub.download_url_to_file(url, str(tmp), hash_prefix=None, progress=False)
-        except (OSError, ValueError, RuntimeError) as e:  # URLError/HTTPError are OSErrors
-            raise _Unavailable(f'URL {url}: {type(e).__name__}: {e}') from e
-        got = sha256_file(tmp)
-        if got != expected:
+        try:  # torch hashes while downloading and removes a file whose sha256 does not match
+            torch.hub.download_url_to_file(url, str(tmp), hash_prefix=expected, progress=False)
+        except RuntimeError as e:
+            got = re.search(r'got "([0-9a-f]+)"', str(e))
+            if got is None:
+                raise _Unavailable(f'URL {url}: {type(e).__name__}: {e}') from e
             raise IntegrityError(f'sha256 mismatch for {name} downloaded from {url} (file {fname!r}): expected '
-                                 f'{expected}, got {got}; the download was discarded, nothing was cached')
+                                 f'{expected}, got {got.group(1)}; the download was discarded, nothing was cached'
+                                 ) from None
+        except (OSError, ValueError) as e:  # URLError/HTTPError are OSErrors
+            raise _Unavailable(f'URL {url}: {type(e).__name__}: {e}') from e
         os.replace(tmp, dst)
     finally:
         if tmp.exists():
@@ -342,7 +341,7 @@ def resolve_pretrained(pretrained_cfg: Dict[str, Any], cache_dir=None) -> Resolv
 
     if cfg.get('hf_hub_id'):
         pinned = (entry['hf_hub_id'], entry['revision'])
-        hub_expected = expected if _hf_split(cfg['hf_hub_id']) == pinned else None  # another revision: its own record
+        hub_expected = expected if hf_split(cfg['hf_hub_id']) == pinned else None  # another revision: its own record
         try:
             return _from_hf(cfg['hf_hub_id'], filename, hub_expected, cache_dir, name)
         except _Unavailable as e:
