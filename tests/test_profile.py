@@ -35,3 +35,17 @@ def test_cpu_training_memory_is_measured():
     assert res.memory_method == 'saved activations + params + grads'
     # at least params + grads, at most a loose bound for a 0.17 M-param net at 64x64
     assert 2 * res.params * 4 / 2 ** 20 < res.train_memory_mb < 200
+
+
+def test_count_macs_leaves_the_model_untouched_on_every_path():
+    """Counting MACs (also on the real-device fallback, also via save_pretrained's card) must not run a
+    training-mode forward on the caller's model: its BatchNorm statistics would change."""
+    import torch
+    torch.manual_seed(0)
+    model = create_model('mtvif_iii')
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    meta = count_macs(model, (64, 64))
+    real = count_macs(model, (64, 64), on_meta=False)
+    assert meta == real > 0
+    after = model.state_dict()
+    assert [k for k in before if not torch.equal(before[k], after[k])] == []

@@ -54,6 +54,7 @@ from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
+from timm.models._hub import hf_split  # 'org/name@rev' -> ('org/name', 'rev' | None)
 
 from . import registry
 from .registry import WEIGHTS_FILE
@@ -196,12 +197,6 @@ def _hf_errors() -> Tuple[type, ...]:
     return tuple(out) + (OSError,)
 
 
-def _hf_split(hf_hub_id: str) -> Tuple[str, Optional[str]]:
-    """``'org/name@rev'`` -> ``('org/name', 'rev')`` (timm's convention; no ``@``: ``None`` = main)."""
-    repo_id, _, revision = hf_hub_id.partition('@')
-    return repo_id, (revision or None)
-
-
 def _purge_hf(path: Path) -> None:
     """Remove a cached Hub file: the snapshot pointer and the blob it points to."""
     blob = path.resolve()
@@ -263,7 +258,7 @@ def _http_status(e: BaseException) -> Optional[int]:
 
 def _from_hf(hf_hub_id: str, filename: str, expected: Optional[str], cache_dir, name: str,
              source: str = 'hf-hub', expected_size: Optional[int] = None) -> ResolvedWeights:
-    repo_id, revision = _hf_split(hf_hub_id)
+    repo_id, revision = hf_split(hf_hub_id)
     path = _hf_download(repo_id, filename, revision, cache_dir, expected_size)
     where = f'{name} from the Hugging Face Hub {repo_id}@{revision or "main"}'
     if expected is None:  # not a registered (repo, revision): the repo's own record, else its LFS sha256
@@ -314,6 +309,8 @@ def _from_url(url: str, expected: str, cache_dir, name: str, expected_size: Opti
     _net.remove_stale_partials(cache, f'.{fname}.')  # left by downloads that were killed
     tmp = cache / f'.{fname}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial'
     try:
+        # not torch.hub.download_url_to_file: it has no connect / read timeout and no size cap
+        # (tests/hub/test_reliability_hub.py: a server that never answers hangs it)
         try:  # connect / read timeouts, retries, the deadline, at most the registered size
             _net.download(url, tmp, f'URL {url}', expected_size)
         except _net.NetworkError as e:
@@ -389,7 +386,7 @@ def resolve_pretrained(pretrained_cfg: Dict[str, Any], cache_dir=None) -> Resolv
 
     if cfg.get('hf_hub_id'):
         pinned = (entry['hf_hub_id'], entry['revision'])
-        hub_expected = expected if _hf_split(cfg['hf_hub_id']) == pinned else None  # another revision: its own record
+        hub_expected = expected if hf_split(cfg['hf_hub_id']) == pinned else None  # another revision: its own record
         try:
             return _from_hf(cfg['hf_hub_id'], filename, hub_expected, cache_dir, name,
                             expected_size=entry['files'][filename].get('size') if hub_expected else None)

@@ -140,8 +140,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
-from timm.models.swin_transformer import get_relative_position_index
+from timm.layers import DropPath, Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
 from ._registry import register_backbone
 from ..layers import checkpoint_call
@@ -528,11 +528,12 @@ class _WindowBlockBase(nn.Module):
         x = x.view(x.shape[0], H, W, -1)
         if self.shift_size:
             x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-        return rearrange(x, 'b (h wh) (w ww) c -> (b h w) (wh ww) c', wh=self.window_size, ww=self.window_size)
+        ws = self.window_size
+        return window_partition(x, (ws, ws)).view(-1, ws * ws, x.shape[-1])
 
     def _from_windows(self, xw: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor:
         ws = self.window_size
-        x = rearrange(xw, '(b h w) (wh ww) c -> b (h wh) (w ww) c', b=B, h=H // ws, w=W // ws, wh=ws, ww=ws)
+        x = window_reverse(xw.view(-1, ws, ws, xw.shape[-1]), (ws, ws), H, W)
         if self.shift_size:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
         return x.reshape(B, H * W, -1)
@@ -746,8 +747,9 @@ def _check_size(h: int, w: int, multiple: int, who: str) -> None:
 
 
 def _dpr(rate: float, depths: Sequence[int]):
-    dpr = [x.item() for x in torch.linspace(0, rate, sum(depths))]
-    return [dpr[sum(depths[:i]):sum(depths[:i + 1])] for i in range(len(depths))]
+    """The original's schedule: ``linspace(0, rate, sum(depths))`` (timm's helper) split per stage."""
+    flat = calculate_drop_path_rates(rate, sum(depths))
+    return [flat[sum(depths[:i]):sum(depths[:i + 1])] for i in range(len(depths))]
 
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:

@@ -390,6 +390,9 @@ def layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
 _OUT_ACTS = {'none': lambda y: y, 'sigmoid': torch.sigmoid, 'tanh': torch.tanh}
 
 
+_AUTOCAST_DEVICES = ('cpu', 'cuda', 'xpu', 'mps', 'hpu')
+
+
 def output_conv(conv: nn.Conv2d, x: torch.Tensor, act='none') -> Optional[torch.Tensor]:
     """The image-producing last layer ``act(conv(x))`` (``act``: ``'none'``, ``'sigmoid'``,
     ``'tanh'`` or a callable, e.g. a PReLU module) under autocast: in fp32 (input converted, fp32 weights, autocast off), so that the
@@ -397,8 +400,8 @@ def output_conv(conv: nn.Conv2d, x: torch.Tensor, act='none') -> Optional[torch.
     few-channel conv: a negligible share of the model's work. Without autocast and on fp32 input
     it returns ``None`` -- the caller runs its own (bitwise unchanged) fp32 path."""
     dev = x.device.type
-    if x.dtype == torch.float32 and not torch.is_autocast_enabled(dev):
-        return None
+    if dev not in _AUTOCAST_DEVICES or (x.dtype == torch.float32 and not torch.is_autocast_enabled(dev)):
+        return None  # e.g. 'meta' (MAC counting): no autocast there, the caller's plain path
     with torch.autocast(dev, enabled=False):
         return (_OUT_ACTS[act] if isinstance(act, str) else act)(conv(x.float()))
 
