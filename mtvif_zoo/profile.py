@@ -102,6 +102,7 @@ def count_macs(model: nn.Module, size=(256, 256), training: bool = True, on_meta
             return count_macs(copy.deepcopy(model).to('meta'), size, training, on_meta=False)
         except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count on a real-device copy
             pass
+    if next(model.parameters()).device.type != 'meta':
         model = copy.deepcopy(model)  # a training-mode forward updates BatchNorm statistics: never the caller's
     vis, ir = _inputs(model, size)
     was = model.training
