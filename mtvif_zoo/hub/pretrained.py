@@ -145,7 +145,11 @@ def _user_path(path: Union[str, os.PathLike], filename: str, source: str, name: 
     else:
         file, config = p, p.parent / 'config.json'
     if not file.is_file():
-        raise WeightsNotFoundError(f'{source}: weights file not found: {str(file)!r}')
+        pickles = sorted(q.name for q in file.parent.glob('*') if q.suffix in ('.bin', '.pth', '.pt'))
+        hint = (f' (found {", ".join(pickles)}: pickled weights, which mtvif_zoo never loads; save with '
+                'timm.models.save_for_hf(..., safe_serialization=True) or mtvif_zoo.hub.save_pretrained)'
+                if pickles else '')
+        raise WeightsNotFoundError(f'{source}: weights file not found: {str(file)!r}{hint}')
     if file.suffix != '.safetensors':
         raise ValueError(f'{source}: {str(file)!r} is not a .safetensors file; mtvif_zoo never unpickles weights '
                          '(convert once with mtvif_zoo.save_weights)')
