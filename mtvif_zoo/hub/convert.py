@@ -10,7 +10,7 @@ sha256 is recorded in the config and the card.
 """
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Union
+from typing import Callable, Dict, Union
 
 import torch
 

@@ -36,11 +36,11 @@ from the cache, never left looking valid. Only a file the user names explicitly 
 recorded hash is loaded unverified (its sha256 is logged and kept in ``model.pretrained_source``).
 Files are only ever read with ``safetensors`` — never ``torch.load`` / pickle.
 
-Fusion-only files (the default ``model.safetensors``: no segmentation classifier) give a
-:meth:`MultiTaskVIF.fusion_only` model (``has_segmentation`` False, ``segment()`` refuses) rather
-than a model with a silently untrained classifier; pass ``num_classes=N`` to get the full
-multi-task model with a freshly initialised classifier for fine-tuning, or load the full
-multi-task file with ``pretrained_cfg_overlay=dict(hf_hub_filename='model_full.safetensors')``.
+How a file enters a model is timm's: the builder (``mtvif_zoo/models/multitaskvif.py``) passes the
+verified file to ``timm.models.load_pretrained`` with the zoo's ``pretrained_filter_fn``, which
+handles the classifier semantics (``num_classes``: the published count takes the trained
+classifier from ``model_full.safetensors``, 0 the fusion-only model, another count a fresh
+classifier) and ``in_chans=1``. :func:`resolve_for_build` is the resolver it calls.
 """
 import hashlib
 import json
@@ -53,15 +53,13 @@ from typing import Any, Dict, Optional, Tuple, Union
 from urllib.parse import urlparse
 
 import torch
-import torch.nn as nn
 from timm.models._hub import hf_split  # 'org/name@rev' -> ('org/name', 'rev' | None)
 
 from . import registry
 from .registry import WEIGHTS_FILE
 
 __all__ = ['ENV_WEIGHTS', 'IntegrityError', 'WeightsNotFoundError', 'ResolvedWeights', 'sha256_file',
-           'verify_file', 'resolve_pretrained', 'resolve_for_build', 'load_pretrained', 'load_checkpoint', 'load_safetensors',
-           'weight_model_args']
+           'verify_file', 'resolve_pretrained', 'resolve_for_build', 'load_safetensors']
 
 _logger = logging.getLogger(__name__)
 
@@ -152,7 +150,11 @@ def _user_path(path: Union[str, os.PathLike], filename: str, source: str, name: 
     else:
         file, config = p, p.parent / 'config.json'
     if not file.is_file():
-        raise WeightsNotFoundError(f'{source}: weights file not found: {str(file)!r}')
+        pickles = sorted(q.name for q in file.parent.glob('*') if q.suffix in ('.bin', '.pth', '.pt'))
+        hint = (f' (found {", ".join(pickles)}: pickled weights, which mtvif_zoo never loads; save with '
+                'timm.models.save_for_hf(..., safe_serialization=True) or mtvif_zoo.hub.save_pretrained)'
+                if pickles else '')
+        raise WeightsNotFoundError(f'{source}: weights file not found: {str(file)!r}{hint}')
     if file.suffix != '.safetensors':
         raise ValueError(f'{source}: {str(file)!r} is not a .safetensors file; mtvif_zoo never unpickles weights '
                          '(convert once with mtvif_zoo.save_weights)')
@@ -418,50 +420,6 @@ def load_safetensors(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
         raise ValueError(f'{str(path)!r} is not a readable safetensors file ({e}){_lfs_hint(Path(path))}') from None
 
 
-def _segmentation_keys(model: nn.Module) -> set:
-    """State-dict keys that ``fusion_only()`` drops (segmentation classifier and friends)."""
-    head = getattr(model, 'head', None)
-    if head is None or not getattr(model, 'has_segmentation', False) or not hasattr(head, 'fusion_only'):
-        return set()
-    kept = {f'head.{k}' for k in head.fusion_only().state_dict()}
-    return {k for k in model.state_dict() if k.startswith('head.') and k not in kept}
-
-
-def _apply_state(model: nn.Module, state: Dict[str, torch.Tensor], cfg: Dict[str, Any], resolved: ResolvedWeights,
-                 num_classes: Optional[int]) -> nn.Module:
-    from ..weights import check_state_dict
-    own = model.state_dict()
-    # fp16 full copies load into the model's dtype
-    state = {k: (v.to(own[k].dtype) if k in own and v.is_floating_point() and own[k].is_floating_point() else v)
-             for k, v in state.items()}
-    where = f'{resolved.name} ({resolved.source}: {resolved.path or "state_dict"})'
-    seg_keys = _segmentation_keys(model)
-    missing = set(own) - set(state)
-    if seg_keys and missing == seg_keys:  # fusion-only file into a multi-task model
-        check_state_dict(model, {**{k: own[k] for k in seg_keys}, **state}, source=where)
-        model.load_state_dict(state, strict=False)
-        if num_classes is None:
-            out = model.fusion_only().train(model.training)
-            _logger.info('%s holds fusion-only weights: returning the fusion-only model (pass num_classes=N for '
-                         'the multi-task model with a new segmentation classifier)', where)
-        else:
-            out = model
-            _logger.info('%s holds fusion-only weights: segmentation classifier freshly initialised', where)
-    else:
-        classifier = cfg.get('classifier')
-        cfg_classes = cfg.get('num_classes')
-        if classifier and num_classes is not None and cfg_classes is not None and num_classes != cfg_classes:
-            for k in (f'{classifier}.weight', f'{classifier}.bias'):  # timm semantics: new classifier
-                if k in own:
-                    state[k] = own[k]
-        check_state_dict(model, state, source=where)
-        model.load_state_dict(state, strict=True)
-        out = model
-    out.pretrained_source = resolved.as_dict()
-    _logger.info('loaded %s', where)
-    return out
-
-
 def _full_cfg(cfg: Dict[str, Any], resolved: ResolvedWeights) -> Dict[str, Any]:
     """The cfg that names the full multi-task copy next to the file ``resolved`` came from."""
     full = dict(cfg, hf_hub_filename=registry.FULL_WEIGHTS_FILE)
@@ -489,46 +447,3 @@ def resolve_for_build(pretrained_cfg: Dict[str, Any], cache_dir=None):
         return load_safetensors(full.path)
 
     return resolved.path, full_state, resolved.as_dict()
-
-
-def load_pretrained(model: nn.Module, pretrained_cfg: Optional[Dict[str, Any]] = None, cache_dir=None,
-                    num_classes: Optional[int] = None) -> nn.Module:
-    """Load the weights ``pretrained_cfg`` (default: ``model.pretrained_cfg``) names into ``model``.
-
-    Returns the model (or its fusion-only copy, see the module docstring); ``num_classes`` is the
-    value the caller asked for explicitly (``None``: not asked).
-    """
-    cfg = dict(pretrained_cfg or getattr(model, 'pretrained_cfg', None) or {})
-    if cfg.get('state_dict') is not None:
-        resolved = ResolvedWeights(None, 'state_dict', None, False, _cfg_name(cfg), 'in-memory state_dict')
-        state = dict(cfg['state_dict'])
-    else:
-        resolved = resolve_pretrained(cfg, cache_dir=cache_dir)
-        state = load_safetensors(resolved.path)
-    return _apply_state(model, state, cfg, resolved, num_classes)
-
-
-def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
-    """``create_model(..., checkpoint_path=PATH)``: a user ``.safetensors`` file (or save_pretrained folder)."""
-    cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
-    resolved = _user_path(path, cfg.get('hf_hub_filename') or WEIGHTS_FILE, 'checkpoint_path', _cfg_name(cfg))
-    return _apply_state(model, load_safetensors(resolved.path), cfg, resolved, None)
-
-
-def weight_model_args(variant: str, pretrained: bool, kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    """Add the registry entry's ``model_args`` as defaults when ``arch.tag`` is named or pretrained=True."""
-    from timm.models import get_pretrained_cfg
-    pc = kwargs.get('pretrained_cfg')
-    if isinstance(pc, str):
-        tag = pc
-    elif pc is None and pretrained:
-        default = get_pretrained_cfg(variant)
-        tag = default.tag if default is not None else None
-    else:
-        return kwargs
-    entry = registry.find_weight(variant, tag)
-    if entry:
-        kwargs = dict(kwargs)
-        for k, v in entry['model_args'].items():
-            kwargs.setdefault(k, v)
-    return kwargs

@@ -6,7 +6,7 @@
   ``create_model('hf-hub:org/name')`` rebuild the architecture from it, plus an ``mtvif_zoo``
   block recording every file's sha256 (checked before loading);
 * :func:`push_to_hub` uploads such a folder with ``huggingface_hub`` (``create_repo`` +
-  ``create_commit``) and returns the commit to pin;
+  ``upload_folder``) and returns the commit to pin;
 * :func:`publish_weight` does the whole release of a trained model: the shipped folder
   ``mtvif_zoo/hub/weights/<arch.tag>/``, optionally the Hub upload, the torch.hub-named release
   asset for the URL source, ``model_cards/<arch.tag>.md`` and the registry entry — after which
@@ -245,10 +245,10 @@ def push_to_hub(model_or_folder: Union[nn.Module, PathLike], repo_id: str, *, to
     """Upload a :func:`save_pretrained` folder (or a model, saved to a temporary folder first).
 
     Uses ``huggingface_hub.HfApi`` (``HF_ENDPOINT`` / ``endpoint``, ``HF_TOKEN`` / ``token``):
-    ``create_repo(exist_ok=True)`` then one ``create_commit`` adding every file of the folder.
+    ``create_repo(exist_ok=True)`` then ``upload_folder`` (one commit with every file of the folder).
     Returns the ``CommitInfo``; ``.oid`` is the 40-hex commit to pin as the registry's revision.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import HfApi
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model_or_folder, nn.Module):
@@ -261,10 +261,9 @@ def push_to_hub(model_or_folder: Union[nn.Module, PathLike], repo_id: str, *, to
                 raise FileNotFoundError(f'{folder} is not a save_pretrained folder (config.json + {WEIGHTS_FILE})')
         if create_repo:
             api.create_repo(repo_id, private=private, exist_ok=True)
-        ops = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
-               for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith('.')]
-        return api.create_commit(repo_id, ops, commit_message=commit_message or f'Upload {folder.name} (mtvif_zoo)',
-                                 revision=revision)
+        return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                                 commit_message=commit_message or f'Upload {folder.name} (mtvif_zoo)',
+                                 ignore_patterns=['.*'])
 
 
 def publish_weight(model: nn.Module, name: str, *, dataset: str, results: Sequence[Mapping[str, Any]],

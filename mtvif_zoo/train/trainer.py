@@ -361,11 +361,7 @@ class Trainer:
         self.loss_fn = MultiTaskVIFLoss(LossWeights.from_dict(cfg.loss_weights), cfg.ignore_index)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = self.total_steps()
-        if cfg.scheduler == 'cosine':
-            lam = _Cosine(total)
-        else:
-            lam = _Constant()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lam)
+        self.scheduler = make_scheduler(self.optimizer, cfg.scheduler, total)
 
     def total_steps(self) -> int:
         per_epoch = self.sampler.batches_per_epoch
@@ -767,19 +763,12 @@ class Trainer:
             dist.destroy_process_group()
 
 
-class _Constant:
-    """Picklable-free constant LR factor (LambdaLR stores no state for it)."""
-
-    def __call__(self, step: int) -> float:
-        return 1.0
-
-
-class _Cosine:
-    def __init__(self, total: int):
-        self.total = max(1, int(total))
-
-    def __call__(self, step: int) -> float:
-        return 0.5 * (1 + math.cos(math.pi * min(step, self.total) / self.total))
+def make_scheduler(optimizer, kind: Optional[str], total: int):
+    """torch's schedulers: ``'cosine'`` = ``CosineAnnealingLR(T_max=total)`` (to 0 at the last step),
+    else a constant learning rate (``ConstantLR(factor=1)``)."""
+    if kind == 'cosine':
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(total)))
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 def train(config: Optional[TrainConfig] = None, **kwargs) -> Dict[str, Any]:

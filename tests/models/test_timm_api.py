@@ -149,3 +149,26 @@ def test_group_matcher_and_no_weight_decay():
     assert mtvif_zoo.create_model('mtvif_iii').no_weight_decay() == set()
     first = min(groups)
     assert set(groups[first]) == {'backbone.conv_first1.weight', 'backbone.conv_first1.bias'}  # the stem
+
+
+@pytest.mark.parametrize('arch,kwargs', [('mtvif_iv', {}), ('mtvif_iii', dict(num_classes=0)),
+                                         ('seafusion', dict(in_chans=1)),
+                                         ('mtvif_ii', dict(head='mth_nohia', num_classes=4))])
+def test_timm_save_for_hf_round_trip(arch, kwargs, tmp_path):
+    """A model saved with timm's save_for_hf reloads with timm's local-dir: loading, same output."""
+    from timm.models import save_for_hf
+    torch.manual_seed(0)
+    m = mtvif_zoo.create_model(arch, **kwargs).eval()
+    save_for_hf(m, str(tmp_path), model_args=kwargs or None, safe_serialization=True)
+    m2 = timm.create_model(f'local-dir:{tmp_path}', pretrained=True).eval()
+    assert m2.num_classes == m.num_classes and m2.in_chans == m.in_chans
+    x = torch.rand(1, m.in_chans, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(m(x, x), m2(x, x))
+
+
+def test_pickled_save_for_hf_folder_is_a_clear_error(tmp_path):
+    from timm.models import save_for_hf
+    save_for_hf(mtvif_zoo.create_model('seafusion'), str(tmp_path))  # pytorch_model.bin (pickle)
+    with pytest.raises(FileNotFoundError, match='pytorch_model.bin: pickled weights.*safe_serialization=True'):
+        timm.create_model(f'local-dir:{tmp_path}', pretrained=True)

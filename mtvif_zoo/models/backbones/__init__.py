@@ -10,7 +10,11 @@ MultiTaskVIF paper: "the decoder of a fusion backbone is replaced by the Multi-T
 * attributes ``num_features`` (channels of that map), ``pad_multiple`` (H and W must be a
   multiple of it; :func:`mtvif_zoo.fuse` pads and crops back) and ``original_decoder`` (the class
   of the original network's decoder, built by the ``cnn`` head as
-  ``original_decoder(in_chs=num_features, out_chans=in_chans)``).
+  ``original_decoder(in_chs=num_features, out_chans=in_chans)``; its ``out_conv`` names the conv
+  that writes the image);
+* for timm's model API: ``first_conv`` (the stem convs that read the inputs), ``feature_info`` /
+  ``num_feature_levels`` and ``forward_intermediates(vis, ir) -> (output, [fused maps per stage or
+  scale])``, ``set_grad_checkpointing(enable)``.
 """
 from ._registry import create_backbone, get_backbone_cls, list_backbones, register_backbone
 

@@ -78,8 +78,7 @@ here keep the original's layout and arithmetic but, on the default fused path (`
   -100 mask value); training on the CPU, where the bias needs its gradient and SDPA would fall
   back to its math kernel (whose safe softmax adds an eq / all / where pass over the scores, and
   whose bias gradient was 7e-4 relative off the plain path's on a 2x3x128x128 ``mtvif_i`` batch),
-  writes the same arithmetic out (``mtvif_i`` training step 1.10x faster, gradients within 4e-7
-  relative of the plain path);
+  writes the same arithmetic out (gradients within 4e-7 relative of the plain path);
 * the permutations (per input size, batch size, shift, device) live in a
   :class:`WindowLayoutCache` shared by all blocks of a network; the bias+mask tensor is cached per
   attention module while autograd is off (with autograd on, it is rebuilt from the table each
@@ -93,11 +92,8 @@ the residual adds fused (``torch.ops.mkldnn._linear_pointwise``), one SDPA call 
 present in the chunk (one for all but the chunks holding the last window row / column; SDPA's
 output memory already is the token matrix, no concatenation), one scatter back to token order.
 Intermediates (qkv, the MLP hidden layer) stay small enough to live in cache and to be reused by
-the allocator instead of page-faulting in fresh memory for every op: the whole ``swinfusion``
-network runs 1.56x faster than on the per-block SDPA path (1x3x240x320, 1 thread, median of 3
-interleaved runs on a shared 2-core Xeon; measured with 8192-token chunks; 16384 is ~4 % faster
-again for ``mtvif_i`` at 480x640 with 2 threads: 7.59 vs 7.88 s, median of 3 interleaved runs).
-The loop is over chunks of many windows (19 at 480x640), never over single windows or pixels. Backbone and decoder keep their
+the allocator instead of page-faulting in fresh memory for every op (timings:
+``benchmarks/bench_fuse.py``, README "Performance"). The loop is over chunks of many windows (19 at 480x640), never over single windows or pixels. Backbone and decoder keep their
 feature maps channels_last, so the token views of the stem / output convs are free.
 
 ``fused_attn = False`` on a block (or :func:`set_fused_attn`), or :func:`._fast.exporting`, selects the plain path: the
@@ -128,8 +124,7 @@ feature/fusion path (shared patch norm included) + 143,791 reconstruction-only; 
 821,460, decoder 143,911 (its own 120-parameter patch norm). ``in_chans=3``: 975,033 original
 (8,970 dead); backbone 822,000, decoder 144,183. MACs at 1x3x256x256 (FlopCounterMode, FLOPs / 2,
 plain path or ``meta`` device; on CPU the fused path's SDPA kernel is not counted by
-FlopCounterMode): backbone 63.85 G, decoder 10.92 G. CPU inference (2 threads, 1x1x256x256,
-backbone + decoder): original 5.6 s, plain path 5.0 s, fused path 2.0 s. The released code has
+FlopCounterMode): backbone 63.85 G, decoder 10.92 G. The released code has
 ~0.97 M parameters; Table 7's 1.71 M for SwinFusion is not reproduced (see DESIGN.md).
 """
 import re
