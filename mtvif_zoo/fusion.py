@@ -269,7 +269,8 @@ def inference_dtype(device: Union[str, torch.device] = 'cpu', amp: Optional[bool
 
     ``amp=None`` (default): autocast on CUDA; on the CPU only where it has native bf16 matrix
     units (:func:`~mtvif_zoo.models.layers._fast.cpu_has_bf16_units`; decided from the hardware,
-    not the model); fp32 elsewhere. ``amp=True``: autocast everywhere; ``amp=False``: fp32.
+    not the model; the environment variable ``MTVIF_CPU_BF16=0`` / ``1`` overrides the detection);
+    fp32 elsewhere. ``amp=True``: autocast everywhere; ``amp=False``: fp32.
     The autocast dtype is ``amp_dtype``, else bf16 (CUDA without bf16 support: fp16).
     """
     device = torch.device(device)
@@ -278,7 +279,10 @@ def inference_dtype(device: Union[str, torch.device] = 'cpu', amp: Optional[bool
             enabled = True
         elif device.type == 'cpu':
             from .models.layers._fast import cpu_has_bf16_units
-            enabled = cpu_has_bf16_units()
+            env = os.environ.get('MTVIF_CPU_BF16', '').strip()
+            if env not in ('', '0', '1'):
+                raise ValueError(f'MTVIF_CPU_BF16 must be 0 (fp32 by default on the CPU) or 1 (bf16), got {env!r}')
+            enabled = cpu_has_bf16_units() if env == '' else env == '1'
         else:
             enabled = False
     else:

@@ -31,6 +31,8 @@ def _rand(b=1, h=40, w=48, seed=0):
 @pytest.fixture
 def units(monkeypatch):
     """Pretend the CPU has (True) or lacks (False) native bf16 units."""
+    monkeypatch.delenv('MTVIF_CPU_BF16', raising=False)  # tests/conftest.py pins the suite to fp32
+
     def set_units(value: bool):
         monkeypatch.setattr(_fast, 'cpu_has_bf16_units', lambda: value)
     return set_units
@@ -44,6 +46,20 @@ def test_inference_dtype_follows_the_cpu(units):
     assert inference_dtype('cpu') == torch.float32
     assert inference_dtype('cpu', amp=True) == torch.bfloat16
     assert inference_dtype('cpu', amp=True, amp_dtype=torch.float16) == torch.float16
+    assert inference_dtype('cuda') in (torch.bfloat16, torch.float16)
+
+
+def test_env_overrides_the_cpu_default(units, monkeypatch):
+    units(True)
+    monkeypatch.setenv('MTVIF_CPU_BF16', '0')
+    assert inference_dtype('cpu') == torch.float32
+    assert inference_dtype('cpu', amp=True) == torch.bfloat16
+    units(False)
+    monkeypatch.setenv('MTVIF_CPU_BF16', '1')
+    assert inference_dtype('cpu') == torch.bfloat16
+    monkeypatch.setenv('MTVIF_CPU_BF16', 'yes')
+    with pytest.raises(ValueError, match='MTVIF_CPU_BF16 must be 0'):
+        inference_dtype('cpu')
 
 
 def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch):

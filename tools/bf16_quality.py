@@ -23,6 +23,7 @@ rewritten after each model, so a long run keeps what it has finished.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -46,7 +47,7 @@ def compare(name: str, pairs, log=print, reference: bool = False):
     """fp32 vs bf16 fused images and metrics of one published model on ``pairs``."""
     import mtvif_zoo
     from mtvif_zoo.evaluate import evaluate
-    from mtvif_zoo.fusion import _fuse_tensors, _ir_to_grey, to_tensor_image
+    from mtvif_zoo.fusion import _Meta, _from_tensor, _fuse_tensors, _ir_to_grey, to_tensor_image
     from mtvif_zoo.models.layers._fast import bf16_kernels_available, emulate_bf16_kernels
     import contextlib
     emulate = not bf16_kernels_available() and not reference
@@ -74,7 +75,6 @@ def compare(name: str, pairs, log=print, reference: bool = False):
             u8 = {}
             for key, img in res.items():
                 # fuse()'s own conversion to an 8-bit image (PIL output)
-                from mtvif_zoo.fusion import _Meta, _from_tensor
                 pil = _from_tensor(img, _Meta('pil', 'HWC'))
                 pil.save(out[key] / f'{stem}.png')
                 u8[key] = np.asarray(pil).astype(np.int16)

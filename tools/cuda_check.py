@@ -135,7 +135,7 @@ def parity(rep: Report, models, deadline: float, device='cuda', size=(480, 640))
         try:
             torch.manual_seed(0)
             m = mtvif_zoo.create_model(name).eval()
-            ref = mtvif_zoo.fuse(tv, ti, model=m)  # CPU fp32, fast path
+            ref = mtvif_zoo.fuse(tv, ti, model=m, amp=False)  # CPU fp32, fast path (bf16 is the default on AMX CPUs)
             m = m.to(device)
             runs = {}
             tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
