@@ -31,8 +31,8 @@ flips), fp32 and bf16, N steps each; prints the per-step total, fusion and segme
 side by side with the relative difference of the totals.
 
     python benchmarks/bench_train.py --amp-compare --crop 128 --batch-size 8 --rounds 3 --steps 2
-    python benchmarks/bench_train.py --loss-curve 50 --data ../shared/data/mfnet220 --models mtvif_iii \
-        --crop 128 --batch-size 8
+    python benchmarks/bench_train.py --loss-curve 50 --data ../shared/data/mfnet220 --splits clean \
+        --models mtvif_iii --crop 128 --batch-size 8
 """
 import argparse
 import statistics
@@ -165,7 +165,7 @@ def amp_compare(name: str, device: torch.device, batch_size: int, steps: int, wa
 
 
 def loss_curves(name: str, data: str, steps: int, crop=None, batch_size=None, seed: int = 0, device=None,
-                model_args=None, threads=None):
+                model_args=None, threads=None, splits=None):
     """Per-step loss terms of a fp32 and a bf16 run of the trainer (same seed): ``{mode: [terms per step]}``."""
     from mtvif_zoo.losses import TERMS
     from mtvif_zoo.train import Trainer, TrainConfig
@@ -174,7 +174,7 @@ def loss_curves(name: str, data: str, steps: int, crop=None, batch_size=None, se
         with tempfile.TemporaryDirectory() as tmp:
             cfg = TrainConfig(model=name, data=data, out=tmp, crop=crop, batch_size=batch_size, seed=seed,
                               max_steps=steps, workers=0, progress=False, amp=mode, device=device,
-                              threads=threads, model_args=dict(model_args or {}))
+                              threads=threads, model_args=dict(model_args or {}), splits=splits)
             t = Trainer(cfg)
             t.model.train()
             rows = []
@@ -218,6 +218,7 @@ def main(argv=None) -> int:
     p.add_argument('--loss-curve', type=int, metavar='N', help='print N per-step losses of fp32 vs bf16 runs of '
                    'the trainer on --data (same seed)')
     p.add_argument('--data', help='--loss-curve: training data folder')
+    p.add_argument('--splits', help='--loss-curve: split lists from DATA/splits/NAME (e.g. clean for mfnet220)')
     p.add_argument('--model-args', type=__import__('json').loads, help='--loss-curve: JSON create_model kwargs')
     p.add_argument('--threads', type=int, help='torch intra-op threads')
     args = p.parse_args(argv)
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
         for name in args.models:
             _print_loss_curves(name, loss_curves(name, args.data, args.loss_curve, args.crop, args.batch_size,
                                                  device=args.device, model_args=args.model_args,
-                                                 threads=args.threads))
+                                                 threads=args.threads, splits=args.splits))
         return 0
     if args.amp_compare:
         print(f'# training samples/s, fp32 vs bf16 autocast, interleaved ({args.rounds} rounds x {steps} steps '

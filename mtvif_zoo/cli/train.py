@@ -1,6 +1,6 @@
 """``mtvif train`` (the paper's one-stage multi-task recipe) and ``mtvif export`` (fusion-only weights).
 
-    mtvif train --model mtvif_iii --data ../shared/data/mfnet220 --out runs/iii --crop 128 --epochs 1
+    mtvif train --model mtvif_iii --data ../shared/data/mfnet220 --splits clean --out runs/iii --crop 128 --epochs 1
     mtvif train --model mtvif_iii --data ../shared/data/mfnet220 --out runs/iii --resume
     torchrun --nproc_per_node 2 -m mtvif_zoo.train --model mtvif_iii --data DIR --out DIR
     mtvif export --checkpoint runs/iii/best --out exported/mtvif_iii.mfnet220
@@ -30,7 +30,7 @@ def _kv(text: str):
 def _train(args) -> int:
     from ..train import NonFiniteLossError, TrainConfig, train
     cfg = TrainConfig(
-        model=args.model, data=args.data, out=args.out, layout=args.layout, crop=args.crop,
+        model=args.model, data=args.data, out=args.out, layout=args.layout, splits=args.splits, crop=args.crop,
         batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps,
         patience=args.patience, min_delta=args.min_delta, weight_decay=args.weight_decay, scheduler=args.scheduler,
         grad_clip=args.grad_clip, amp=args.amp, seed=args.seed, workers=args.workers, device=args.device,
@@ -120,6 +120,8 @@ def add_parser(sub) -> None:
     p.add_argument('--data', required=True, help='dataset folder: MSRS, FMB or vi/ ir/ label/ [splits/]')
     p.add_argument('--out', required=True, help='run folder')
     p.add_argument('--layout', default='auto', choices=['auto', 'msrs', 'fmb', 'folder'])
+    p.add_argument('--splits', metavar='NAME', help='folder layout: split lists from DATA/splits/NAME/ (e.g. clean: '
+                   'mfnet220 without MSRS test scenes) instead of DATA/splits/')
     p.add_argument('--unlabelled', metavar='DIR', help='folder of unlabelled vi/ ir/ pairs mixed into every batch '
                    '(semi-supervised: L_fusion only for them, L_seg from the labelled pairs)')
     p.add_argument('--select-on', metavar='DIR', help='choose best/ by fusion quality on these vi/ ir/ pairs (the '

@@ -90,8 +90,11 @@ def _read_list(path: Path) -> List[str]:
 
 
 def find_pairs(root: os.PathLike, split: str = 'train', layout: str = 'auto',
-               require_labels: bool = True) -> List[PairRecord]:
+               require_labels: bool = True, splits: Optional[str] = None) -> List[PairRecord]:
     """Pairs of ``split`` (``train`` / ``val`` / ``test``; ``all`` for a folder without split lists).
+
+    ``splits`` (folder layout): read the lists from ``root/splits/<splits>/`` instead of ``root/splits/``
+    (e.g. ``'clean'`` for ``../shared/data/mfnet220/splits/clean``, the splits without MSRS test scenes).
 
     Raises :class:`DatasetError` naming every visible file without an infrared partner (and vice
     versa), every pair without a label when ``require_labels``, and every split-list entry that is
@@ -105,7 +108,11 @@ def find_pairs(root: os.PathLike, split: str = 'train', layout: str = 'auto',
     wanted: Optional[List[str]] = None
     if layout == 'folder':
         base = root
-        list_file = root / 'splits' / f'{split}.txt'
+        split_dir = root / 'splits' / splits if splits else root / 'splits'
+        if splits and not split_dir.is_dir():
+            raise DatasetError([f'split folder {split_dir} not found (--splits {splits} names a sub-folder of '
+                                f'{root / "splits"})'], root)
+        list_file = split_dir / f'{split}.txt'
         if split != 'all':
             if list_file.is_file():
                 wanted = _read_list(list_file)

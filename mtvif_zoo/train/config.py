@@ -65,6 +65,8 @@ class TrainConfig:
         model: a zoo model name (``mtvif_zoo.list_models()``).
         data: dataset folder (MSRS, FMB or generic layout, see :mod:`mtvif_zoo.data`).
         out: run folder (``config.json``, ``log.csv``, ``log.jsonl``, ``last/``, ``best/``).
+        splits: folder layout: read ``train.txt`` / ``val.txt`` from ``data/splits/<splits>/`` (e.g. ``'clean'``
+            for ``../shared/data/mfnet220``: its splits without MSRS test scenes); ``None``: ``data/splits/``.
         batch_size: per process (the global batch is ``batch_size * world_size`` under torchrun).
         max_steps: stop after this many optimizer steps in total (validates and checkpoints then).
         ckpt_every: also write ``last/`` every N steps inside an epoch (0: at epoch ends only).
@@ -102,6 +104,7 @@ class TrainConfig:
     data: Optional[str] = None
     out: Optional[str] = None
     layout: str = 'auto'
+    splits: Optional[str] = None
     crop: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None

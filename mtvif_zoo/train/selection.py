@@ -63,13 +63,13 @@ def check_no_msrs_test_names(paths: Iterable, what: str, root=None) -> None:
     bad = sorted({str(p) for p in paths if Path(str(p)).stem in names})
     stems = sorted({Path(p).stem for p in bad})
     if bad:
-        shown = ', '.join(bad[:12]) + (f' ... and {len(bad) - 12} more' if len(bad) > 12 else '')
+        shown = ', '.join(bad[:6]) + (f' ... and {len(bad) - 6} more' if len(bad) > 6 else '')
         raise MSRSTestLeakError(
             f'{len(stems)} {what} image name(s){f" in {str(root)!r}" if root else ""} are MSRS test names '
-            f'({", ".join(stems[:12])}{" ..." if len(stems) > 12 else ""}); files: {shown}. Each carries the name of an MSRS test '
-            f'image (MSRS keeps MFNet\'s names, so these are MSRS test scenes): {shown}. Training or selecting on '
-            'them leaks the MSRS test set into its scores: drop them (for ../shared/data/mfnet220 use the '
-            'splits in splits/clean/), or pass --allow-msrs-test-names to reproduce an old run that used them.')
+            f'({", ".join(stems[:12])}{" ..." if len(stems) > 12 else ""}; files: {shown}). MSRS keeps MFNet\'s '
+            'names, so these are MSRS test scenes, and training or selecting on them leaks the MSRS test set into '
+            'its scores: drop them (for ../shared/data/mfnet220 use --splits clean, its splits without those '
+            'scenes), or pass --allow-msrs-test-names to reproduce an old run that used them.')
 
 
 def _ranks(values: Sequence[float], lower_better: bool) -> List[float]:

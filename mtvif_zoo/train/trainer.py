@@ -1,7 +1,7 @@
 """The MultiTaskVIF trainer: one model, one stage, fusion and segmentation losses together (Sec. 3.4).
 
 >>> from mtvif_zoo.train import Trainer, TrainConfig
->>> summary = Trainer(TrainConfig(model='mtvif_iii', data='../shared/data/mfnet220', out='runs/iii',
+>>> summary = Trainer(TrainConfig(model='mtvif_iii', data='../shared/data/mfnet220', splits='clean', out='runs/iii',
 ...                               crop=128, epochs=1)).fit()
 
 What a step does: the batch's visible RGB and infrared (replicated to 3 channels; in the 1-channel
@@ -217,8 +217,8 @@ class Trainer:
         self._setup_model()
         self.state: Dict[str, Any] = dict(epoch=0, batch=0, global_step=0, epoch_sums={}, epoch_steps=0,
                                           gp_sums={}, gp_count=0, kind_sums={},
-                                          selection=dict(references=None, history=[]), early_stopping=dict(best=None, best_epoch=None,
-                                                                                      bad_epochs=0),
+                                          selection=dict(references=None, history=[]),
+                                          early_stopping=dict(best=None, best_epoch=None, bad_epochs=0),
                                           finished=False, elapsed_s=0.0, metrics=None)
         if cfg.resume:
             self._load_resume()
@@ -275,7 +275,7 @@ class Trainer:
     def _setup_data(self):
         cfg = self.config
         self.layout, train_rec, val_rec = build_train_val(cfg.data, cfg.layout, cfg.val_fraction, cfg.seed,
-                                                          require_labels=self._wants_labels())
+                                                          require_labels=self._wants_labels(), splits=cfg.splits)
         self.num_classes = cfg.num_classes or LAYOUTS[self.layout][4]
         for recs in (train_rec, val_rec):
             validate_records(recs, self.num_classes if self._wants_labels() else None,

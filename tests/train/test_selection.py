@@ -2,6 +2,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +44,8 @@ def test_training_and_selection_images_with_msrs_test_names_are_refused(make_dat
     data = make_data(tmp_path / 'data', n=4)
     for d in ('vi', 'ir', 'label'):
         shutil.move(str(data / d / '002.png'), str(data / d / '00103D.png'))
-    with pytest.raises(MSRSTestLeakError, match=r"1 training / validation image name\(s\).*\(00103D\).*vi/00103D.png.*splits/clean"):
+    with pytest.raises(MSRSTestLeakError,
+                       match=r"1 training / validation image name\(s\).*\(00103D;.*vi/00103D.png.*--splits clean"):
         Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif))
     assert not (tmp_path / 'o').exists()
     Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif, allow_msrs_test_names=True))  # explicit opt-out
@@ -92,3 +94,18 @@ def test_selection_chooses_best_by_the_rule_and_resumes(make_data, tmp_path, tin
     # resume: the history goes on (epoch 3), ranked against the saved epochs
     train(_cfg(data, out, tiny_mtvif, max_steps=6, resume=True, **kw))
     assert [h['epoch'] for h in read_state(out / 'last')['selection']['history']] == [1, 2, 3]
+
+
+MFNET = Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'mfnet220'
+
+
+@pytest.mark.skipif(not MFNET.is_dir(), reason=f'{MFNET} absent (the shared data folder is not beside the repository)')
+def test_mfnet220_old_splits_are_refused_and_the_clean_ones_accepted(tmp_path, tiny_mtvif):
+    with pytest.raises(MSRSTestLeakError, match=r'46 training / validation image name\(s\).*00103D'):
+        Trainer(_cfg(MFNET, tmp_path / 'a', tiny_mtvif, crop=128))
+    t = Trainer(_cfg(MFNET, tmp_path / 'b', tiny_mtvif, crop=128, splits='clean'))
+    assert (len(t.train_set), len(t.val_set)) == (137, 17)
+    names = msrs_test_names()
+    assert not any(r.stem in names for r in t.train_set.records + t.val_set.records)
+    with pytest.raises(Exception, match='split folder .*nothere not found'):
+        Trainer(_cfg(MFNET, tmp_path / 'c', tiny_mtvif, crop=128, splits='nothere'))
