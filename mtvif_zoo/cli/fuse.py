@@ -109,6 +109,8 @@ def _load_model(args):
 
 def _run_video(args) -> int:
     from ..video import fuse_video
+    if args.preview:
+        raise ValueError('--preview is for image pairs; for videos write frames (-o FOLDER/) and preview those')
     model = _load_model(args)
     amp = {'auto': None, 'on': True, 'off': False}[args.amp]
     ir_range = tuple(args.ir_range) if args.ir_range else 'minmax'
