@@ -18,6 +18,17 @@ __all__ = ['__version__', 'create_model', 'list_models', 'list_backbones', 'list
            'save_weights', 'load_weights', 'WeightsMismatchError', 'MultiTaskVIF', 'MSRS_CLASSES',
            'DEFAULT_MODEL', 'evaluate', 'EvaluationResult', 'hub', 'metrics']
 
+#: public name -> the module that defines it (None: the name is a subpackage), in import order
+#: (``.models`` first: importing it registers the models with timm)
+_EXPORTS = {
+    'MSRS_CLASSES': 'models', 'MultiTaskVIF': 'models', 'list_backbones': 'models', 'list_heads': 'models',
+    'create_model': '_factory', 'list_models': '_factory',
+    'DEFAULT_MODEL': 'fusion', 'fuse': 'fusion', 'segment': 'fusion',
+    'profile': 'profile',
+    'WeightsMismatchError': 'weights', 'load_weights': 'weights', 'save_weights': 'weights',
+    'EvaluationResult': 'evaluate', 'evaluate': 'evaluate',
+    'hub': None, 'metrics': None,
+}
 _LOADED = False
 _LOADING = False  # inside _load_all: submodule imports ('from . import hub') must not re-enter it
 
@@ -36,20 +47,17 @@ def _load_all() -> None:
 
 def _import_all() -> None:
     global _LOADED
-    from .models import MSRS_CLASSES, MultiTaskVIF, list_backbones, list_heads  # registers the models
-    from ._factory import create_model, list_models
-    from .fusion import DEFAULT_MODEL, fuse, segment
-    from .profile import profile
-    from .weights import WeightsMismatchError, load_weights, save_weights
-    from .evaluate import EvaluationResult, evaluate
-    from . import hub, metrics
+    import importlib
+    for name, module in _EXPORTS.items():
+        mod = importlib.import_module(f'.{module or name}', __name__)
+        globals()[name] = mod if module is None else getattr(mod, name)
     from .models.multitaskvif import MultiTaskVIF as _MultiTaskVIF, set_weights_hook
+    hub = globals()['hub']
     # the models import nothing from hub / fusion: the builder reaches the zoo's registry and sources, and
     # model.fuse reaches fuse(), through these hooks
     set_weights_hook(entry=hub.registry.entry_for, resolve=hub.pretrained.resolve_for_build,
                      names=hub.registry.list_weights)
-    _MultiTaskVIF._fuse_fn = staticmethod(fuse)
-    globals().update({k: v for k, v in locals().items() if k in __all__})
+    _MultiTaskVIF._fuse_fn = staticmethod(globals()['fuse'])
     _LOADED = True
 
 

@@ -14,18 +14,33 @@ from mtvif_zoo.models.multitaskvif import VARIANTS
 from mtvif_zoo.profile import count_macs
 
 
-@pytest.fixture(scope='module')
-def quick_report(tmp_path_factory):
-    """``mtvif bench --model all --quick``: every variant on CPU, the CI mode."""
+#: the default run benches two models (one that pads to 8); the slow set runs ``--model all``
+QUICK_MODELS = ['seafusion', 'emma_ufuser']
+
+
+def _quick(tmp_path_factory, models):
     path = tmp_path_factory.mktemp('bench') / 'quick.json'
-    assert main(['bench', '--model', 'all', '--quick', '--json', str(path)]) == 0
+    assert main(['bench', '--model', models, '--quick', '--json', str(path)]) == 0
     return json.loads(path.read_text())
 
 
-def test_quick_runs_every_variant(quick_report):
+@pytest.fixture(scope='module')
+def quick_report(tmp_path_factory):
+    """``mtvif bench --model seafusion,emma_ufuser --quick`` on CPU, the CI mode."""
+    return _quick(tmp_path_factory, ','.join(QUICK_MODELS))
+
+
+@pytest.mark.slow
+def test_quick_runs_every_variant(tmp_path_factory):
+    r = _quick(tmp_path_factory, 'all')
+    assert [row['model'] for row in r['results']] == list(VARIANTS)
+    assert all(row['size'] == [64, 96] and row['fast_path'] is True for row in r['results'])
+
+
+def test_quick_report_structure(quick_report):
     r = quick_report
     assert r['schema'] == SCHEMA
-    assert [row['model'] for row in r['results']] == list(VARIANTS)
+    assert [row['model'] for row in r['results']] == QUICK_MODELS
     assert r['config'] == {'size': [64, 96], 'batch': 1, 'device': 'cpu', 'dtypes': ['fp32'], 'compile': False,
                            'warmup': 1, 'runs': 3, 'mode': 'fuse', 'weights': 'random init',
                            'inputs': 'random uniform'}
@@ -36,7 +51,7 @@ def test_quick_runs_every_variant(quick_report):
     assert roof['gflops_median'] == statistics.median(roof['gflops_runs'])
 
 
-@pytest.mark.parametrize('name', list(VARIANTS))
+@pytest.mark.parametrize('name', QUICK_MODELS)
 def test_row_is_medians_and_ratios(quick_report, name):
     row = next(x for x in quick_report['results'] if x['model'] == name)
     assert row['size'] == [64, 96] and row['runs'] == 3 and len(row['times_s']) == 3
@@ -97,6 +112,7 @@ def test_cli_errors(args, match, capsys):
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the bf16 roofline conv is slow on CPUs without native bf16
 def test_bf16_row_on_cpu():
     """bf16 autocast runs on CPU too (the CUDA path is checked by tools/cuda_check.py)."""
     res = bench('seafusion', size=(32, 40), dtype='bf16', warmup=0, runs=1, check_fp32=True)

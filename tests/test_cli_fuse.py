@@ -54,12 +54,14 @@ def test_fuse_folders_with_preview(pair_dirs, tmp_path, capsys):
 
 
 def test_fuse_single_pair_file_output(tmp_path):
-    v, i = EXAMPLES / 'vi' / '00036N.png', EXAMPLES / 'ir' / '00036N.png'
+    v, i = tmp_path / 'v.png', tmp_path / 'i.png'  # a quarter-size copy of the shipped pair (the full one is a slow test)
+    Image.open(EXAMPLES / 'vi' / '00036N.png').resize((160, 120)).save(v)
+    Image.open(EXAMPLES / 'ir' / '00036N.png').resize((160, 120)).save(i)
     rc = main(['fuse', str(v), str(i), '-o', str(tmp_path / 'f.png'), '--random-init', '-q', '--model', 'seafusion',
                '--device', 'cpu', '--preview', str(tmp_path / 'p.png')])
     assert rc == 0
-    assert Image.open(tmp_path / 'f.png').size == (640, 480)
-    assert Image.open(tmp_path / 'p.png').size[0] == 3 * 640  # baseline: no segmentation panel
+    assert Image.open(tmp_path / 'f.png').size == (160, 120)
+    assert Image.open(tmp_path / 'p.png').size[0] == 3 * 160  # baseline: no segmentation panel
 
 
 def test_unreadable_pair_is_named_not_fatal(pair_dirs, tmp_path, capsys):

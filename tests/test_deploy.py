@@ -75,3 +75,17 @@ def test_export_cli_argument_errors(capsys):
     assert '--onnx' in capsys.readouterr().err
     assert main(['export']) == 2
     assert '--checkpoint' in capsys.readouterr().err
+
+
+def test_export_program_dynamic_sizes():
+    """export_program: one torch.export program serves other batch sizes and sizes than the example."""
+    from mtvif_zoo.deploy import export_program
+    torch.manual_seed(0)
+    graph = FusionGraph(mtvif_zoo.create_model('seafusion'))
+    program = export_program(graph)
+    assert not any('mkldnn' in str(n.target) for n in program.graph.nodes)
+    g = torch.Generator().manual_seed(2)
+    for b, h, w in ((1, 30, 44), (3, 17, 9)):
+        vis, ir = torch.rand(b, 3, h, w, generator=g), torch.rand(b, 1, h, w, generator=g)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(vis, ir), graph(vis, ir), atol=1e-5, rtol=0)

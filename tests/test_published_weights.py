@@ -98,6 +98,7 @@ def test_shipped_weights_reproduce_the_recorded_per_image_metrics(name, tmp_path
             assert rows[stem][k] == pytest.approx(rec[stem][k], rel=2e-3, abs=2e-3), (stem, k)
 
 
+@pytest.mark.slow  # a fresh process fusing a 480x640 pair with the segmentation preview
 @pytest.mark.skipif(not PUBLISHED, reason='no weights published yet')
 def test_readme_first_command_offline(tmp_path):
     """`mtvif fuse examples/vi/00036N.png examples/ir/00036N.png -o fused.png --preview preview.png`."""

@@ -22,7 +22,7 @@ H, W, N = 48, 64, 5
 def _frames(role, n=N, h=H, w=W):
     """n frames panning across the shipped 00036N pair (visible RGB, infrared grey)."""
     sub, mode = ('vi', 'RGB') if role == 'vis' else ('ir', 'L')
-    img = np.asarray(Image.open(EXAMPLES / sub / f'00036N.png').convert(mode))
+    img = np.asarray(Image.open(EXAMPLES / sub / '00036N.png').convert(mode))
     return [img[200:200 + h, 250 + 6 * k:250 + 6 * k + w] for k in range(n)]
 
 

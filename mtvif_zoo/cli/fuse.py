@@ -236,6 +236,8 @@ def _save_atomic(img, dst: Path) -> None:
 def _run_video(args) -> int:
     from ..fusion import check_fuse_args
     from ..video import fuse_video
+    if args.preview:
+        raise ValueError('--preview is for image pairs; for videos write frames (-o FOLDER/) and preview those')
     check_fuse_args(args.batch_size, args.tile, args.overlap)
     out = Path(args.output)
     real = _real(out)

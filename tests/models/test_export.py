@@ -31,6 +31,7 @@ def test_export_mode_switch_nests():
 
 
 @pytest.mark.skipif(not _fast.fast_path_available(), reason='oneDNN not available: no private kernels to switch off')
+@pytest.mark.filterwarnings('ignore:`torch.jit.trace:FutureWarning', 'ignore::torch.jit.TracerWarning')
 def test_jit_trace_takes_the_public_path():
     """torch.jit.trace used to record torch.ops.mkldnn._convolution_pointwise (the tracer is not a
     compile / dispatch mode, so the inference kernels ran and were traced)."""
