@@ -111,6 +111,10 @@ def test_empty_weight_file_is_refused(tmp_path, pair_dirs, capsys):
                '--model', 'seafusion', '--device', 'cpu', '-q'])
     assert rc == 2 and not (tmp_path / 'f.png').exists()
     assert 'missing keys' in capsys.readouterr().err
+    # mtvif eval --model ... --weights: the same rule (it loaded with strict=False before)
+    rc = main(['eval', '--model', 'seafusion', '--weights', str(empty), '--vis', str(vi), '--ir', str(ir),
+               '--device', 'cpu', '-q'])
+    assert rc == 2 and 'missing keys' in capsys.readouterr().err
 
 
 def test_partial_loading_lists_missing_keys(tmp_path):

@@ -54,9 +54,10 @@ def add_parser(sub) -> None:
 def _model(args, device):
     from .. import create_model
     model = create_model(args.model, pretrained=not (args.weights or args.random_init))
-    if args.weights:
+    if args.weights:  # the same rule as mtvif fuse --weights: every key, or a fusion-only file
         from ..weights import load_weights
-        load_weights(model, args.weights, strict=False)
+        from .fuse import _load_user_weights
+        model = _load_user_weights(model, args.weights, load_weights)
     return model.to(device).eval()
 
 
