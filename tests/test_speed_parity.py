@@ -59,15 +59,17 @@ def test_fast_equals_plain(name):
 
 @pytest.mark.parametrize('name', ['mtvif_iii', 'mtvif_iv', 'mtvif_ii', 'seafusion', 'segmif', 'emma_ufuser'])
 def test_eval_forward_same_bits_with_and_without_autograd(name):
-    """The CPU inference kernels fuse ops whose separate results they reproduce bit for bit, so an
-    eval-mode forward gives the same image whether autograd records it or not (fuse() == model())."""
+    """The CPU inference kernels fuse ops whose separate results they reproduce, so an eval-mode
+    forward gives the same image whether autograd records it or not (fuse() == model()): bit for bit
+    where oneDNN runs the same convolution algorithm on both paths, within float32 rounding (a few
+    1e-7) where it picks another one for the autograd path (seen on CPUs with AMX)."""
     m = _perturbed(name)
     vis, ir = _inputs()
     with_grad = m(vis, ir)
     assert with_grad.requires_grad
     with torch.inference_mode():
         without = m(vis, ir)
-    assert torch.equal(with_grad.detach(), without)
+    torch.testing.assert_close(with_grad.detach(), without, rtol=0, atol=5e-7)
     assert torch.equal(fuse(vis, ir, model=m), without.clamp(0, 1))
 
 

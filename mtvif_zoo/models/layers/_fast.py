@@ -13,7 +13,8 @@ Two levels, both on by default, both off under :func:`plain_path` or ``set_fast_
    (``torch.ops.mkldnn._convolution_pointwise``, the kernels ``torch.compile`` uses for the same
    fusions on CPU), Swin's linear layers with fused bias / GELU / residual add. The conv post-op
    fusions are bitwise equal to the separate ops of level 1 (oneDNN applies the activation to the
-   accumulator), so on CPU ``model(x)`` with and without autograd gives the same fused image.
+   accumulator), so on CPU ``model(x)`` with and without autograd gives the same fused image (up to
+   float32 rounding where oneDNN picks another convolution algorithm for the autograd path).
 
 Level 1 is off while a ``TorchDispatchMode`` such as ``FlopCounterMode`` is active (MACs are
 always counted on the plain path); level 2 also needs oneDNN enabled
