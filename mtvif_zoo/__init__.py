@@ -55,8 +55,9 @@ def _import_all() -> None:
     hub = globals()['hub']
     # the models import nothing from hub / fusion: the builder reaches the zoo's registry and sources, and
     # model.fuse reaches fuse(), through these hooks
+    from .hub._validate import check_model_name_config
     set_weights_hook(entry=hub.registry.entry_for, resolve=hub.pretrained.resolve_for_build,
-                     names=hub.registry.list_weights)
+                     names=hub.registry.list_weights, config=check_model_name_config)
     _MultiTaskVIF._fuse_fn = staticmethod(globals()['fuse'])
     _LOADED = True
 

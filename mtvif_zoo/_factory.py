@@ -13,6 +13,8 @@ import timm
 import torch.nn as nn
 from timm.models import split_model_name_tag
 
+from .models.backbones import get_backbone_cls, list_backbones
+from .models.heads import get_head_cls, list_heads
 from .models.multitaskvif import _BASE_CFGS, MSRS_CLASSES, VARIANTS, WeightsHook
 
 __all__ = ['create_model', 'list_models', 'MODULE_NAME', 'architecture_of', 'base_cfg', 'MSRS_CLASSES']
@@ -81,14 +83,10 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs) -> nn.Modu
             tags = [n for n in list_models(arch, pretrained=True) if '.' in n]
             raise ValueError(f'unknown pretrained tag {model_name!r}; published for {arch}: '
                              f'{", ".join(tags) or "none yet"}')
-    if model_name.startswith(('hf-hub:', 'local-dir:')):
+    if model_name.startswith(('hf-hub:', 'local-dir:')) and WeightsHook.config is not None:
         # validate config.json (parse, zoo architectures only, known keys, value ranges, safetensors
         # only) before timm builds anything from it; a Hub copy corrupted in transit is fetched again
-        from .hub._validate import load_hub_config, load_local_config
-        if model_name.startswith('local-dir:'):
-            load_local_config(model_name[len('local-dir:'):])
-        else:
-            load_hub_config(model_name[len('hf-hub:'):], kwargs.get('cache_dir'))
+        WeightsHook.config(model_name, kwargs.get('cache_dir'))
     # timm's checkpoint_path would torch.load (pickle) non-safetensors files: it becomes an explicit
     # file source of pretrained loading (safetensors only, sha256-checked against a config.json beside it)
     checkpoint_path = kwargs.pop('checkpoint_path', None)

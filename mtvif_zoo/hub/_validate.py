@@ -107,9 +107,7 @@ def _check_classes(value: Any, where: str) -> None:
 
 def validate_config(cfg: Dict[str, Any], where: str) -> None:
     """Raise :class:`ConfigError` unless ``cfg`` (a parsed ``config.json``) is one the zoo builds safely."""
-    from ..models.backbones import get_backbone_cls, list_backbones
-    from ..models.heads import get_head_cls, list_heads
-    from ..models.multitaskvif import VARIANTS
+    from .._factory import VARIANTS, get_backbone_cls, get_head_cls, list_backbones, list_heads
 
     def bad(msg):
         raise ConfigError(f'{where}: {msg}')
@@ -200,3 +198,12 @@ def load_hub_config(hf_hub_id: str, cache_dir=None) -> Dict[str, Any]:
         validate_config(cfg, where)
         return cfg
     raise AssertionError('unreachable')
+
+
+def check_model_name_config(model_name: str, cache_dir=None) -> None:
+    """The ``config.json`` check of :func:`mtvif_zoo.create_model` for ``local-dir:`` / ``hf-hub:``
+    names (installed as ``WeightsHook.config`` by ``mtvif_zoo/__init__.py``)."""
+    if model_name.startswith('local-dir:'):
+        load_local_config(model_name[len('local-dir:'):])
+    elif model_name.startswith('hf-hub:'):
+        load_hub_config(model_name[len('hf-hub:'):], cache_dir)

@@ -376,16 +376,20 @@ class WeightsHook:
     * ``resolve(pretrained_cfg, cache_dir) -> (file, full_state_loader, source_info)``: the verified
       file (explicit > MTVIF_WEIGHTS > shipped > Hub > URL, sha256-checked) that timm's
       ``load_pretrained`` then reads;
-    * ``names() -> [arch.tag, ...]``: every weight in the registry in use.
+    * ``names() -> [arch.tag, ...]``: every weight in the registry in use;
+    * ``config(model_name, cache_dir)``: checks the ``config.json`` of an ``hf-hub:`` / ``local-dir:``
+      name before anything is built from it (raises on a bad one).
     """
+    config: Optional[Callable] = None
     entry: Optional[Callable] = None
     resolve: Optional[Callable] = None
     names: Optional[Callable] = None
 
 
 def set_weights_hook(entry: Optional[Callable] = None, resolve: Optional[Callable] = None,
-                     names: Optional[Callable] = None) -> None:
+                     names: Optional[Callable] = None, config: Optional[Callable] = None) -> None:
     WeightsHook.entry, WeightsHook.resolve, WeightsHook.names = entry, resolve, names
+    WeightsHook.config = config
 
 
 def _current_cfg(variant: str, tag: Optional[str]) -> Optional[Dict[str, Any]]:
