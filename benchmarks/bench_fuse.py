@@ -40,8 +40,8 @@ def _example(size):
 def train(args):
     import mtvif_zoo
     from mtvif_zoo.losses import MultiTaskVIFLoss
-    from mtvif_zoo.models.layers._fast import plain_path
     from mtvif_zoo.models.backbones.swinfusion import set_fused_attn
+    from mtvif_zoo.models.layers._fast import plain_path
     spec = importlib.util.spec_from_file_location('bench_train', REPO / 'benchmarks' / 'bench_train.py')
     bt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bt)

@@ -20,7 +20,7 @@ import time
 import torch
 
 import mtvif_zoo
-from mtvif_zoo.bench import _PeakRSS, _malloc_trim
+from mtvif_zoo.bench import _malloc_trim, _PeakRSS
 
 
 def _step(model, vis, ir):

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing as mp
 import os
 import time
-import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 

@@ -35,10 +35,10 @@ side by side with the relative difference of the totals.
         --models mtvif_iii --crop 128 --batch-size 8
 """
 import argparse
-import statistics
-import tempfile
 import resource
+import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -168,7 +168,7 @@ def loss_curves(name: str, data: str, steps: int, crop=None, batch_size=None, se
                 model_args=None, threads=None, splits=None):
     """Per-step loss terms of a fp32 and a bf16 run of the trainer (same seed): ``{mode: [terms per step]}``."""
     from mtvif_zoo.losses import TERMS
-    from mtvif_zoo.train import Trainer, TrainConfig
+    from mtvif_zoo.train import TrainConfig, Trainer
     curves = {}
     for mode in ('off', 'bf16'):
         with tempfile.TemporaryDirectory() as tmp:

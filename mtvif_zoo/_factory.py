@@ -7,14 +7,12 @@ add what a zoo user expects: unknown names raise a ``ValueError`` listing the va
 """
 import difflib
 import fnmatch
-from typing import List, Union, Iterable
+from typing import Iterable, List, Union
 
 import timm
 import torch.nn as nn
 from timm.models import split_model_name_tag
 
-from .models.backbones import get_backbone_cls, list_backbones
-from .models.heads import get_head_cls, list_heads
 from .models.multitaskvif import _BASE_CFGS, MSRS_CLASSES, VARIANTS, WeightsHook
 
 __all__ = ['create_model', 'list_models', 'MODULE_NAME', 'architecture_of', 'base_cfg', 'MSRS_CLASSES']

@@ -342,7 +342,7 @@ def bench(model, size=None, batch: int = 1, device: str = 'cpu', dtype: str = 'f
     See the module docstring for what is timed and how each figure is defined.
     """
     from . import create_model
-    from .fusion import fuse, _compiled_forward
+    from .fusion import _compiled_forward, fuse
     from .profile import count_macs
 
     if dtype not in DTYPES:

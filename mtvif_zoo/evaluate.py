@@ -27,11 +27,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing as mp
 import os
 import re
-import warnings
-import multiprocessing as mp
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,6 +252,7 @@ def _load_model(model, device, pretrained: bool):
 def _fuse_with_model(model, pairs: Dict[str, Tuple[Path, Path]], batch_size: int, save_dir: Optional[Path],
                      progress: bool, problems: List[str], amp: Optional[bool] = None) -> Dict[str, Any]:
     from tqdm.auto import tqdm
+
     from .fusion import fuse
     out = {}
     for stem, (vp, ip) in tqdm(list(pairs.items()), desc='fusing', disable=not progress, unit='pair'):

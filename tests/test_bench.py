@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from mtvif_zoo import create_model
-from mtvif_zoo.models.layers._fast import bf16_kernels_available
 from mtvif_zoo.bench import DTYPES, ROOFLINE_CONV, SCHEMA, bench, format_table, roofline, roofline_flops
 from mtvif_zoo.cli import main
+from mtvif_zoo.models.layers._fast import bf16_kernels_available
 from mtvif_zoo.models.multitaskvif import VARIANTS
 from mtvif_zoo.profile import count_macs
-
 
 #: the default run benches two models (one that pads to 8); the slow set runs ``--model all``
 QUICK_MODELS = ['seafusion', 'emma_ufuser']
@@ -132,6 +131,7 @@ def test_peak_rss_sees_a_transient_buffer(monkeypatch, kernel_hwm):
     """Peak memory: a 256 MiB buffer that lives and dies inside the block is in the peak, whether
     the kernel's high-water mark is used (Linux) or the sampling thread (the fallback)."""
     import time
+
     from mtvif_zoo import bench as B
     if kernel_hwm and not B._reset_hwm():
         pytest.skip('/proc/self/clear_refs is not writable here (not Linux or restricted)')
@@ -152,8 +152,9 @@ def test_peak_rss_sees_a_transient_buffer(monkeypatch, kernel_hwm):
 @pytest.fixture
 def small_pair(tmp_path):
     """A 40x56 crop of the shipped sample pair, as PNG files."""
-    from PIL import Image
     from pathlib import Path
+
+    from PIL import Image
     ex = Path(__file__).resolve().parents[1] / 'examples'
     paths = []
     for sub in ('vi', 'ir'):

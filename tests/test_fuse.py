@@ -4,7 +4,6 @@ import pytest
 import torch
 from PIL import Image
 
-import mtvif_zoo
 from mtvif_zoo import create_model, fuse
 from mtvif_zoo.color import rgb_to_ycbcr
 

@@ -10,8 +10,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mtvif_zoo import create_model, fuse
-from mtvif_zoo.models.layers._fast import fast_enabled, plain_path, set_fast_path, use_fast
 from mtvif_zoo.models.backbones.swinfusion import set_fused_attn
+from mtvif_zoo.models.layers._fast import fast_enabled, plain_path, set_fast_path, use_fast
 from mtvif_zoo.models.multitaskvif import VARIANTS
 
 TOL = 1e-5
@@ -230,9 +230,10 @@ TILE_TOL = {'seafusion': 1e-4, 'segmif': 1e-4, 'mtvif_iii': 1e-2}
 @pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(TILE_TOL))
 def test_tiled_1024_equals_untiled_within_tolerance(name):
-    from PIL import Image
-    import numpy as np
     from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
     ex = Path(__file__).resolve().parents[1] / 'examples'
     vis = np.array(Image.open(ex / 'vi' / '00081D.png').convert('RGB').resize((1024, 1024), Image.BILINEAR))
     ir = np.array(Image.open(ex / 'ir' / '00081D.png').convert('L').resize((1024, 1024), Image.BILINEAR))

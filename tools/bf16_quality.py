@@ -47,9 +47,8 @@ def compare(name: str, pairs, log=print, reference: bool = False):
     """fp32 vs bf16 fused images and metrics of one published model on ``pairs``."""
     import mtvif_zoo
     from mtvif_zoo.evaluate import evaluate
-    from mtvif_zoo.fusion import _Meta, _from_tensor, _fuse_tensors, _ir_to_grey, to_tensor_image
+    from mtvif_zoo.fusion import _from_tensor, _fuse_tensors, _ir_to_grey, _Meta, to_tensor_image
     from mtvif_zoo.models.layers._fast import bf16_kernels_available, emulate_bf16_kernels
-    import contextlib
     emulate = not bf16_kernels_available() and not reference
 
     model = mtvif_zoo.create_model(name, pretrained=True).eval()

@@ -138,7 +138,7 @@ class Mirror:
                 return self._git('cat-file', 'blob', f'{commit}:{path}')
             except PrepareError:
                 if self.folder is None:
-                    raise PrepareError(f'{self.repo}: {path} not found at commit {commit} (is the copy that old?)')
+                    raise PrepareError(f'{self.repo}: {path} not found at commit {commit} (is the copy that old?)') from None
         p = self.folder / path
         if not p.is_file():
             raise PrepareError(f'{self.repo}: file {path} not found in {str(self.folder)!r}')

@@ -172,7 +172,6 @@ def _load(name: str, runs: Path, published: bool):
 def cmd_evaluate(args) -> int:
     import numpy as np
     import torch
-    from PIL import Image
     from tqdm.auto import tqdm
 
     import mtvif_zoo

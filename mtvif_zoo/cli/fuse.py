@@ -92,6 +92,7 @@ def _display(a: np.ndarray) -> np.ndarray:
 
 def _load_model(args):
     import torch
+
     from .. import create_model
     from ..weights import load_weights
     kwargs = {}

@@ -179,7 +179,8 @@ def load_hub_config(hf_hub_id: str, cache_dir=None) -> Dict[str, Any]:
     validated. A cached copy that does not parse (corrupted in transit) is removed from the cache
     and fetched once more; if that copy is bad too it is removed as well and the error says so."""
     from timm.models._hub import hf_split as _hf_split
-    from .pretrained import _Unavailable, _hf_download, _purge_hf, WeightsNotFoundError
+
+    from .pretrained import WeightsNotFoundError, _hf_download, _purge_hf, _Unavailable
     repo_id, revision = _hf_split(hf_hub_id)
     where = f'config.json of the Hub repo {repo_id}@{revision or "main"}'
     for attempt in (1, 2):

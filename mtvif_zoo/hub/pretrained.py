@@ -184,6 +184,7 @@ def _from_env(value: str, name: str, filename: str, expected: Optional[str]) -> 
 def _hf_errors() -> Tuple[type, ...]:
     """What ``hf_hub_download`` raises when the Hub cannot serve a file now (all versions we support)."""
     import importlib
+
     from huggingface_hub import errors
     names = ('HfHubHTTPError', 'LocalEntryNotFoundError', 'OfflineModeIsEnabled', 'EntryNotFoundError',
              'RepositoryNotFoundError', 'RevisionNotFoundError', 'FileMetadataError')
@@ -211,6 +212,7 @@ def _purge_hf(path: Path) -> None:
 
 def _hf_download_unbounded(repo_id: str, filename: str, revision: Optional[str], cache_dir, etag_timeout) -> str:
     from huggingface_hub import hf_hub_download
+
     from ..version import __version__
     return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, etag_timeout=etag_timeout,
                            library_name='mtvif_zoo', library_version=__version__)

@@ -25,11 +25,11 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from .._factory import architecture_of
 from . import registry
 from .cards import NOT_RECORDED, card_block, render_card
 from .pretrained import load_safetensors, sha256_file
 from .registry import FULL_WEIGHTS_FILE, WEIGHTS_FILE
-from .._factory import architecture_of
 
 __all__ = ['save_pretrained', 'push_to_hub', 'publish_weight', 'model_args', 'architecture_of',
            'input_convention']

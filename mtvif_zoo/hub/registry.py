@@ -108,7 +108,7 @@ def read_registry(path: Union[str, os.PathLike], strict: bool = True) -> Dict[st
         except (RegistryError, AttributeError, TypeError, KeyError) as e:
             if strict:
                 raise RegistryError(str(e)) from None
-            warnings.warn(f'{path}: {e}; entry skipped')
+            warnings.warn(f'{path}: {e}; entry skipped', stacklevel=2)
             continue
         good[name] = entry
     return good
@@ -120,7 +120,7 @@ def _weights() -> Dict[str, Dict[str, Any]]:
             try:
                 _state['weights'] = read_registry(_state['path'], strict=False)
             except (OSError, ValueError) as e:  # unreadable JSON, unknown format_version
-                warnings.warn(f'weight registry {_state["path"]} unusable ({e}); no published weights')
+                warnings.warn(f'weight registry {_state["path"]} unusable ({e}); no published weights', stacklevel=2)
                 _state['weights'] = {}
         return _state['weights']
 

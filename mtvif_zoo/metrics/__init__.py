@@ -13,12 +13,28 @@
 * Segmentation: :class:`ConfusionMatrix` / :func:`miou` (one matrix over the dataset; classes absent
   from both predictions and labels are excluded and reported).
 """
+from ._colour import gray_cv2, gray_matlab, rgb_to_lab
 from ._compute import METRIC_INFO, METRICS, compute, compute_batch, resolve_metrics
 from .conventions import CONVENTIONS, PAPER, VIFB, Convention, get_convention
-from .functional import (average_gradient, ciede2000, delta_e, entropy, ms_ssim, ms_ssim_pair, mutual_information,
-                         mutual_information_pair, psnr, qabf, scd, spatial_frequency, ssim, ssim_pair,
-                         standard_deviation, vif, vif_pair)
-from ._colour import gray_cv2, gray_matlab, rgb_to_lab
+from .functional import (
+                         average_gradient,
+                         ciede2000,
+                         delta_e,
+                         entropy,
+                         ms_ssim,
+                         ms_ssim_pair,
+                         mutual_information,
+                         mutual_information_pair,
+                         psnr,
+                         qabf,
+                         scd,
+                         spatial_frequency,
+                         ssim,
+                         ssim_pair,
+                         standard_deviation,
+                         vif,
+                         vif_pair,
+)
 from .io import UnreadableImageError, to_metric_tensor
 from .segmentation import ConfusionMatrix, SegmentationScores, miou
 

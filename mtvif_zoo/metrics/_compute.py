@@ -176,7 +176,7 @@ def compute_batch(fused: torch.Tensor, vis: torch.Tensor, ir: torch.Tensor,
                 # memory (large temporaries cost page faults); a batch-1 source stays shared
                 parts = []
                 for s in range(0, f.shape[0], step):
-                    cut = lambda x: x[s:s + step] if x.shape[0] > 1 else x  # noqa: E731
+                    cut = lambda x, s=s: x[s:s + step] if x.shape[0] > 1 else x  # noqa: E731
                     sub = _metric_calls(conv, cut(f), cut(f_rgb), cut(v_rgb), tuple(cut(x) for x in srcs_exact),
                                         tuple(cut(x) for x in srcs_round),
                                         None if grey8 is None else tuple(cut(x) for x in grey8))

@@ -51,13 +51,13 @@ def read_entries(path: Path = REGISTRY_JSON) -> Dict[str, Dict[str, Any]]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, AttributeError) as e:
-        warnings.warn(f'{path}: unreadable weight registry ({e}); no pretrained weights are listed')
+        warnings.warn(f'{path}: unreadable weight registry ({e}); no pretrained weights are listed', stacklevel=2)
         return {}
     out = {}
     for name, entry in weights.items():
         problem = _usable(name, entry)
         if problem:
-            warnings.warn(f'{path}: weight {name!r} skipped: {problem}')
+            warnings.warn(f'{path}: weight {name!r} skipped: {problem}', stacklevel=2)
             continue
         out[name] = entry
     return out
@@ -91,7 +91,7 @@ def timm_cfgs(base_cfgs: Dict[str, Dict[str, Any]], entries: Dict[str, Dict[str,
     tagged = {}
     for name, entry in sorted(entries.items()):
         if entry['architecture'] not in base_cfgs:
-            warnings.warn(f'weight {name!r}: unknown architecture {entry["architecture"]!r}, skipped')
+            warnings.warn(f'weight {name!r}: unknown architecture {entry["architecture"]!r}, skipped', stacklevel=2)
             continue
         tagged[name] = weight_cfg(base_cfgs[entry['architecture']], entry)
     with_weights = {n.split('.')[0] for n in tagged}

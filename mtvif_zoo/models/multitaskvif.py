@@ -44,9 +44,9 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models._features import FeatureGetterNet, feature_take_indices
 
+from . import _weights
 from .backbones import create_backbone, get_backbone_cls, list_backbones
 from .heads import get_head_cls, list_heads
-from . import _weights
 
 __all__ = ['MultiTaskVIF', 'MTH_CFGS', 'VARIANTS', 'MSRS_CLASSES']
 

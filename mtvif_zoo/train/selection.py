@@ -35,7 +35,7 @@ training split holds 43 such scenes); the run's config records it.
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Sequence
 
 __all__ = ['PAPER_METRICS', 'LOWER_IS_BETTER', 'SELECT_RULES', 'MSRSTestLeakError', 'msrs_test_names',
            'check_no_msrs_test_names', 'rank_candidates', 'Selector']

@@ -59,11 +59,21 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from .._factory import create_model
 from ..color import rgb_to_ycbcr
-from ..data import (DatasetError, EvalSampler, LAYOUTS, MixedBatchSampler, MixedDataset, ResumableBatchSampler,
-                    VisIRSegDataset, build_train_val, find_pairs, validate_records)
+from ..data import (
+    LAYOUTS,
+    DatasetError,
+    EvalSampler,
+    MixedBatchSampler,
+    MixedDataset,
+    ResumableBatchSampler,
+    VisIRSegDataset,
+    build_train_val,
+    find_pairs,
+    validate_records,
+)
 from ..losses import TERMS, LossWeights, MultiTaskVIFLoss
 from ..models.multitaskvif import VARIANTS
-from ..weights import model_config, load_weights
+from ..weights import load_weights, model_config
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .config import RESUME_OVERRIDABLE, TrainConfig, normalize_amp
 from .selection import PAPER_METRICS, Selector, best_index, check_no_msrs_test_names, rank_candidates

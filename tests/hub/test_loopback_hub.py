@@ -66,6 +66,7 @@ def test_hf_hub_names_build_the_architecture_from_config_json(tiny_repo, loopbac
 
 def test_registered_weight_from_the_hub_with_timm(published, loopback, hub_env, no_pickle):
     import shutil
+
     import timm
     assert loopback.add_repo(REPO, published['weights'] / NAME) == published['revision']
     shutil.rmtree(published['weights'] / NAME)

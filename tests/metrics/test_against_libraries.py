@@ -11,8 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from mtvif_zoo.metrics import (ciede2000, delta_e, gray_matlab, ms_ssim, ms_ssim_pair, mutual_information_pair,
-                               rgb_to_lab, ssim_pair, vif, vif_pair)
+from mtvif_zoo.metrics import (
+    ciede2000,
+    delta_e,
+    gray_matlab,
+    ms_ssim,
+    ms_ssim_pair,
+    mutual_information_pair,
+    rgb_to_lab,
+    ssim_pair,
+    vif,
+    vif_pair,
+)
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(__file__).resolve().parents[2].parent / 'shared' / 'data'

@@ -8,9 +8,20 @@ import torch
 from PIL import Image
 
 import mtvif_zoo.metrics.functional as Fm
-from mtvif_zoo.metrics import (CONVENTIONS, METRICS, PAPER, Convention, UnreadableImageError, compute,
-                               compute_batch, get_convention, gray_cv2, gray_matlab, resolve_metrics,
-                               to_metric_tensor)
+from mtvif_zoo.metrics import (
+    CONVENTIONS,
+    METRICS,
+    PAPER,
+    Convention,
+    UnreadableImageError,
+    compute,
+    compute_batch,
+    get_convention,
+    gray_cv2,
+    gray_matlab,
+    resolve_metrics,
+    to_metric_tensor,
+)
 
 
 def _img(seed, shape=(170, 180, 3)):

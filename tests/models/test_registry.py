@@ -3,7 +3,6 @@ import pytest
 import timm
 import torch
 
-import mtvif_zoo
 from mtvif_zoo import MultiTaskVIF, create_model, list_backbones, list_heads, list_models
 
 VARIANTS = ['mtvif_i', 'mtvif_ii', 'mtvif_iii', 'mtvif_iv']

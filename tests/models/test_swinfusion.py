@@ -6,8 +6,13 @@ import torch
 from mtvif_zoo.models.backbones import create_backbone, get_backbone_cls
 from mtvif_zoo.models.backbones import swinfusion as sf
 from mtvif_zoo.models.backbones.swinfusion import (
-    CrossSwinTransformerBlock, SwinFusionBackbone, SwinFusionDecoder, SwinTransformerBlock,
-    convert_original_state_dict, set_fused_attn)
+    CrossSwinTransformerBlock,
+    SwinFusionBackbone,
+    SwinFusionDecoder,
+    SwinTransformerBlock,
+    convert_original_state_dict,
+    set_fused_attn,
+)
 
 # Parameter counts of the original network (Linfeng-Tang/SwinFusion, models/network_swinfusion1.py,
 # SwinFusion(upscale=1, in_chans=1, img_size=128, window_size=8, img_range=1., embed_dim=60,

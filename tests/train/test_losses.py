@@ -4,8 +4,18 @@ import math
 import pytest
 import torch
 
-from mtvif_zoo.losses import (LossWeights, MultiTaskVIFLoss, color_loss, dice_loss, gradient_loss, intensity_loss,
-                              segmentation_loss, sobel_gradient, ssim, ssim_loss)
+from mtvif_zoo.losses import (
+    LossWeights,
+    MultiTaskVIFLoss,
+    color_loss,
+    dice_loss,
+    gradient_loss,
+    intensity_loss,
+    segmentation_loss,
+    sobel_gradient,
+    ssim,
+    ssim_loss,
+)
 
 C1, C2 = 0.01 ** 2, 0.03 ** 2
 

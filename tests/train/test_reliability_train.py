@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from mtvif_zoo.cli import main
 from mtvif_zoo.data import DatasetError
-from mtvif_zoo.train import LOG_COLUMNS, Trainer, TrainConfig, read_state, train
+from mtvif_zoo.train import LOG_COLUMNS, TrainConfig, Trainer, read_state, train
+
 try:
     from mtvif_zoo.train.checkpoint import CheckpointError
 except ImportError:  # before the fix

@@ -8,9 +8,15 @@ import pytest
 
 from mtvif_zoo.cli import main
 from mtvif_zoo.evaluate import evaluate
-from mtvif_zoo.train import Trainer, TrainConfig, read_state, train
-from mtvif_zoo.train.selection import (PAPER_METRICS, MSRSTestLeakError, Selector, best_index, msrs_test_names,
-                                       rank_candidates)
+from mtvif_zoo.train import TrainConfig, Trainer, read_state, train
+from mtvif_zoo.train.selection import (
+    PAPER_METRICS,
+    MSRSTestLeakError,
+    Selector,
+    best_index,
+    msrs_test_names,
+    rank_candidates,
+)
 
 
 def _cfg(data, out, model_args, **kw):

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from mtvif_zoo.cli import main
 from mtvif_zoo.data import MixedBatchSampler
 from mtvif_zoo.losses import MultiTaskVIFLoss
-from mtvif_zoo.train import Trainer, TrainConfig, model_inputs, read_state, train
+from mtvif_zoo.train import TrainConfig, Trainer, model_inputs, read_state, train
 
 
 def _cfg(data, out, model_args, **kw):

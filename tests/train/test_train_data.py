@@ -4,8 +4,16 @@ import pytest
 import torch
 from PIL import Image
 
-from mtvif_zoo.data import (DatasetError, ResumableBatchSampler, VisIRSegDataset, build_train_val, detect_layout,
-                            find_pairs, split_train_val, validate_records)
+from mtvif_zoo.data import (
+    DatasetError,
+    ResumableBatchSampler,
+    VisIRSegDataset,
+    build_train_val,
+    detect_layout,
+    find_pairs,
+    split_train_val,
+    validate_records,
+)
 
 
 def test_folder_layout_with_split_lists(make_data, tmp_path):

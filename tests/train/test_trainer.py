@@ -9,8 +9,16 @@ from safetensors.torch import load_file
 import mtvif_zoo
 from mtvif_zoo.cli import main
 from mtvif_zoo.data import DatasetError
-from mtvif_zoo.train import (LOG_COLUMNS, RECIPES, NonFiniteLossError, Trainer, TrainConfig,
-                             model_from_checkpoint, read_state, train)
+from mtvif_zoo.train import (
+    LOG_COLUMNS,
+    RECIPES,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    model_from_checkpoint,
+    read_state,
+    train,
+)
 
 
 def _cfg(data, out, model_args, **kw):

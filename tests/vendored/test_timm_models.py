@@ -110,9 +110,9 @@ def test_model_default_cfgs(model_name, batch_size):
     model = create_model(model_name, pretrained=False)
     model.eval()
     model.to(torch_device)
-    assert getattr(model, 'num_classes') >= 0
-    assert getattr(model, 'num_features') > 0
-    assert getattr(model, 'head_hidden_size') > 0
+    assert model.num_classes >= 0
+    assert model.num_features > 0
+    assert model.head_hidden_size > 0
     state_dict = model.state_dict()
     cfg = model.default_cfg
 

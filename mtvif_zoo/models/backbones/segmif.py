@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._registry import register_backbone
 from ..layers import checkpoint_call
 from ..layers._fast import fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
+from ._registry import register_backbone
 
 __all__ = ['DRDB', 'SegMiFBackbone', 'SegMiFDecoder', 'convert_original_state_dict']
 

@@ -138,9 +138,18 @@ from einops import rearrange
 from timm.layers import DropPath, Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
-from ._registry import register_backbone
 from ..layers import checkpoint_call
-from ..layers._fast import conv_act, exporting, layer_norm, linear_act, linear_add, output_conv, to_channels_last, use_fast
+from ..layers._fast import (
+    conv_act,
+    exporting,
+    layer_norm,
+    linear_act,
+    linear_add,
+    output_conv,
+    to_channels_last,
+    use_fast,
+)
+from ._registry import register_backbone
 
 __all__ = [
     'SwinFusionBackbone', 'SwinFusionDecoder', 'SwinTransformerBlock', 'CrossSwinTransformerBlock',

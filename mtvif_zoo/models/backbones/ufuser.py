@@ -33,10 +33,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 
-from ._registry import register_backbone
 from ..layers import checkpoint_call
-from ..layers.channel_attention import AttentionBase
 from ..layers._fast import conv_act, conv_add, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
+from ..layers.channel_attention import AttentionBase
+from ._registry import register_backbone
 
 __all__ = ['RestormerCNNBlock', 'UfuserBackbone', 'UfuserDecoder', 'convert_original_state_dict']
 

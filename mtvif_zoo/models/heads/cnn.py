@@ -8,15 +8,14 @@ SegMiF) exactly: same layers, same parameter names under ``head.decoder.*``. Wit
 On a backbone other than its own (``decoder='seafusion'`` on the SegMiF backbone, say) the chosen
 decoder is built with ``in_chs`` = that backbone's ``num_features``.
 """
-from typing import Optional
-
 import copy
+from typing import Optional
 
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._registry import register_head
 from ..backbones import get_backbone_cls
+from ._registry import register_head
 
 __all__ = ['CNNHead']
 

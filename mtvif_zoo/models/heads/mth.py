@@ -42,9 +42,20 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import Mlp
 
+from ..layers._fast import (
+    conv_act,
+    conv_bn_kernel_weights,
+    conv_bn_weights,
+    fast_enabled,
+    fconv,
+    linear_act,
+    linear_add,
+    output_conv,
+    pointwise,
+    to_channels_last,
+    use_fast,
+)
 from ._registry import register_head
-from ..layers._fast import (conv_act, conv_bn_kernel_weights, conv_bn_weights, fast_enabled, fconv, linear_act,
-                            linear_add, output_conv, pointwise, to_channels_last, use_fast)
 
 __all__ = ['ChannelContextAttention', 'HIAF', 'MultiTaskHead', 'MultiTaskHeadNoHIA']
 
