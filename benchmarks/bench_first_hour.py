@@ -30,7 +30,8 @@ import numpy as np
 from PIL import Image
 import torch, mtvif_zoo
 from mtvif_zoo.fusion import tune_cpu_allocator
-model_name, h, w, calls, tuned, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == '1', int(sys.argv[6])
+model_name, h, w, calls, tuned, threads = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+                                           sys.argv[5] == '1', int(sys.argv[6]))
 torch.set_num_threads(threads)
 if tuned:
     tune_cpu_allocator()

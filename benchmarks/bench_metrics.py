@@ -336,7 +336,8 @@ def main():
           f'({1 / ser:.1f} images/s)   speed ratio {t_np / (ser * nb):.1f}x')
     if per_round[0][3] is not None:
         par = sum(x[0] * x[3] for x in per_round) / nb
-        print(f'mtvif_zoo.metrics, cpu, {args.workers} {args.pool + "es" if args.pool == "process" else args.pool + "s"}:'
+        print(f'mtvif_zoo.metrics, cpu, {args.workers} '
+              f'{args.pool + "es" if args.pool == "process" else args.pool + "s"}:'
               f'{" " * (18 - len(args.pool))}{par * 1000:8.1f} ms/image  '
               f'({1 / par:.1f} images/s)   speed ratio {t_np / (par * nb):.1f}x'
               + (f'   (+{t_pool:.2f} s once to start the processes)' if args.pool == 'process' else ''))

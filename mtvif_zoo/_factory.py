@@ -75,7 +75,8 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs) -> nn.Modu
         arch, tag = split_model_name_tag(model_name)
         if arch not in VARIANTS:
             matches = _did_you_mean(arch)
-            hint = f' (did you mean {" or ".join(repr(n + model_name[len(arch):]) for n in matches)}?)' if matches else ''
+            hint = (f' (did you mean {" or ".join(repr(n + model_name[len(arch):]) for n in matches)}?)'
+                    if matches else '')
             raise ValueError(f'unknown model {model_name!r}{hint}; valid models: {", ".join(sorted(VARIANTS))}')
         if tag and WeightsHook.entry is not None and WeightsHook.entry(arch, tag) is None:
             tags = [n for n in list_models(arch, pretrained=True) if '.' in n]
@@ -89,7 +90,8 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs) -> nn.Modu
     # file source of pretrained loading (safetensors only, sha256-checked against a config.json beside it)
     checkpoint_path = kwargs.pop('checkpoint_path', None)
     if checkpoint_path:
-        kwargs['pretrained_cfg_overlay'] = {**(kwargs.get('pretrained_cfg_overlay') or {}), 'file': str(checkpoint_path)}
+        kwargs['pretrained_cfg_overlay'] = {**(kwargs.get('pretrained_cfg_overlay') or {}),
+                                            'file': str(checkpoint_path)}
         pretrained = True
     model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
     if checkpoint_path and isinstance(getattr(model, 'pretrained_source', None), dict):

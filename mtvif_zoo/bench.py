@@ -387,7 +387,8 @@ def bench(model, size=None, batch: int = 1, device: str = 'cpu', dtype: str = 'f
     if dev.type == 'cpu' and dtype == 'bf16':
         from .models.layers._fast import bf16_kernels_available, cpu_has_bf16_units
         if not bf16_kernels_available():
-            notes.append('this CPU has no oneDNN bf16 kernels (needs AVX512-BW/VL/DQ, AMX or AVX-NE-CONVERT): bf16 runs '
+            notes.append('this CPU has no oneDNN bf16 kernels (needs AVX512-BW/VL/DQ, AMX or AVX-NE-CONVERT): '
+                         'bf16 runs '
                          "PyTorch's reference kernels, slower than fp32; fuse() defaults to fp32 here")
         elif not cpu_has_bf16_units():
             notes.append('oneDNN bf16 kernels without native bf16 units (no AMX-BF16 / AVX512-BF16): emulated; '
@@ -434,7 +435,8 @@ def bench(model, size=None, batch: int = 1, device: str = 'cpu', dtype: str = 'f
     else:
         peak_mb = (rss.peak - rss.base) / 2 ** 20
         mem_method = ('peak RSS during warm-up and timed runs minus RSS before them ('
-                      + ('kernel high-water mark, VmHWM after clear_refs' if rss.method == 'hwm' else 'sampled every 2 ms')
+                      + ('kernel high-water mark, VmHWM after clear_refs' if rss.method == 'hwm'
+                         else 'sampled every 2 ms')
                       + ')')
 
     diff = None
@@ -564,7 +566,8 @@ def format_table(rows: Iterable[Dict[str, Any]]) -> str:
             f'{r["peak_memory_mb"]:>9.0f}')
         if vs:
             s, d = r.get('speedup_vs_fp32'), r.get('max_abs_diff_vs_fp32')
-            line += (f'{s:>7.2f}x' if s is not None else f'{"-":>8}') + (f'{255 * d:>12.2f}' if d is not None else f'{"-":>12}')
+            line += ((f'{s:>7.2f}x' if s is not None else f'{"-":>8}')
+                     + (f'{255 * d:>12.2f}' if d is not None else f'{"-":>12}'))
         lines.append(line)
     return '\n'.join(lines)
 

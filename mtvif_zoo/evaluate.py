@@ -96,7 +96,8 @@ class EvaluationResult:
         lines = [head, '', f"{'Method':<{w0}}  {'n':>4}  " + '  '.join(f'{c:>{widths[c]}}' for c in cols)]
         lines.append('-' * len(lines[-1]))
         for m in methods:
-            lines.append(f'{m:<{w0}}  {self.counts.get(m, 0):>4}  ' + '  '.join(f'{cells[m, c]:>{widths[c]}}' for c in cols))
+            lines.append(f'{m:<{w0}}  {self.counts.get(m, 0):>4}  '
+                         + '  '.join(f'{cells[m, c]:>{widths[c]}}' for c in cols))
         if self.notes:
             lines += [''] + [f'note: {n}' for n in self.notes]
         if self.problems:
@@ -213,7 +214,8 @@ def discover_methods(fused_dirs: Union[PathLike, Sequence[PathLike]], pair_stems
                     continue
                 files = methods.setdefault(m.group('method'), {})
                 if m.group('image') in files:
-                    problems.append(f'duplicate fused image for {m.group("image")!r}, method {m.group("method")!r}: {p}')
+                    problems.append(f'duplicate fused image for {m.group("image")!r}, '
+                                    f'method {m.group("method")!r}: {p}')
                     continue
                 files[m.group('image')] = p
         return dict(sorted(methods.items())), problems
@@ -388,11 +390,14 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
             raise FileNotFoundError(f'{what} folder not found: {str(d)!r}')
     vis = _by_stem(_images(vis_dir), problems, 'visible')
     ir = _by_stem(_images(ir_dir), problems, 'infrared')
-    problems += [f'unmatched visible image {p} (no infrared image with stem {s!r})' for s, p in vis.items() if s not in ir]
-    problems += [f'unmatched infrared image {p} (no visible image with stem {s!r})' for s, p in ir.items() if s not in vis]
+    problems += [f'unmatched visible image {p} (no infrared image with stem {s!r})'
+                 for s, p in vis.items() if s not in ir]
+    problems += [f'unmatched infrared image {p} (no visible image with stem {s!r})'
+                 for s, p in ir.items() if s not in vis]
     pairs = {s: (vis[s], ir[s]) for s in vis if s in ir}
     if not pairs:
-        raise FileNotFoundError(f'no visible/infrared pairs with matching file stems in {str(vis_dir)!r} and {str(ir_dir)!r}')
+        raise FileNotFoundError(f'no visible/infrared pairs with matching file stems in {str(vis_dir)!r} '
+                                f'and {str(ir_dir)!r}')
     if fused_dirs is None and model is None and not references:
         raise ValueError('give fused folders, a model, references, or a combination')
 

@@ -115,7 +115,8 @@ def test_cli_errors(args, match, capsys):
 def test_bf16_row_on_cpu():
     """bf16 autocast runs on CPU too (the CUDA path is checked by tools/cuda_check.py)."""
     res = bench('seafusion', size=(32, 40), dtype='bf16', warmup=0, runs=1, check_fp32=True)
-    assert res.dtype == "bf16" and res.fast_path == bf16_kernels_available()  # oneDNN bf16 kernels where the CPU has them
+    # oneDNN bf16 kernels where the CPU has them
+    assert res.dtype == "bf16" and res.fast_path == bf16_kernels_available()
     assert res.max_abs_diff_vs_fp32 is not None and res.max_abs_diff_vs_fp32 < 0.1
     assert set(DTYPES) == {'fp32', 'bf16', 'fp16'}
 

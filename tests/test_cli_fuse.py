@@ -54,7 +54,8 @@ def test_fuse_folders_with_preview(pair_dirs, tmp_path, capsys):
 
 
 def test_fuse_single_pair_file_output(tmp_path):
-    v, i = tmp_path / 'v.png', tmp_path / 'i.png'  # a quarter-size copy of the shipped pair (the full one is a slow test)
+    # a quarter-size copy of the shipped pair (the full one is a slow test)
+    v, i = tmp_path / 'v.png', tmp_path / 'i.png'
     Image.open(EXAMPLES / 'vi' / '00036N.png').resize((160, 120)).save(v)
     Image.open(EXAMPLES / 'ir' / '00036N.png').resize((160, 120)).save(i)
     rc = main(['fuse', str(v), str(i), '-o', str(tmp_path / 'f.png'), '--random-init', '-q', '--model', 'seafusion',

@@ -108,7 +108,8 @@ def test_read_only_array_from_pil_no_warning():
 def test_profile_says_what_memory_is(capsys):
     from mtvif_zoo.profile import ProfileResult
     res = ProfileResult(name='mtvif_iii', size=(256, 256), params=928000, macs=60.9e9, train_memory_mb=901.68,
-                        memory_method='saved activations + params + grads', by_module={}, table7=(0.93e6, 60.84e9, 245.68))
+                        memory_method='saved activations + params + grads', by_module={},
+                        table7=(0.93e6, 60.84e9, 245.68))
     text = str(res)
     assert 'Table 7: 245.68 MB, on a GPU' in text
     assert 'measured on the CPU: one training forward + backward at batch 1' in text

@@ -195,7 +195,8 @@ def metrics_check(rep: Report, device='cuda', size=(480, 640), reps: int = 10):
             if dev.type == 'cuda':
                 torch.cuda.synchronize()
             return reps * f.shape[0] / (time.perf_counter() - t0)
-        rep.data['metrics'] = {'size': f'{size[0]}x{size[1]}', 'rel_diff': rel, 'max_rel_diff': rel[worst], 'worst_metric': worst,
+        rep.data['metrics'] = {'size': f'{size[0]}x{size[1]}', 'rel_diff': rel, 'max_rel_diff': rel[worst],
+                               'worst_metric': worst,
                                'ok': rel[worst] <= METRICS_RTOL, 'images_per_s_b1': timed(fd, vd, idd),
                                'images_per_s_b8': timed(fb, vd, idd)}
         print(f"metrics: max rel diff {rel[worst]:.1e} ({worst}), {rep.data['metrics']['images_per_s_b1']:.1f} img/s "

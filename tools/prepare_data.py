@@ -78,7 +78,8 @@ SOURCES = {
               'ir': ['FusionGAN/Train_LLVIP_ir', 'FusionGAN/Test_LLVIP_ir']}, prefix='llvip_', use='unlabelled',
         what='LLVIP sample (Jia et al., ICCVW 2021), 44 pairs at 1280x1024',
         licence='NON-COMMERCIAL: "made freely available ... for non-commercial purposes such as academic research" '
-                '("Term of Use and License.md"); weights trained on it inherit the restriction -- say so in their card'),
+                '("Term of Use and License.md"); weights trained on it inherit the restriction -- '
+                'say so in their card'),
 }
 MFNET = dict(repo='QPQQQQ/multisource', commit='cf53b947a4d102cef0543e2d11e39ac5dff7dea6',
              what='MFNet RGB-thermal (Ha et al., IROS 2017), RTFNet preprocessing, 9 classes; read from '
@@ -138,7 +139,8 @@ class Mirror:
                 return self._git('cat-file', 'blob', f'{commit}:{path}')
             except PrepareError:
                 if self.folder is None:
-                    raise PrepareError(f'{self.repo}: {path} not found at commit {commit} (is the copy that old?)') from None
+                    raise PrepareError(f'{self.repo}: {path} not found at commit {commit} '
+                                       '(is the copy that old?)') from None
         p = self.folder / path
         if not p.is_file():
             raise PrepareError(f'{self.repo}: file {path} not found in {str(self.folder)!r}')

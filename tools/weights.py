@@ -227,8 +227,9 @@ def cmd_evaluate(args) -> int:
                     cm.update(torch.from_numpy(pred.astype(np.int64)),
                               torch.from_numpy(load_image(labels[stem], 'label').astype(np.int64)))
                 seg = cm.compute().to_dict()
-                res['segmentation'] = {'dataset': ds, **{k: seg[k] for k in ('mIoU', 'IoU', 'absent_classes', 'pixel_accuracy')
-                                                         if k in seg}}
+                res['segmentation'] = {'dataset': ds,
+                                       **{k: seg[k] for k in ('mIoU', 'IoU', 'absent_classes', 'pixel_accuracy')
+                                          if k in seg}}
         res['fuse_seconds'] = round(t_fuse, 1)
         (RESULTS / f'{name}.json').write_text(json.dumps(res, indent=1, default=float))
         print(f'wrote {RESULTS / (name + ".json")}', flush=True)
@@ -294,7 +295,8 @@ def gap_table(names: List[str], ds: str = 'msrs_test361', tables: Path = PAPER_T
     for name in names:
         p = RESULTS / f'{name}.json'
         if not p.exists() or ds not in json.loads(p.read_text())['datasets']:
-            raise SystemExit(f'{p}: no {ds} evaluation; run `tools/weights.py evaluate {name} --sets {ds} --references`')
+            raise SystemExit(f'{p}: no {ds} evaluation; '
+                             f'run `tools/weights.py evaluate {name} --sets {ds} --references`')
         means = scaled(json.loads(p.read_text())['datasets'][ds]['paper']['means'])
         paper = t5.get(TABLE5_ROW.get(name.split('.')[0], ''))
         if paper:  # the paper's MSS column is stored as MS_SSIM in tables.json

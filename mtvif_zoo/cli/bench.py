@@ -105,7 +105,8 @@ def add_parser(sub) -> None:
     p.add_argument('--pretrained', action='store_true',
                    help='the published weights (shipped, offline) instead of random init')
     p.add_argument('--pair', nargs=2, metavar=('VIS', 'IR'),
-                   help='time this visible / infrared image pair instead of random images (its size; repeated --batch times)')
+                   help='time this visible / infrared image pair instead of random images '
+                        '(its size; repeated --batch times)')
     p.add_argument('--threads', type=int, help='torch.set_num_threads (default: leave as is)')
     p.add_argument('--quick', action='store_true', help='CI mode: small size, 1 warm-up + 3 runs')
     p.add_argument('--no-tune-allocator', action='store_true',

@@ -244,7 +244,8 @@ def _run_video(args) -> int:
     real = _real(out)
     for src in (args.vis, args.ir):
         if real == _real(Path(src)) or (out.suffix == '' and real == _real(Path(src)).parent):
-            raise OutputError(f'output {str(out)!r} is the input {str(src)!r} (or its folder); refusing to overwrite it')
+            raise OutputError(f'output {str(out)!r} is the input {str(src)!r} (or its folder); '
+                              'refusing to overwrite it')
     if (out.is_file() or (out.is_dir() and any(out.iterdir()))) and not args.overwrite:
         raise OutputError(f'{str(out)!r} already exists; pass --overwrite to replace it')
     model = _load_model(args)
@@ -376,7 +377,8 @@ def add_parser(sub) -> None:
     p.add_argument('--batch-size', type=int, default=4)
     p.add_argument('--tile', type=int, help='fuse in overlapping tiles of this size (very large images)')
     p.add_argument('--overlap', type=int, default=32)
-    p.add_argument('--amp', choices=('auto', 'on', 'off'), default='auto', help='autocast [auto: on for CUDA and for CPUs with native bf16 units (AMX / AVX512-BF16: bf16), '
+    p.add_argument('--amp', choices=('auto', 'on', 'off'), default='auto',
+                   help='autocast [auto: on for CUDA and for CPUs with native bf16 units (AMX / AVX512-BF16: bf16), '
                         'fp32 on other CPUs]; on: autocast (bf16 on CPU); off: fp32')
     p.add_argument('--ir-range', type=float, nargs=2, metavar=('LOW', 'HIGH'),
                    help='raw 16-bit infrared range mapped to [0, 1] [per-image min-max]')

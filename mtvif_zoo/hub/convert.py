@@ -47,7 +47,8 @@ def convert_original(arch: str, state_dict: Dict[str, torch.Tensor]) -> Dict[str
     out = _backbone_converter(arch)(state_dict)
     if arch == 'swinfusion':  # (backbone, decoder) pair
         backbone, decoder = out
-        out = {**{f'backbone.{k}': v for k, v in backbone.items()}, **{f'head.decoder.{k}': v for k, v in decoder.items()}}
+        out = {**{f'backbone.{k}': v for k, v in backbone.items()},
+               **{f'head.decoder.{k}': v for k, v in decoder.items()}}
     return out
 
 
@@ -88,7 +89,8 @@ def convert_checkpoint(arch: str, checkpoint: PathLike, out: PathLike, tag: str 
     state = convert_original(arch, read_original_checkpoint(checkpoint))
     stem = ORIGINAL_ARCHS[arch]['stem']
     if stem not in state:
-        raise ValueError(f'{str(checkpoint)!r} is not an original {arch} checkpoint ({ORIGINAL_ARCHS[arch]["original"]}): '
+        raise ValueError(f'{str(checkpoint)!r} is not an original {arch} checkpoint '
+                         f'({ORIGINAL_ARCHS[arch]["original"]}): '
                          f'no {stem} after conversion')
     in_chans = int(state[stem].shape[1])
     model = create_model(arch, in_chans=in_chans)

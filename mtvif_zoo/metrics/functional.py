@@ -55,7 +55,8 @@ def _as4d(x: torch.Tensor, name: str, keep_uint8: bool = False) -> torch.Tensor:
     return x if keep_uint8 and x.dtype == torch.uint8 else x.to(_F64)
 
 
-def _match(fused: torch.Tensor, *others: Tuple[torch.Tensor, str], keep_uint8: bool = False) -> Tuple[torch.Tensor, ...]:
+def _match(fused: torch.Tensor, *others: Tuple[torch.Tensor, str],
+           keep_uint8: bool = False) -> Tuple[torch.Tensor, ...]:
     """Check shapes. Sources keep batch 1 or B and channels 1 or C (they broadcast against the
     fused image), so statistics of a source shared by a batch are computed once. ``keep_uint8``:
     uint8 tensors are returned as they are (for integer-level metrics), others as float64."""
@@ -467,7 +468,8 @@ class _SSIMConfig:
         self.border = border
         n = self.win_size ** 2
         self.cov_norm = n / (n - 1) if sample_covariance else 1.0
-        self.taps = gaussian_taps(self.win_size, self.sigma) if window == 'gaussian' else [1.0 / self.win_size] * self.win_size
+        self.taps = (gaussian_taps(self.win_size, self.sigma) if window == 'gaussian'
+                     else [1.0 / self.win_size] * self.win_size)
         self._f32 = {}
 
     def f32_scalars(self, device) -> Tuple[torch.Tensor, ...]:

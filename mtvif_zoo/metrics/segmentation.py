@@ -49,7 +49,8 @@ class ConfusionMatrix:
         self.ignore_index = ignore_index
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f'{len(class_names)} class names for {num_classes} classes')
-        self.class_names = [str(c) for c in class_names] if class_names is not None else [str(k) for k in range(num_classes)]
+        self.class_names = ([str(c) for c in class_names] if class_names is not None
+                            else [str(k) for k in range(num_classes)])
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
     def reset(self) -> None:

@@ -135,7 +135,8 @@ def test_cli_eval(dataset, capsys):
     root, _ = dataset
     parser = argparse.ArgumentParser(prog='mtvif')
     add_parser(parser.add_subparsers(dest='command'))
-    args = parser.parse_args(['eval', '--fused', str(root / 'flat'), '--vis', str(root / 'vi'), '--ir', str(root / 'ir'),
+    args = parser.parse_args(['eval', '--fused', str(root / 'flat'), '--vis', str(root / 'vi'),
+                              '--ir', str(root / 'ir'),
                               '--pattern', '{image}_{method}', '--convention', 'vifb', '--metrics', 'EN,SSIM',
                               '-o', str(root / 'cli_out'), '-q'])
     assert args.func(args) == 0
@@ -164,7 +165,8 @@ def test_evaluate_with_model_and_labels(dataset):
     res = evaluate(root / 'fused' / 'avg', root / 'vi', root / 'ir', metrics=['EN', 'SSIM'], model=model,
                    model_name='mtvif_iii', labels_dir=root / 'label', out=root / 'mout', progress=False)
     assert list(res.summary) == ['avg', 'mtvif_iii'] and res.counts['mtvif_iii'] == 3
-    assert sorted(p.name for p in (root / 'mout' / 'fused' / 'mtvif_iii').iterdir()) == [f'{s}.png' for s in sorted(stems)]
+    assert (sorted(p.name for p in (root / 'mout' / 'fused' / 'mtvif_iii').iterdir())
+            == [f'{s}.png' for s in sorted(stems)])
     seg = res.segmentation['mtvif_iii']
     assert seg['images'] == 3 and 0.0 <= seg['mIoU'] <= 1.0
     assert seg['num_pixels'] == 3 * H * W and sum(map(sum, seg['confusion_matrix'])) == 3 * H * W

@@ -82,7 +82,8 @@ def test_constant_images(conv):
     v, i = _img(3), _img(4, (170, 180))
     out = compute(c, v, i, convention=conv)
     assert all(math.isfinite(x) for x in out.values()), out
-    assert out['EN'] == 0.0 and out['MI'] == pytest.approx(0.0, abs=1e-12) and out['VIF'] == pytest.approx(0.0, abs=1e-9)
+    assert (out['EN'] == 0.0 and out['MI'] == pytest.approx(0.0, abs=1e-12)
+            and out['VIF'] == pytest.approx(0.0, abs=1e-9))
     assert 0 < out['SSIM'] < 1.5
 
 
@@ -229,7 +230,8 @@ def _qabf_loops(F_, A, B):
         out = np.zeros_like(gs)
         for i in range(gs.shape[0]):
             for j in range(gs.shape[1]):
-                G = gF[i, j] / gs[i, j] if gs[i, j] > gF[i, j] else (gF[i, j] if gs[i, j] == gF[i, j] else gs[i, j] / gF[i, j])
+                G = (gF[i, j] / gs[i, j] if gs[i, j] > gF[i, j]
+                     else (gF[i, j] if gs[i, j] == gF[i, j] else gs[i, j] / gF[i, j]))
                 A_ = 1 - abs(as_[i, j] - aF[i, j]) / (math.pi / 2)
                 out[i, j] = 0.9994 / (1 + math.exp(-15 * (G - 0.5))) * 0.9879 / (1 + math.exp(-22 * (A_ - 0.8)))
         return out
@@ -267,7 +269,8 @@ def test_uint8_batches_equal_float_batches(triple, conv):
     assert [t.dtype for t in u8] == [torch.uint8] * 3 and [t.dtype for t in f64] == [torch.float64] * 3
     grey_f = torch.from_numpy(np.ascontiguousarray(fused[..., 1]))[None, None]
     cases = [(u8, f64),
-             ([torch.cat([u8[0], u8[0].flip(-1)]), u8[1], u8[2]], [torch.cat([f64[0], f64[0].flip(-1)]), f64[1], f64[2]]),
+             ([torch.cat([u8[0], u8[0].flip(-1)]), u8[1], u8[2]],
+              [torch.cat([f64[0], f64[0].flip(-1)]), f64[1], f64[2]]),
              ([grey_f, u8[1], u8[2]], [grey_f.double(), f64[1], f64[2]]),
              ([u8[0], f64[1], u8[2]], f64)]
     for a, b in cases:

@@ -30,7 +30,8 @@ def _fused(vi: np.ndarray, ir: np.ndarray, rule: str) -> np.ndarray:
 
 
 def _rows():
-    return [pytest.param(r, id=f"{r['dataset']}-{os.path.splitext(r['image'])[0]}-{r['rule']}") for r in EXPECTED['rows']]
+    return [pytest.param(r, id=f"{r['dataset']}-{os.path.splitext(r['image'])[0]}-{r['rule']}")
+            for r in EXPECTED['rows']]
 
 
 @pytest.mark.parametrize('row', _rows())

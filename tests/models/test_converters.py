@@ -142,7 +142,8 @@ def test_mtvif_convert_cli(arch, tmp_path, capsys):
 def _swin_original_layout_full(model):
     orig = _swin_original_layout(model.backbone)
     orig.update({k[len('head.decoder.'):]: v.clone() for k, v in model.state_dict().items()
-                 if k.startswith('head.decoder.') and '.patch_norm.' not in k and not k.startswith('head.decoder.patch_norm')})
+                 if k.startswith('head.decoder.') and '.patch_norm.' not in k
+                 and not k.startswith('head.decoder.patch_norm')})
     return orig
 
 

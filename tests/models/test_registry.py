@@ -68,7 +68,8 @@ def test_unknown_model_lists_choices():
 
 
 def test_invalid_parts_list_choices():
-    with pytest.raises(ValueError, match="unknown backbone 'resnet'; valid backbones: seafusion, segmif, swinfusion, ufuser"):
+    with pytest.raises(ValueError,
+                       match="unknown backbone 'resnet'; valid backbones: seafusion, segmif, swinfusion, ufuser"):
         create_model('mtvif_iii', backbone='resnet')
     with pytest.raises(ValueError, match="unknown head 'fpn'; valid heads: cnn, mth, mth_nohia"):
         create_model('mtvif_iii', head='fpn')

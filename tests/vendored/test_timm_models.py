@@ -136,12 +136,15 @@ def test_model_default_cfgs(model_name, batch_size):
         outputs_pre = model.forward_head(outputs, pre_logits=True)
         assert outputs.shape[spatial_axis[0]] == pool_size[0], f'unpooled feature shape {outputs.shape} != config'
         assert outputs.shape[spatial_axis[1]] == pool_size[1], f'unpooled feature shape {outputs.shape} != config'
-        assert outputs.shape[feat_axis] == model.num_features, f'unpooled feature dim {outputs.shape[feat_axis]} != model.num_features {model.num_features}'
-        assert outputs_pre.shape[1] == model.head_hidden_size, f'pre_logits feature dim {outputs_pre.shape[1]} != model.head_hidden_size {model.head_hidden_size}'
+        assert outputs.shape[feat_axis] == model.num_features, (
+            f'unpooled feature dim {outputs.shape[feat_axis]} != model.num_features {model.num_features}')
+        assert outputs_pre.shape[1] == model.head_hidden_size, (
+            f'pre_logits feature dim {outputs_pre.shape[1]} != model.head_hidden_size {model.head_hidden_size}')
 
         # test forward after deleting the classifier
         model.reset_classifier(0)
-        assert model.num_classes == 0, f'Expected num_classes to be 0 after reset_classifier(0), but got {model.num_classes}'
+        assert model.num_classes == 0, (
+            f'Expected num_classes to be 0 after reset_classifier(0), but got {model.num_classes}')
         model.to(torch_device)
         outputs = model.forward(input_tensor, input_tensor)  # mtvif_zoo: change 2
         # mtvif_zoo: no pooled B x C output for a dense model: the fused image (change 4)

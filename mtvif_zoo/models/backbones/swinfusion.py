@@ -93,7 +93,8 @@ present in the chunk (one for all but the chunks holding the last window row / c
 output memory already is the token matrix, no concatenation), one scatter back to token order.
 Intermediates (qkv, the MLP hidden layer) stay small enough to live in cache and to be reused by
 the allocator instead of page-faulting in fresh memory for every op (timings:
-``benchmarks/bench_fuse.py``, README "Performance"). The loop is over chunks of many windows (19 at 480x640), never over single windows or pixels. Backbone and decoder keep their
+``benchmarks/bench_fuse.py``, README "Performance"). The loop is over chunks of many windows (19 at 480x640),
+never over single windows or pixels. Backbone and decoder keep their
 feature maps channels_last, so the token views of the stem / output convs are free.
 
 ``fused_attn = False`` on a block (or :func:`set_fused_attn`), or :func:`._fast.exporting`, selects the plain path: the

@@ -49,7 +49,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['fast_enabled', 'use_fast', 'exporting', 'export_mode', 'to_channels_last', 'set_fast_path', 'plain_path', 'fast_path_available',
+__all__ = ['fast_enabled', 'use_fast', 'exporting', 'export_mode', 'to_channels_last', 'set_fast_path', 'plain_path',
+           'fast_path_available',
            'conv_act', 'conv_add', 'linear_act', 'fconv', 'pointwise', 'conv_bn_weights', 'cpu_has_bf16_units',
            'bf16_kernels_available', 'kernel_dtype', 'kernel_weight', 'output_conv', 'linear_add', 'layer_norm',
            'packed', 'conv_bn_kernel_weights', 'emulate_bf16_kernels']
@@ -237,7 +238,8 @@ def packed(module: nn.Module, key: str, sources: Sequence[Optional[torch.Tensor]
 
 
 def kernel_weight(module: nn.Module, x: torch.Tensor, weight: Optional[torch.Tensor] = None,
-                  bias: Optional[torch.Tensor] = None, key: str = 'weight') -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                  bias: Optional[torch.Tensor] = None,
+                  key: str = 'weight') -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``(weight, bias)`` of ``module`` (or the given ones, e.g. a folded BatchNorm, cached under
     ``key``) in the dtype the level-2 kernels run ``x`` in: as they are for fp32, converted once
     and cached for bf16 (4-D conv weights in channels_last, oneDNN's preferred layout)."""
@@ -396,7 +398,8 @@ _AUTOCAST_DEVICES = ('cpu', 'cuda', 'xpu', 'mps', 'hpu')
 
 def output_conv(conv: nn.Conv2d, x: torch.Tensor, act='none') -> Optional[torch.Tensor]:
     """The image-producing last layer ``act(conv(x))`` (``act``: ``'none'``, ``'sigmoid'``,
-    ``'tanh'`` or a callable, e.g. a PReLU module) under autocast: in fp32 (input converted, fp32 weights, autocast off), so that the
+    ``'tanh'`` or a callable, e.g. a PReLU module) under autocast: in fp32 (input converted, fp32 weights,
+    autocast off), so that the
     image is not rounded to bf16 / fp16 (bf16 has 8 bits of mantissa: ~1/255 steps near 1). A
     few-channel conv: a negligible share of the model's work. Without autocast and on fp32 input
     it returns ``None`` -- the caller runs its own (bitwise unchanged) fp32 path."""
