@@ -124,8 +124,14 @@ def test_partial_loading_lists_missing_keys(tmp_path):
     first = next(iter(sd))
     part = tmp_path / 'part.safetensors'
     save_file({k: v.contiguous() for k, v in sd.items() if k != first}, str(part))
+    torch.manual_seed(1)
+    fresh = create_model('seafusion')
+    kept = fresh.state_dict()[first].clone()
     with pytest.warns(UserWarning, match=f'missing keys.*{first}'):
-        load_weights(m, part, strict=False)
+        load_weights(fresh, part, strict=False)
+    got = fresh.state_dict()
+    assert torch.equal(got[first], kept)  # the missing tensor keeps the model's own value
+    assert all(torch.equal(got[k], v) for k, v in sd.items() if k != first)  # the rest came from the file
 
 
 def test_fusion_only_weights_load_in_the_cli(tmp_path, pair_dirs):
@@ -208,11 +214,13 @@ def test_complex_arrays_are_refused(tiny, small_pair):
 def test_swapped_inputs_warn(tiny, small_pair, rng):
     vis, ir = small_pair
     with pytest.warns(UserWarning, match='swapped'):
-        fuse(ir, vis, model=tiny)
+        swapped = fuse(ir, vis, model=tiny)
+    assert swapped.shape[:2] == vis.shape[:2]  # a warning, still a fused image of the pair's size
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        fuse(vis, ir, model=tiny)  # the right order: no warning
-        fuse(ir, np.repeat(ir[..., None], 3, axis=2), model=tiny)  # grey + replicated grey: no warning
+        right = fuse(vis, ir, model=tiny)  # the right order: no warning
+        grey = fuse(ir, np.repeat(ir[..., None], 3, axis=2), model=tiny)  # grey + replicated grey: no warning
+    assert right.shape[:2] == grey.shape[:2] == vis.shape[:2]
 
 
 # ------------------------------------------------------------------ 13. decompression bomb, folder mode keeps going

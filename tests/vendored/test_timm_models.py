@@ -188,14 +188,25 @@ if 'GITHUB_ACTIONS' not in os.environ:
     def test_model_load_pretrained(model_name, batch_size):
         """Create that pretrained weights load, verify support for in_chans != 3 while doing so."""
         in_chans = 3 if 'pruned' in model_name else 1  # pruning not currently supported with in_chans change
-        create_model(model_name, pretrained=True, in_chans=in_chans, num_classes=5)
-        create_model(model_name, pretrained=True, in_chans=in_chans, num_classes=0)
+        m5 = create_model(model_name, pretrained=True, in_chans=in_chans, num_classes=5)
+        m0 = create_model(model_name, pretrained=True, in_chans=in_chans, num_classes=0)
+        # mtvif_zoo: check what was built and loaded, not only that it did not raise
+        assert m5.num_classes == 5 and m0.num_classes == 0 and m5.in_chans == m0.in_chans == in_chans
+        assert isinstance(m0.get_classifier(), torch.nn.Identity)
+        if m5.has_segmentation:
+            assert m5.get_classifier().out_channels == 5
+        shared = [k for k, v in m0.state_dict().items() if k in m5.state_dict() and v.is_floating_point()]
+        assert shared and all(torch.equal(m0.state_dict()[k], m5.state_dict()[k]) for k in shared)
 
     @pytest.mark.parametrize('model_name', list_models(pretrained=True, exclude_filters=NON_STD_FILTERS))
     @pytest.mark.parametrize('batch_size', [1])
     def test_model_features_pretrained(model_name, batch_size):
         """Create that pretrained weights load when features_only==True."""
-        create_model(model_name, pretrained=True, features_only=True)
+        model = create_model(model_name, pretrained=True, features_only=True)
+        # mtvif_zoo: the feature model holds the pretrained weights of the full model
+        full = create_model(model_name, pretrained=True).state_dict()
+        sd = {k[len('model.'):]: v for k, v in model.state_dict().items()}
+        assert sd and all(torch.equal(v, full[k]) for k, v in sd.items())
 
 
 @pytest.mark.parametrize('model_name', list_models(exclude_filters=EXCLUDE_FILTERS + EXCLUDE_FEAT_FILTERS))
