@@ -17,7 +17,6 @@ newest intact one (``.old``, then ``.prev``), saying which file was damaged.
 Reading never unpickles: ``safetensors.torch.load_file`` and ``json.load`` only.
 """
 import base64
-import hashlib
 import json
 import os
 import random
@@ -30,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..hub.pretrained import sha256_file as _sha256
 from ..weights import save_weights
 
 __all__ = ['save_checkpoint', 'load_checkpoint', 'resolve_checkpoint', 'get_rng_state', 'set_rng_state',
@@ -120,14 +120,6 @@ class CheckpointError(ValueError):
 
 #: the tensor files of a checkpoint whose sha256 ``state.json`` records under ``files``
 _TENSOR_FILES = ('model.safetensors', 'optimizer.safetensors')
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_checkpoint(path: os.PathLike, model: torch.nn.Module, state: Dict[str, Any],
