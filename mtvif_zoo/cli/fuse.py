@@ -234,6 +234,8 @@ def _save_atomic(img, dst: Path) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
 def _run_video(args) -> int:
     from ..fusion import check_fuse_args
     from ..video import fuse_video
