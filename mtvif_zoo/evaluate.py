@@ -30,7 +30,6 @@ import math
 import multiprocessing as mp
 import os
 import re
-import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -314,28 +313,75 @@ def _read_label(p: Path) -> torch.Tensor:
 # evaluate
 # --------------------------------------------------------------------------------------------
 
-_PAIR_JOB = None
+def _pair_job(stem: str, vp: Path, ip: Path, todo: List[Tuple[str, Any]], names: List[str], conv: Convention,
+              dev: torch.device, batch_size: int):
+    """All methods' fused images of one pair -> (rows, problems, [(metric, reason, items)]).
+
+    Module level and fed only picklable arguments (paths, PIL images, :class:`_Reference`), so a
+    worker process started by the forkserver can run it."""
+    rows, probs, nans = [], [], []
+    if not todo:
+        return rows, probs, nans
+    try:
+        v = to_metric_tensor(vp, name='visible', keep_uint8=True)
+        i = to_metric_tensor(ip, name='infrared', keep_uint8=True)
+        if v.shape[-2:] != i.shape[-2:]:
+            raise ValueError(f'visible {vp} is {v.shape[-1]}x{v.shape[-2]} but infrared {ip} is '
+                             f'{i.shape[-1]}x{i.shape[-2]}')
+    except (OSError, ValueError) as e:
+        return rows, [f'pair {stem!r} skipped: {e}'], nans
+    loaded = []
+    for m, src in todo:
+        try:
+            f = to_metric_tensor(src.array() if isinstance(src, _Reference) else src, name=f'fused ({m})',
+                                 keep_uint8=True)
+            if f.shape[-2:] != v.shape[-2:]:
+                raise ValueError(f'fused image {_name(src, m, stem)} is {f.shape[-1]}x{f.shape[-2]} but its '
+                                 f'sources are {v.shape[-1]}x{v.shape[-2]}')
+            loaded.append((m, f))
+        except (OSError, ValueError) as e:
+            probs.append(f'{"unreadable" if isinstance(e, (OSError, UnreadableImageError)) else "skipped"}: {e}')
+    groups: Dict[Tuple[int, torch.dtype], List[Tuple[str, torch.Tensor]]] = {}
+    for m, f in loaded:  # (8-bit images stay uint8: compute_batch's fast paths)
+        groups.setdefault((f.shape[0], f.dtype), []).append((m, f))
+    for chunk_src in groups.values():
+        for s0 in range(0, len(chunk_src), max(1, batch_size)):
+            chunk = chunk_src[s0:s0 + max(1, batch_size)]
+            fb = torch.stack([f for _, f in chunk]).to(dev)
+            reasons: Dict[str, str] = {}
+            vals = compute_batch(fb, v[None].to(dev), i[None].to(dev), names, conv, on_error='nan',
+                                 _reasons=reasons)
+            nans += [(k, why, [f'{m}/{stem}' for m, _ in chunk]) for k, why in reasons.items()]
+            vals = {k: t.cpu().tolist() for k, t in vals.items()}
+            for j, (m, _) in enumerate(chunk):
+                row = {'method': m, 'image': stem}
+                row.update({k: vals[k][j] for k in names})
+                rows.append(row)
+    return rows, probs, nans
 
 
-def _init_pair_worker(job) -> None:
-    """Worker-process initializer: the job arrives by fork (not pickled), torch single-threaded."""
-    global _PAIR_JOB
-    _PAIR_JOB = job
-    torch.set_num_threads(1)
 
+def _process_context():
+    """The start method of the worker processes: ``forkserver`` where it exists (Linux, macOS), else
+    ``spawn``; never plain ``fork``.
 
-def _run_pair_job(stem):
-    """Worker-process entry point: the forked parent's pair job."""
-    return _PAIR_JOB(stem)
+    Forking the caller's process copies its locks in whatever state its other threads left them:
+    a child forked while an OpenMP / MKL / HTTP thread of the parent held the MKL allocator lock
+    hangs forever in its first allocation (seen in CI: a worker spinning in ``mkl_serv_allocate``
+    after the hub tests). The forkserver is a fresh single-threaded process that has imported this
+    module once; each worker is forked from it, so start-up stays cheap and no lock is inherited."""
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context('forkserver' if 'forkserver' in methods else 'spawn')
+    if ctx.get_start_method() == 'forkserver':
+        ctx.set_forkserver_preload([__name__])  # the server imports torch + the metrics once
+    return ctx
 
 
 def _pool_kind(pool: Optional[str]) -> str:
     if pool is None:
-        return 'process' if sys.platform.startswith('linux') and 'fork' in mp.get_all_start_methods() else 'thread'
+        return 'process' if 'forkserver' in mp.get_all_start_methods() else 'thread'
     if pool not in ('process', 'thread'):
         raise ValueError(f"pool must be 'process' or 'thread', got {pool!r}")
-    if pool == 'process' and 'fork' not in mp.get_all_start_methods():
-        raise ValueError("pool='process' needs the fork start method (Linux); use pool='thread'")
     return pool
 
 
@@ -367,10 +413,13 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         ignore_index, class_names: for mIoU (class names default to the MSRS classes for 9 classes).
         workers: CPU only: pairs evaluated in parallel (default: min(cores, 8)); results are the
             same for any number and either pool.
-        pool: ``'process'`` (default on Linux: forked worker processes, torch single-threaded in
-            each; the per-image work is thousands of small tensor ops, which threads partly
-            serialise on the GIL: ~1.8x vs ~1.2x on 2 cores in ``benchmarks/bench_metrics.py``) or
-            ``'thread'`` (the default where ``fork`` is unavailable).
+        pool: ``'process'`` (default on Linux and macOS: worker processes started by a
+            ``forkserver``, torch single-threaded in each; the per-image work is thousands of small
+            tensor ops, which threads partly serialise on the GIL: ~1.8x vs ~1.2x on 2 cores in
+            ``benchmarks/bench_metrics.py``) or ``'thread'`` (the default where there is no
+            forkserver, e.g. Windows). Workers are never plain forks of the calling process, which
+            can deadlock on a lock another thread held at the fork; a ``'process'`` pool on
+            Windows uses ``spawn`` (run it under ``if __name__ == '__main__':``).
         references: rule-based fusions computed from the sources in the same run and added as rows:
             ``'average'`` (pixel mean of visible and infrared, rounded half up to uint8) and ``'max'``
             (per-pixel maximum); a grey infrared image is broadcast over the visible channels.
@@ -434,48 +483,10 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
     total = sum(1 for m in methods for s in methods[m] if s in pairs)
 
     def pair_job(stem):
-        """All methods' fused images of one pair -> (rows, problems, [(metric, reason, items)])."""
+        """The picklable arguments of :func:`_pair_job` for one pair."""
         vp, ip = pairs[stem]
         todo = [(m, methods[m][stem]) for m in methods if stem in methods[m]]
-        rows, probs, nans = [], [], []
-        if not todo:
-            return rows, probs, nans
-        try:
-            v = to_metric_tensor(vp, name='visible', keep_uint8=True)
-            i = to_metric_tensor(ip, name='infrared', keep_uint8=True)
-            if v.shape[-2:] != i.shape[-2:]:
-                raise ValueError(f'visible {vp} is {v.shape[-1]}x{v.shape[-2]} but infrared {ip} is '
-                                 f'{i.shape[-1]}x{i.shape[-2]}')
-        except (OSError, ValueError) as e:
-            return rows, [f'pair {stem!r} skipped: {e}'], nans
-        loaded = []
-        for m, src in todo:
-            try:
-                f = to_metric_tensor(src.array() if isinstance(src, _Reference) else src, name=f'fused ({m})',
-                                     keep_uint8=True)
-                if f.shape[-2:] != v.shape[-2:]:
-                    raise ValueError(f'fused image {_name(src, m, stem)} is {f.shape[-1]}x{f.shape[-2]} but its '
-                                     f'sources are {v.shape[-1]}x{v.shape[-2]}')
-                loaded.append((m, f))
-            except (OSError, ValueError) as e:
-                probs.append(f'{"unreadable" if isinstance(e, (OSError, UnreadableImageError)) else "skipped"}: {e}')
-        groups: Dict[Tuple[int, torch.dtype], List[Tuple[str, torch.Tensor]]] = {}
-        for m, f in loaded:  # (8-bit images stay uint8: compute_batch's fast paths)
-            groups.setdefault((f.shape[0], f.dtype), []).append((m, f))
-        for chunk_src in groups.values():
-            for s0 in range(0, len(chunk_src), max(1, batch_size)):
-                chunk = chunk_src[s0:s0 + max(1, batch_size)]
-                fb = torch.stack([f for _, f in chunk]).to(dev)
-                reasons: Dict[str, str] = {}
-                vals = compute_batch(fb, v[None].to(dev), i[None].to(dev), names, conv, on_error='nan',
-                                     _reasons=reasons)
-                nans += [(k, why, [f'{m}/{stem}' for m, _ in chunk]) for k, why in reasons.items()]
-                vals = {k: t.cpu().tolist() for k, t in vals.items()}
-                for j, (m, _) in enumerate(chunk):
-                    row = {'method': m, 'image': stem}
-                    row.update({k: vals[k][j] for k in names})
-                    rows.append(row)
-        return rows, probs, nans
+        return (stem, vp, ip, todo, names, conv, dev, batch_size)
 
     n_workers = 1 if dev.type != 'cpu' else max(1, int(workers or min(os.cpu_count() or 1, 8)))
     pool = _pool_kind(pool)
@@ -488,17 +499,14 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         threads_before = torch.get_num_threads()
         try:
             if pool == 'process':
-                # forked children receive pair_job (a closure) through their initializer; with one
-                # torch thread they never enter an OpenMP region, so forking after the parent
-                # used its thread pool (e.g. fusing with --model first) is safe
-                ex = ProcessPoolExecutor(min(n_workers, len(stems)), mp_context=mp.get_context('fork'),
-                                         initializer=_init_pair_worker, initargs=(pair_job,))
-                submit = lambda s: ex.submit(_run_pair_job, s)  # noqa: E731
+                # workers come from a forkserver (never a fork of this process: see
+                # _process_context); each pair's paths / images travel pickled
+                ex = ProcessPoolExecutor(min(n_workers, len(stems)), mp_context=_process_context(),
+                                         initializer=torch.set_num_threads, initargs=(1,))
             else:
                 ex = ThreadPoolExecutor(n_workers, initializer=torch.set_num_threads, initargs=(1,))
-                submit = lambda s: ex.submit(pair_job, s)  # noqa: E731
             with ex:
-                futs = {submit(s): s for s in stems}
+                futs = {ex.submit(_pair_job, *pair_job(s)): s for s in stems}
                 for fut in as_completed(futs):
                     done[futs[fut]] = fut.result()
                     bar.update(sum(1 for m in methods if futs[fut] in methods[m]))
@@ -506,7 +514,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
             torch.set_num_threads(threads_before)
     else:
         for s in stems:
-            done[s] = pair_job(s)
+            done[s] = _pair_job(*pair_job(s))
             bar.update(sum(1 for m in methods if s in methods[m]))
     bar.close()
     for s in stems:  # merge in pair order: results do not depend on the number of workers

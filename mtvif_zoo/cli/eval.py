@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument('--batch-size', type=int, default=8, help='fused images per metric batch [8]')
     p.add_argument('--workers', type=int, help='CPU: image pairs evaluated in parallel [min(cores, 8)]')
     p.add_argument('--pool', choices=('process', 'thread'),
-                   help='CPU workers as forked processes [default on Linux] or threads')
+                   help='CPU workers as processes started by a forkserver [default on Linux/macOS] or threads')
     p.add_argument('--amp', choices=('auto', 'on', 'off'), default='auto',
                    help='--model precision: autocast [auto: on for CUDA and for CPUs with native bf16 units '
                         '(AMX / AVX512-BF16: bf16), fp32 on other CPUs]; on: autocast (bf16 on CPU); off: fp32')

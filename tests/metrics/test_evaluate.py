@@ -97,8 +97,8 @@ def test_evaluate_flat_vifb_style_pattern(dataset):
 
 
 def test_evaluate_worker_pools_agree(dataset):
-    """Forked worker processes (the Linux default) and threads give the serial results, problems
-    included; also after torch ran multi-threaded in the parent (fork after OpenMP use)."""
+    """Worker processes (the Linux default) and threads give the serial results, problems included;
+    also after torch ran multi-threaded in the parent."""
     import sys
 
     import torch
@@ -112,6 +112,34 @@ def test_evaluate_worker_pools_agree(dataset):
         assert par.rows == serial.rows and par.summary == serial.summary and par.problems == serial.problems, pool
     with pytest.raises(ValueError, match="pool must be 'process' or 'thread'"):
         evaluate(root / 'fused', root / 'vi', root / 'ir', workers=2, pool='gpu', **kw)
+
+
+def test_evaluate_process_pool_never_forks_the_caller(dataset, monkeypatch):
+    """Bug (CI hung 90 min in test_evaluate_worker_pools_agree): the process pool forked the caller,
+    and a child forked while another thread of the parent held the MKL allocator lock spun forever
+    in its first allocation. Workers now start from a forkserver (spawn where there is none), whose
+    single-threaded server holds no such lock; the results are unchanged."""
+    import importlib
+    import multiprocessing as mp
+
+    ev = importlib.import_module('mtvif_zoo.evaluate')  # (the package attribute is the function)
+    root, _ = dataset
+    seen = {}
+
+    class Recording(ev.ProcessPoolExecutor):
+        def __init__(self, *a, mp_context=None, **k):
+            seen['method'] = mp_context.get_start_method() if mp_context else mp.get_start_method()
+            super().__init__(*a, mp_context=mp_context, **k)
+
+    monkeypatch.setattr(ev, 'ProcessPoolExecutor', Recording)
+    kw = dict(metrics=['EN', 'SSIM'], convention='paper', progress=False)
+    par = evaluate(root / 'fused', root / 'vi', root / 'ir', workers=2, pool='process', **kw)
+    assert seen['method'] in ('forkserver', 'spawn') and seen['method'] != 'fork'
+    assert seen['method'] == ('forkserver' if 'forkserver' in mp.get_all_start_methods() else 'spawn')
+    serial = evaluate(root / 'fused', root / 'vi', root / 'ir', workers=1, **kw)
+    assert par.rows == serial.rows and par.summary == serial.summary
+    # the default pool is the process pool wherever a forkserver exists
+    assert ev._pool_kind(None) == ('process' if 'forkserver' in mp.get_all_start_methods() else 'thread')
 
 
 def test_evaluate_several_folders_and_nan_notes(dataset, tmp_path):
