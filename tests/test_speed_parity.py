@@ -167,9 +167,16 @@ def test_fast_formulation_gradients_match_plain(name):
     set_fast_path(m, True)
     assert (outs[0] - outs[1]).abs().max().item() <= TOL
     assert grads[0].keys() == grads[1].keys()
+    # 1e-4 of each parameter's own gradient scale, with a floor of 5e-5 of the model's largest
+    # gradient. With OMP_NUM_THREADS=1 oneDNN picks other conv algorithms than with 2 threads and
+    # mtvif_ii's two paths differ by up to 1.7e-6 of the largest gradient in the backbone and 9e-6
+    # in head.seg_branch.0.0.weight, whose own gradient is 3e-3 of the largest (reached only through
+    # HIA-F and a training-mode BN of a 2-image batch: 2.9e-3 relative to itself); with 2 threads
+    # all stay below 2e-7. A wrong formulation moves the large gradients by percents.
+    top = max(g.abs().max().item() for g in grads[1].values())
     for k in grads[0]:
         scale = grads[1][k].abs().max().item()
-        assert (grads[0][k] - grads[1][k]).abs().max().item() <= 1e-4 * scale + 1e-9, k
+        assert (grads[0][k] - grads[1][k]).abs().max().item() <= 1e-4 * scale + 5e-5 * top, k
 
 
 @pytest.mark.parametrize('name', ['mtvif_i', 'swinfusion'])
