@@ -30,3 +30,67 @@ def test_timm_window_partition_is_the_einops_layout():
     ref = torch.roll(x.view(2, 8, 12, 12), shifts=(-2, -2), dims=(1, 2))
     assert torch.equal(xw, rearrange(ref, 'b (h wh) (w ww) c -> (b h w) (wh ww) c', wh=4, ww=4))
     assert torch.equal(blk._from_windows(xw, 2, 8, 12), x)
+
+
+def _bn_stats(bn):
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for t in (bn.weight, bn.bias, bn.running_mean):
+            t.copy_(torch.randn(t.shape, generator=g))
+        bn.running_var.copy_(torch.rand(bn.running_var.shape, generator=g) + 0.5)
+
+
+def test_timm_convnormact_is_the_conv_bn_block_under_other_key_names():
+    """timm's ConvNormAct computes what the MTH's conv + BN + ReLU block computes (train and eval,
+    bitwise on the plain path), but its keys are ``conv.*`` / ``bn.*`` where the block's are ``0.*`` /
+    ``1.*``: a swap would rename every segmentation-branch key of the shipped safetensors files, so
+    the zoo keeps its block. For conv + LeakyReLU (no norm) ConvNormAct is no match at all: with
+    ``apply_norm=False`` timm 1.0 drops the activation too (it lives in the norm layer)."""
+    from timm.layers import ConvNormAct
+
+    from mtvif_zoo.models.layers.conv import conv_bn_relu, conv_lrelu
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 10, 12)
+    ours, theirs = conv_bn_relu(4, 8, stride=2), ConvNormAct(4, 8, 3, stride=2, bias=False)
+    _bn_stats(ours[1])
+    renamed = {k.replace('0.', 'conv.', 1) if k.startswith('0.') else k.replace('1.', 'bn.', 1): v
+               for k, v in ours.state_dict().items()}
+    assert set(renamed) == set(theirs.state_dict()) and set(renamed) != set(ours.state_dict())
+    theirs.load_state_dict(renamed, strict=True)
+    ours.fast_path = False  # the plain modules (the eval fast path folds BN: other rounding)
+    for train in (True, False):
+        ours.train(train)
+        theirs.train(train)
+        with torch.no_grad():
+            assert torch.equal(ours(x.clone()), theirs(x.clone()))
+
+    lrelu = conv_lrelu(4, 8)
+    lrelu.fast_path = False
+    no_norm = ConvNormAct(4, 8, 3, bias=True, apply_norm=False, act_layer='leaky_relu',
+                          act_kwargs=dict(negative_slope=0.2))
+    no_norm.load_state_dict({f'conv.{k[2:]}': v for k, v in lrelu.state_dict().items()}, strict=True)
+    with torch.no_grad():
+        assert torch.equal(no_norm(x), lrelu[0](x))  # the conv only: no activation
+        assert torch.equal(lrelu(x), torch.nn.functional.leaky_relu(lrelu[0](x), 0.2))
+        assert not torch.equal(no_norm(x), lrelu(x))
+
+
+def test_reference_shift_mask_via_timm_window_partition_is_the_originals():
+    """SwinFusion's ``calculate_mask`` (the plain path's mask), written with timm's window_partition,
+    equals the original's einops / view layout."""
+    from einops import rearrange
+
+    from mtvif_zoo.models.layers.window import MASK_VALUE, reference_shift_mask
+
+    def original(H, W, ws, shift):
+        img_mask = torch.zeros((1, H, W, 1))
+        cnt = 0
+        for h in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            for w in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+                img_mask[:, h, w, :] = cnt
+                cnt += 1
+        mw = rearrange(img_mask, 'b (h wh) (w ww) c -> (b h w) (wh ww c)', wh=ws, ww=ws)
+        m = mw.unsqueeze(1) - mw.unsqueeze(2)
+        return m.masked_fill(m != 0, MASK_VALUE).masked_fill(m == 0, 0.0)
+    for H, W, ws, shift in [(16, 24, 8, 4), (8, 8, 4, 2), (12, 20, 4, 2)]:
+        assert torch.equal(reference_shift_mask(H, W, ws, shift, 'cpu'), original(H, W, ws, shift))
