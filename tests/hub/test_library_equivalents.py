@@ -94,3 +94,38 @@ def test_reference_shift_mask_via_timm_window_partition_is_the_originals():
         return m.masked_fill(m != 0, MASK_VALUE).masked_fill(m == 0, 0.0)
     for H, W, ws, shift in [(16, 24, 8, 4), (8, 8, 4, 2), (12, 20, 4, 2)]:
         assert torch.equal(reference_shift_mask(H, W, ws, shift, 'cpu'), original(H, W, ws, shift))
+
+
+def test_bn_fold_keeps_gradients_where_torchs_fuse_conv_bn_weights_does_not():
+    """The eval fast path folds BN into the conv with ``conv_bn_weights``, not torch's
+    ``fuse_conv_bn_weights``: same function (within fp32 rounding), but torch's returns new leaf
+    Parameters, so an eval-mode backward (frozen-BN fine-tuning) would leave conv / BN without
+    gradients; ours gives the plain conv-then-BN gradients."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    from mtvif_zoo.models.layers._fast import conv_bn_weights
+    from mtvif_zoo.models.layers.conv import conv_bn_relu
+    torch.manual_seed(0)
+    blk = conv_bn_relu(8, 16).eval()
+    conv, bn = blk[0], blk[1]
+    _bn_stats(bn)
+    w, b = conv_bn_weights(conv, bn)
+    tw, tb = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                  bn.weight, bn.bias)
+    torch.testing.assert_close(w, tw, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(b, tb, rtol=1e-6, atol=1e-6)
+    assert w.grad_fn is not None and tw.is_leaf and tw.grad_fn is None  # torch's: cut from conv / BN
+
+    x = torch.randn(2, 8, 12, 12)
+    params = (conv.weight, bn.weight, bn.bias)
+    grads = {}
+    for fast in (True, False):  # the fold (fast path) vs the plain modules, both eval mode
+        blk.fast_path = fast
+        blk.zero_grad(set_to_none=True)
+        (blk(x) * torch.linspace(-1, 1, 12)).sum().backward()
+        grads[fast] = [p.grad.clone() for p in params]
+    for g_fast, g_plain in zip(grads[True], grads[False]):
+        torch.testing.assert_close(g_fast, g_plain, rtol=1e-5, atol=1e-5)
+    blk.zero_grad(set_to_none=True)
+    torch.nn.functional.conv2d(x, tw, tb, padding=1).relu().sum().backward()
+    assert all(p.grad is None for p in params)  # torch's fold: no gradient reaches the block
