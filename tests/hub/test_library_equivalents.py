@@ -129,3 +129,30 @@ def test_bn_fold_keeps_gradients_where_torchs_fuse_conv_bn_weights_does_not():
     blk.zero_grad(set_to_none=True)
     torch.nn.functional.conv2d(x, tw, tb, padding=1).relu().sum().backward()
     assert all(p.grad is None for p in params)  # torch's fold: no gradient reaches the block
+
+
+def test_safetensors_metadata_order_changes_per_process_so_the_zoo_canonicalises_it():
+    """Why save_pretrained writes its own header instead of huggingface_hub.save_torch_state_dict
+    (which saves through the same safetensors call): safetensors writes the metadata in a hash-map
+    order that changes from process to process, so the same weights would get another sha256 on every
+    run. The zoo's ``_safetensors_bytes`` gives one byte string (sorted header), which loads back."""
+    import json
+    import subprocess
+    import sys
+
+    from safetensors.torch import load
+
+    from mtvif_zoo.hub.publish import _safetensors_bytes
+    meta = {'format': 'pt', 'mtvif_zoo_config': '{}', 'content': 'fusion', 'a': '1', 'b': '2', 'c': '3'}
+    code = ('import json, sys, numpy as np; from safetensors.numpy import save; '
+            'raw = save({"w": np.zeros(2, np.float32)}, metadata=json.loads(sys.argv[1])); '
+            'n = int.from_bytes(raw[:8], "little"); print(list(json.loads(raw[8:8 + n])["__metadata__"]))')
+    orders = {subprocess.run([sys.executable, '-c', code, json.dumps(meta)], capture_output=True, text=True,
+                             check=True).stdout for _ in range(4)}
+    assert len(orders) > 1  # 720 orders of 6 keys: 4 equal draws would be a ~1e-9 coincidence
+    state = {'w': torch.arange(4.), 'b': torch.ones(2, 2)}
+    raw = _safetensors_bytes(state, meta)
+    assert raw == _safetensors_bytes(dict(reversed(list(state.items()))), dict(reversed(list(meta.items()))))
+    n = int.from_bytes(raw[:8], 'little')
+    assert list(json.loads(raw[8:8 + n])['__metadata__']) == sorted(meta)
+    assert all(torch.equal(v, state[k]) for k, v in load(raw).items())
