@@ -149,7 +149,7 @@ from ..layers._fast import (
     use_fast,
 )
 from ..layers.window import WindowLayout, WindowLayoutCache, permute_rows, reference_shift_mask
-from ._registry import register_backbone
+from ._registry import register_backbone, register_original_converter
 
 __all__ = [
     'SwinFusionBackbone', 'SwinFusionDecoder', 'SwinTransformerBlock', 'CrossSwinTransformerBlock',
@@ -827,6 +827,7 @@ def _swap_ab(key: str) -> str:
     return re.sub(r'_([AB])(?=\.)', lambda m: '_B' if m.group(1) == 'A' else '_A', key)
 
 
+@register_original_converter('swinfusion')
 def convert_original_state_dict(
         state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """Split an original SwinFusion (``network_swinfusion1.SwinFusion``) state dict into
