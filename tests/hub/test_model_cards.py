@@ -198,22 +198,18 @@ def test_card_is_built_from_modelcarddata_and_loads_back(published, tmp_path):
     assert str(card) == render_card(entry)  # what ModelCard writes back is the card itself
 
 
-def test_shipped_cards_are_the_generated_ones():
-    """The package's shipped cards (and their model_cards/ copies) are render_card of their registry
-    entries, and the registry / config.json record their current sha256."""
+def test_shipped_config_json_records_the_current_card():
+    """After the cards were re-rendered, each shipped config.json records the card's current sha256
+    (test_weight_registry checks the cards themselves are render_card of their entries)."""
+    import json
+
     from mtvif_zoo.hub import registry
-    from mtvif_zoo.hub.cards import CARDS_DIR
     from mtvif_zoo.hub.pretrained import sha256_file
     entries = registry.read_registry(registry.REGISTRY_PATH)
     if not entries:
         pytest.skip('no weights published in the package')
-    for name, entry in entries.items():
+    for name in entries:
         folder = registry.SHIPPED_DIR / name
-        assert (folder / 'README.md').read_text(encoding='utf-8') == render_card(entry), name
-        if (CARDS_DIR / f'{name}.md').is_file():
-            assert (CARDS_DIR / f'{name}.md').read_text(encoding='utf-8') == render_card(entry), name
-        import json
         cfg = json.loads((folder / 'config.json').read_text())
-        for fname in ('README.md', 'config.json'):
-            assert entry['files'][fname]['sha256'] == sha256_file(folder / fname), (name, fname)
-        assert cfg['mtvif_zoo']['files']['README.md']['sha256'] == sha256_file(folder / 'README.md'), name
+        assert cfg['mtvif_zoo']['files']['README.md'] == {'sha256': sha256_file(folder / 'README.md'),
+                                                          'size': (folder / 'README.md').stat().st_size}, name
