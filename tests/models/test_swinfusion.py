@@ -3,8 +3,7 @@ window-layout caching, input checks, parameter counts. Small inputs only (CPU, a
 import pytest
 import torch
 
-from mtvif_zoo.models.backbones import create_backbone, get_backbone_cls
-from mtvif_zoo.models.backbones import swinfusion as sf
+from mtvif_zoo.models.backbones import create_backbone, get_backbone_cls, swinfusion as sf
 from mtvif_zoo.models.backbones.swinfusion import (
     CrossSwinTransformerBlock,
     SwinFusionBackbone,

@@ -17,13 +17,13 @@ MultiTaskVIF paper: "the decoder of a fusion backbone is replaced by the Multi-T
   scale])``, ``set_grad_checkpointing(enable)``.
 """
 from ._registry import (
-                        create_backbone,
-                        get_backbone_cls,
-                        get_original_converter,
-                        list_backbones,
-                        list_original_converters,
-                        register_backbone,
-                        register_original_converter,
+    create_backbone,
+    get_backbone_cls,
+    get_original_converter,
+    list_backbones,
+    list_original_converters,
+    register_backbone,
+    register_original_converter,
 )
 
 __all__ = ['register_backbone', 'create_backbone', 'list_backbones', 'get_backbone_cls', 'register_original_converter',
