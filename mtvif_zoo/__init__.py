@@ -51,8 +51,7 @@ def _import_all() -> None:
     for name, module in _EXPORTS.items():
         mod = importlib.import_module(f'.{module or name}', __name__)
         globals()[name] = mod if module is None else getattr(mod, name)
-    from .models.multitaskvif import MultiTaskVIF as _MultiTaskVIF
-    from .models.multitaskvif import set_weights_hook
+    from .models.multitaskvif import MultiTaskVIF as _MultiTaskVIF, set_weights_hook
     hub = globals()['hub']
     # the models import nothing from hub / fusion: the builder reaches the zoo's registry and sources, and
     # model.fuse reaches fuse(), through these hooks

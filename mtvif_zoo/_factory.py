@@ -13,13 +13,15 @@ import timm
 import torch.nn as nn
 from timm.models import split_model_name_tag
 
-from .models.backbones import get_backbone_cls, list_backbones
+from .models.backbones import get_backbone_cls, get_original_converter, list_backbones, list_original_converters
 from .models.heads import get_head_cls, list_heads
 from .models.multitaskvif import _BASE_CFGS, MSRS_CLASSES, VARIANTS, WeightsHook
 
-# the backbone / head registries and VARIANTS are re-exported for mtvif_zoo.hub (which reaches models only here)
+# the backbone / head / converter registries and VARIANTS are re-exported for mtvif_zoo.hub (which reaches
+# models only here)
 __all__ = ['create_model', 'list_models', 'MODULE_NAME', 'architecture_of', 'base_cfg', 'MSRS_CLASSES', 'VARIANTS',
-           'get_backbone_cls', 'list_backbones', 'get_head_cls', 'list_heads']
+           'get_backbone_cls', 'list_backbones', 'get_head_cls', 'list_heads', 'get_original_converter',
+           'list_original_converters']
 
 #: the timm registry module name of the zoo's models
 MODULE_NAME = 'multitaskvif'

@@ -177,8 +177,8 @@ def test_bf16_kernels_match_reference_bf16(name):
     sigmoid, differs by ~0.6/255 max, 0.1/255 mean; the others by < 0.2/255 max)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from mtvif_zoo.models.heads.mth import ConvLReLU
     from mtvif_zoo.models.layers._fast import emulate_bf16_kernels
+    from mtvif_zoo.models.layers.conv import ConvLReLU
     torch.manual_seed(0)
     m = create_model(name).eval()
     vis, ir = _rand(h=24, w=32)

@@ -298,7 +298,7 @@ def test_hiaf_folded_context_has_no_subnormals_and_same_attention():
     """A saturated channel softmax (large k^T v, as the published weights give on real pairs) leaves
     subnormal entries in HIA-F's folded matrix; they are flushed to 0 on the CPU (every pixel's
     product with a subnormal takes the slow path), and the attention output is unchanged."""
-    from mtvif_zoo.models.heads.mth import ChannelContextAttention
+    from mtvif_zoo.models.layers.channel_attention import ChannelContextAttention
     torch.manual_seed(0)
     attn = ChannelContextAttention(16, num_heads=4).eval()
     w_next = torch.randn(8, 16)

@@ -16,26 +16,26 @@ from ._net import NetOptions, network_options
 from ._validate import ConfigError
 from .cards import card_block, card_summary, model_card, render_card
 from .pretrained import (
-                       ENV_WEIGHTS,
-                       IntegrityError,
-                       ResolvedWeights,
-                       WeightsNotFoundError,
-                       resolve_pretrained,
-                       sha256_file,
-                       verify_file,
+    ENV_WEIGHTS,
+    IntegrityError,
+    ResolvedWeights,
+    WeightsNotFoundError,
+    resolve_pretrained,
+    sha256_file,
+    verify_file,
 )
 from .publish import publish_weight, push_to_hub, save_pretrained
 from .registry import (
-                       FULL_WEIGHTS_FILE,
-                       REGISTRY_PATH,
-                       SHIPPED_DIR,
-                       WEIGHTS_FILE,
-                       RegistryError,
-                       get_weight,
-                       list_weights,
-                       register_weight,
-                       unregister_weight,
-                       use_registry,
+    FULL_WEIGHTS_FILE,
+    REGISTRY_PATH,
+    SHIPPED_DIR,
+    WEIGHTS_FILE,
+    RegistryError,
+    get_weight,
+    list_weights,
+    register_weight,
+    unregister_weight,
+    use_registry,
 )
 
 __all__ = ['REGISTRY_PATH', 'SHIPPED_DIR', 'WEIGHTS_FILE', 'FULL_WEIGHTS_FILE', 'ENV_WEIGHTS', 'RegistryError',

@@ -10,31 +10,29 @@ sha256 is recorded in the config and the card.
 """
 import os
 from pathlib import Path
-from typing import Callable, Dict, Union
+from typing import Dict, Union
 
 import torch
+
+from .._factory import get_original_converter
 
 __all__ = ['ORIGINAL_ARCHS', 'convert_original', 'read_original_checkpoint', 'convert_checkpoint']
 
 PathLike = Union[str, os.PathLike]
 
-#: architecture -> (backbone module, original network it converts, the stem conv that gives in_chans)
+#: architecture -> (backbone whose registered converter reads the original, the original network, the stem
+#: conv that gives in_chans)
 ORIGINAL_ARCHS: Dict[str, Dict[str, str]] = {
-    'swinfusion': dict(module='swinfusion', original='Linfeng-Tang/SwinFusion models/network_swinfusion1.SwinFusion',
+    'swinfusion': dict(backbone='swinfusion',
+                       original='Linfeng-Tang/SwinFusion models/network_swinfusion1.SwinFusion',
                        stem='backbone.conv_first1.weight'),
-    'emma_ufuser': dict(module='ufuser', original='Zhaozixiang1228/MMIF-EMMA nets/Ufuser.Ufuser',
+    'emma_ufuser': dict(backbone='ufuser', original='Zhaozixiang1228/MMIF-EMMA nets/Ufuser.Ufuser',
                         stem='backbone.V_en_1.embed.weight'),
-    'seafusion': dict(module='seafusion', original='Linfeng-Tang/SeAFusion FusionNet.FusionNet',
+    'seafusion': dict(backbone='seafusion', original='Linfeng-Tang/SeAFusion FusionNet.FusionNet',
                       stem='backbone.vis_conv.conv.weight'),
-    'segmif': dict(module='segmif', original='JinyuanLiu-CV/SegMiF core/model_fusion.Fusion_Network_rmseg',
+    'segmif': dict(backbone='segmif', original='JinyuanLiu-CV/SegMiF core/model_fusion.Fusion_Network_rmseg',
                    stem='backbone.conv1_vis.weight'),
 }
-
-
-def _backbone_converter(arch: str) -> Callable:
-    import importlib
-    return importlib.import_module(f'mtvif_zoo.models.backbones.{ORIGINAL_ARCHS[arch]["module"]}') \
-        .convert_original_state_dict
 
 
 def convert_original(arch: str, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -44,7 +42,7 @@ def convert_original(arch: str, state_dict: Dict[str, torch.Tensor]) -> Dict[str
         raise ValueError(f'no converter for {arch!r}: the original networks are {", ".join(ORIGINAL_ARCHS)} '
                          '(the MultiTaskVIF variants have no original release to convert)')
     state_dict = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state_dict.items()}
-    out = _backbone_converter(arch)(state_dict)
+    out = get_original_converter(ORIGINAL_ARCHS[arch]['backbone'])(state_dict)
     if arch == 'swinfusion':  # (backbone, decoder) pair
         backbone, decoder = out
         out = {**{f'backbone.{k}': v for k, v in backbone.items()},

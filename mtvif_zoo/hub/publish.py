@@ -76,7 +76,10 @@ def _states(model: nn.Module) -> Dict[str, Dict[str, torch.Tensor]]:
 
 def _safetensors_bytes(state: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> bytes:
     """safetensors bytes with a canonical header (the library writes metadata in hash-map order,
-    which would give a different sha256 for the same weights on every run)."""
+    which would give a different sha256 for the same weights on every run). Not
+    ``huggingface_hub.save_torch_state_dict``: it writes through the same safetensors call (same
+    per-process order, ``tests/hub/test_library_equivalents.py``), and its sharding is not needed for
+    files of a few MB."""
     from safetensors.torch import save
     raw = save(state, metadata=metadata)
     n = int.from_bytes(raw[:8], 'little')

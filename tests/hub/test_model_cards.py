@@ -148,7 +148,8 @@ def test_cli_card_and_info(published, tmp_path, capsys):
     assert main(['card', NAME, '--out', str(out)]) == 0
     assert out.read_text() == (published['weights'] / NAME / 'README.md').read_text()
     assert main(['card', NAME]) == 0
-    assert capsys.readouterr().out.startswith('---\nlibrary_name: mtvif_zoo')
+    printed = capsys.readouterr().out
+    assert printed.startswith('---\n') and '\nlibrary_name: mtvif_zoo\n' in printed.split('\n---\n')[0]
     assert main(['info', NAME]) == 0
     printed = capsys.readouterr().out
     sizes = published['entries'][NAME]['card']['sizes']
@@ -169,3 +170,46 @@ def test_card_summary_of_a_save_pretrained_card(tmp_path):
     info = card_summary(model_card(str(folder)))
     assert info['backbone'] == 'seafusion' and info['in_chans'] == 1 and info['metrics'] == []
     assert info['training_data'] == NOT_RECORDED
+
+
+def test_card_is_built_from_modelcarddata_and_loads_back(published, tmp_path):
+    """render_card goes through huggingface_hub (ModelCardData + ModelCard.from_template): the card
+    written to a file loads back with ModelCard.load carrying the license, tags, datasets and every
+    metric (as EvalResult) of the entry, and its data equals cards.card_data(entry)."""
+    from huggingface_hub import ModelCard
+
+    from mtvif_zoo.hub.cards import card_data
+    entry = published['entries'][NAME]
+    path = tmp_path / 'README.md'
+    path.write_text(render_card(entry), encoding='utf-8')
+    card = ModelCard.load(path)
+    assert card.data.to_dict() == card_data(entry, NAME).to_dict()
+    assert card.data.license == 'apache-2.0' and card.data.library_name == 'mtvif_zoo'
+    assert card.data.datasets == ['none (random initialisation, test only)']
+    assert {'image-fusion', 'mtvif_zoo', 'timm', 'safetensors', 'mtvif_iii', 'seafusion'} <= set(card.data.tags)
+    got = sorted((r.task_type, r.dataset_name, r.dataset_split, r.metric_config, r.metric_name, r.metric_value)
+                 for r in card.data.eval_results)
+    want = sorted((('image-to-image' if r['task'] == 'fusion' else 'image-segmentation'), r['dataset'], r['split'],
+                   r['convention'], k, v) for r in entry['card']['results'] for k, v in r['metrics'].items())
+    assert got == want == sorted([('image-to-image', 'MSRS', 'test', 'test-only', 'EN', 1.25),
+                                  ('image-to-image', 'MSRS', 'test', 'test-only', 'SD', 2.5),
+                                  ('image-segmentation', 'MSRS', 'test', 'test-only', 'mIoU', 0.125)])
+    assert card.data.mtvif_zoo['sha256'] == entry['sha256'] and card.data.model_name == NAME
+    assert str(card) == render_card(entry)  # what ModelCard writes back is the card itself
+
+
+def test_shipped_config_json_records_the_current_card():
+    """After the cards were re-rendered, each shipped config.json records the card's current sha256
+    (test_weight_registry checks the cards themselves are render_card of their entries)."""
+    import json
+
+    from mtvif_zoo.hub import registry
+    from mtvif_zoo.hub.pretrained import sha256_file
+    entries = registry.read_registry(registry.REGISTRY_PATH)
+    if not entries:
+        pytest.skip('no weights published in the package')
+    for name in entries:
+        folder = registry.SHIPPED_DIR / name
+        cfg = json.loads((folder / 'config.json').read_text())
+        assert cfg['mtvif_zoo']['files']['README.md'] == {'sha256': sha256_file(folder / 'README.md'),
+                                                          'size': (folder / 'README.md').stat().st_size}, name

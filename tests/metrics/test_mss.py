@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtvif_zoo.metrics import CONVENTIONS, compute
-from mtvif_zoo.metrics import functional as Fm
+from mtvif_zoo.metrics import CONVENTIONS, compute, functional as Fm
 from mtvif_zoo.metrics._colour import gray_cv2
 
 REPO = Path(__file__).resolve().parents[2]

@@ -160,3 +160,22 @@ def test_convert_refuses_pickles_and_wrong_archs(tmp_path):
 def test_cli_choices_match_converters():
     from mtvif_zoo.cli.convert import ARCHS
     assert ARCHS == tuple(sorted(ORIGINAL_ARCHS))
+
+
+def test_converters_come_from_the_backbone_registry(monkeypatch):
+    """hub.convert reaches each original-checkpoint converter through the registry the backbone modules
+    register into (no module path strings): each arch's backbone has one, it is that module's
+    convert_original_state_dict, and convert_original calls whatever is registered."""
+    import sys
+
+    from mtvif_zoo.models.backbones import _registry, get_backbone_cls, get_original_converter, list_original_converters
+    assert list_original_converters() == sorted(info['backbone'] for info in ORIGINAL_ARCHS.values())
+    for arch, info in ORIGINAL_ARCHS.items():
+        assert mtvif_zoo.create_model(arch).backbone_name == info['backbone']
+        module = sys.modules[get_backbone_cls(info['backbone']).__module__]
+        assert get_original_converter(info['backbone']) is module.convert_original_state_dict
+    seen = []
+    monkeypatch.setitem(_registry._CONVERTERS, 'seafusion', lambda sd: seen.append(sorted(sd)) or {'k': 1})
+    assert convert_original('seafusion', {'module.a': torch.zeros(1)}) == {'k': 1} and seen == [['a']]
+    with pytest.raises(ValueError, match="no original-checkpoint converter for backbone 'nope'"):
+        get_original_converter('nope')

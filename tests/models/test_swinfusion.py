@@ -3,8 +3,7 @@ window-layout caching, input checks, parameter counts. Small inputs only (CPU, a
 import pytest
 import torch
 
-from mtvif_zoo.models.backbones import create_backbone, get_backbone_cls
-from mtvif_zoo.models.backbones import swinfusion as sf
+from mtvif_zoo.models.backbones import create_backbone, get_backbone_cls, swinfusion as sf
 from mtvif_zoo.models.backbones.swinfusion import (
     CrossSwinTransformerBlock,
     SwinFusionBackbone,
@@ -13,6 +12,7 @@ from mtvif_zoo.models.backbones.swinfusion import (
     convert_original_state_dict,
     set_fused_attn,
 )
+from mtvif_zoo.models.layers import window
 
 # Parameter counts of the original network (Linfeng-Tang/SwinFusion, models/network_swinfusion1.py,
 # SwinFusion(upscale=1, in_chans=1, img_size=128, window_size=8, img_range=1., embed_dim=60,
@@ -180,8 +180,8 @@ def test_layout_and_bias_cached_per_resolution(monkeypatch):
     cache = bb.layout_cache
     assert all(m.layout_cache is cache for m in bb.modules() if isinstance(m, sf._WindowBlockBase))
     builds = []
-    real_build = sf._build_layout
-    monkeypatch.setattr(sf, '_build_layout', lambda *a: builds.append(a) or real_build(*a))
+    real_build = window.build_layout
+    monkeypatch.setattr(window, 'build_layout', lambda *a: builds.append(a) or real_build(*a))
     attn = bb.layers_Ex_A[0].residual_group.blocks[1].attn
 
     vis, ir = _inputs(1, 1, 32, 48)

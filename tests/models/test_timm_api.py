@@ -63,6 +63,34 @@ def test_every_shipped_file_loads_strictly_with_timm(name, fname):
     timm.models.load_checkpoint(model, str(folder / fname), strict=True)
 
 
+@pytest.mark.parametrize('arch', ARCHS)
+def test_first_conv_names_the_stem_convs(arch):
+    """The pretrained cfg's ``first_conv`` (what timm's in_chans adaptation reads) names modules of the
+    model that are Conv2d reading ``in_chans`` channels, for in_chans 3 and 1."""
+    from timm.models import get_pretrained_cfg
+    first_conv = get_pretrained_cfg(arch).first_conv
+    assert isinstance(first_conv, tuple) and first_conv and all(n.startswith('backbone.') for n in first_conv)
+    for in_chans in (3, 1):
+        modules = dict(mtvif_zoo.create_model(arch, in_chans=in_chans, num_classes=0).named_modules())
+        for name in first_conv:
+            assert isinstance(modules.get(name), torch.nn.Conv2d), (arch, name)
+            assert modules[name].in_channels == in_chans, (arch, name)
+
+
+@pytest.mark.parametrize('name', sorted({n for n, _ in _shipped_files()}))
+def test_shipped_config_json_names_the_first_convs(name):
+    """The shipped config.json's pretrained cfg names the stem convs (was null) as the architecture's
+    cfg does, and they are Conv2d with the config's in_chans in the model it describes."""
+    from timm.models import get_pretrained_cfg
+    cfg = json.loads((Path(SHIPPED_DIR) / name / 'config.json').read_text())
+    first_conv = cfg['pretrained_cfg']['first_conv']
+    assert first_conv == list(get_pretrained_cfg(cfg['architecture']).first_conv)
+    modules = dict(timm.create_model(cfg['architecture'], **cfg['model_args']).named_modules())
+    for conv in first_conv:
+        assert isinstance(modules.get(conv), torch.nn.Conv2d) and modules[conv].in_channels == \
+            cfg['model_args']['in_chans'], (name, conv)
+
+
 def _grey_model_pair(arch):
     """(3-channel model, the same weights adapted by pretrained=True to in_chans=1), fusion-only."""
     tags = [n for n in mtvif_zoo.list_models(pretrained=True) if n.split('.')[0] == arch]

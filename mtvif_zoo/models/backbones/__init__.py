@@ -16,9 +16,18 @@ MultiTaskVIF paper: "the decoder of a fusion backbone is replaced by the Multi-T
   ``num_feature_levels`` and ``forward_intermediates(vis, ir) -> (output, [fused maps per stage or
   scale])``, ``set_grad_checkpointing(enable)``.
 """
-from ._registry import create_backbone, get_backbone_cls, list_backbones, register_backbone
+from ._registry import (
+    create_backbone,
+    get_backbone_cls,
+    get_original_converter,
+    list_backbones,
+    list_original_converters,
+    register_backbone,
+    register_original_converter,
+)
 
-__all__ = ['register_backbone', 'create_backbone', 'list_backbones', 'get_backbone_cls']
+__all__ = ['register_backbone', 'create_backbone', 'list_backbones', 'get_backbone_cls', 'register_original_converter',
+           'get_original_converter', 'list_original_converters']
 
 # import order = registration order; each module registers itself
 from .seafusion import SeAFusionBackbone, SeAFusionDecoder  # noqa: E402,F401

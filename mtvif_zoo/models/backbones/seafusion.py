@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..layers import checkpoint_call
 from ..layers._fast import conv_act, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
-from ._registry import register_backbone
+from ._registry import register_backbone, register_original_converter
 
 __all__ = ['SeAFusionBackbone', 'SeAFusionDecoder', 'convert_original_state_dict']
 
@@ -202,6 +202,7 @@ class SeAFusionDecoder(nn.Module):
         return torch.tanh(self.decode1.conv(x)) / 2 + 0.5
 
 
+@register_original_converter('seafusion')
 def convert_original_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Map an original ``FusionNet`` state dict to ``{'backbone.*', 'head.decoder.*'}`` keys (unused BN dropped)."""
     return {(f'head.decoder.{k}' if k.startswith('decode') else f'backbone.{k}'): v

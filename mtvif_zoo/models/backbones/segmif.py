@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..layers import checkpoint_call
 from ..layers._fast import fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
-from ._registry import register_backbone
+from ._registry import register_backbone, register_original_converter
 
 __all__ = ['DRDB', 'SegMiFBackbone', 'SegMiFDecoder', 'convert_original_state_dict']
 
@@ -159,6 +159,7 @@ class SegMiFDecoder(nn.Module):
         return self.relu(self.conv22(x))
 
 
+@register_original_converter('segmif')
 def convert_original_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Map a ``Fusion_Network_rmseg`` state dict to ``{'backbone.*', 'head.decoder.*'}`` keys.
 

@@ -129,13 +129,11 @@ FlopCounterMode): backbone 63.85 G, decoder 10.92 G. The released code has
 ~0.97 M parameters; Table 7's 1.71 M for SwinFusion is not reproduced (see DESIGN.md).
 """
 import re
-from collections import OrderedDict
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
 from timm.layers import DropPath, Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
@@ -150,7 +148,8 @@ from ..layers._fast import (
     to_channels_last,
     use_fast,
 )
-from ._registry import register_backbone
+from ..layers.window import WindowLayout, WindowLayoutCache, permute_rows, reference_shift_mask
+from ._registry import register_backbone, register_original_converter
 
 __all__ = [
     'SwinFusionBackbone', 'SwinFusionDecoder', 'SwinTransformerBlock', 'CrossSwinTransformerBlock',
@@ -158,144 +157,7 @@ __all__ = [
 ]
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # SwinIR's (DIV2K) mean, used by the original for in_chans=3
-_MASK_VALUE = -100.0  # the original's shifted-window mask value (not -inf)
 _HEAD_DIM_MULTIPLE = 8
-
-
-# --------------------------------------------------------------------------------------------
-# window layout: cyclic shift + window partition as one cached permutation
-# --------------------------------------------------------------------------------------------
-
-class WindowLayout(NamedTuple):
-    """Token permutation for one (H, W, batch, window, shift, device).
-
-    ``fwd``: row ``k`` of the window-major token matrix (``nW x B x N`` rows, window-major, batch,
-    then token in window) is row ``fwd[k]`` of ``x.reshape(B * H * W, C)``; the cyclic shift is
-    included. ``inv`` is the inverse permutation. ``groups``: ``(mask class, first window, end
-    window)`` ranges of the window axis, windows sorted by class. ``class_masks``: ``4 x N x N``
-    additive masks (0 / -100) of the classes, ``None`` without shift.
-    """
-    fwd: torch.Tensor
-    inv: torch.Tensor
-    groups: Tuple[Tuple[int, int, int], ...]
-    class_masks: Optional[torch.Tensor]
-
-
-def _class_masks(window_size: int, shift_size: int, device) -> torch.Tensor:
-    """Additive masks of the 4 window classes of a cyclically shifted grid: 0 interior, 1 last
-    column, 2 last row, 3 corner. Same values as the original ``calculate_mask``: -100 between
-    tokens that came from different image regions."""
-    r = torch.arange(window_size, device=device)
-    rr, cc = torch.meshgrid(r, r, indexing='ij')
-    in_row_tail = (rr.reshape(-1) >= window_size - shift_size).long()
-    in_col_tail = (cc.reshape(-1) >= window_size - shift_size).long()
-    masks = []
-    for cls in range(4):  # the 4 mask classes, not windows
-        label = 2 * in_row_tail * (cls // 2) + in_col_tail * (cls % 2)
-        differ = label[:, None] != label[None, :]
-        masks.append(torch.where(differ, _MASK_VALUE, 0.0))
-    return torch.stack(masks).float()
-
-
-def _build_layout(H: int, W: int, B: int, ws: int, shift: int, device) -> WindowLayout:
-    """Built on the CPU with index arithmetic only (no Python loop over windows or pixels), then
-    moved to ``device`` (works for the ``meta`` device too)."""
-    nh, nw = H // ws, W // ws
-    gi = torch.arange(nh).view(nh, 1).expand(nh, nw).reshape(-1)
-    gj = torch.arange(nw).view(1, nw).expand(nh, nw).reshape(-1)
-    if shift:
-        cls = 2 * (gi == nh - 1).long() + (gj == nw - 1).long()
-        counts = ((nh - 1) * (nw - 1), nh - 1, nw - 1, 1)  # interior, last column, last row, corner
-    else:
-        cls = torch.zeros_like(gi)
-        counts = (nh * nw, 0, 0, 0)
-    order = torch.sort(cls, stable=True).indices
-    groups, start = [], 0
-    for c, n in enumerate(counts):  # the 4 mask classes
-        if n:
-            groups.append((c, start, start + n))
-            start += n
-    gi, gj = gi[order], gj[order]
-    rr, cc = torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing='ij')
-    # token (window w, position n) of the shifted image = pixel ((y + shift) % H, (x + shift) % W)
-    ys = (gi[:, None] * ws + rr.reshape(1, -1) + shift) % H
-    xs = (gj[:, None] * ws + cc.reshape(1, -1) + shift) % W
-    pix = ys * W + xs  # nW x N
-    fwd = (pix[:, None, :] + H * W * torch.arange(B)[None, :, None]).reshape(-1)
-    inv = torch.empty_like(fwd)
-    inv[fwd] = torch.arange(fwd.numel())
-    masks = _class_masks(ws, shift, 'cpu').to(device) if shift else None
-    return WindowLayout(fwd.to(device), inv.to(device), tuple(groups), masks)
-
-
-class WindowLayoutCache:
-    """Cache of :class:`WindowLayout` s, one entry per input resolution ``(H, W)`` (each holding
-    the layouts of the batch sizes / shifts / devices seen at that size). Shared by all blocks of a
-    network; least recently used resolutions are dropped beyond ``max_resolutions``.
-    Not part of the ``state_dict``."""
-
-    def __init__(self, max_resolutions: int = 16):
-        self.max_resolutions = max_resolutions
-        self.entries: 'OrderedDict[Tuple[int, int], Dict[tuple, WindowLayout]]' = OrderedDict()
-
-    def get(self, H: int, W: int, B: int, window_size: int, shift_size: int, device) -> WindowLayout:
-        per_size = self.entries.get((H, W))
-        if per_size is None:
-            per_size = self.entries[(H, W)] = {}
-            while len(self.entries) > self.max_resolutions:
-                self.entries.popitem(last=False)
-        else:
-            self.entries.move_to_end((H, W))
-        key = (B, window_size, shift_size, torch.device(device))
-        layout = per_size.get(key)
-        if layout is None:
-            # plain tensors even when called under inference_mode, so they can be saved for backward later
-            with torch.inference_mode(False), torch.no_grad():
-                layout = per_size[key] = _build_layout(H, W, B, window_size, shift_size, device)
-        return layout
-
-    def clear(self) -> None:
-        self.entries.clear()
-
-    def __getstate__(self):  # pickling / deepcopy carry no cached tensors
-        return {'max_resolutions': self.max_resolutions, 'entries': OrderedDict()}
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-class _PermuteRows(torch.autograd.Function):
-    """``x.index_select(0, idx)`` for a permutation ``idx``; backward is the gather by the inverse
-    permutation (no scatter-add / atomics, deterministic)."""
-
-    @staticmethod
-    def forward(ctx, x, idx, inv):
-        ctx.save_for_backward(inv)
-        return x.index_select(0, idx)
-
-    @staticmethod
-    def backward(ctx, grad):
-        inv, = ctx.saved_tensors
-        return grad.index_select(0, inv), None, None
-
-
-def _permute_rows(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _PermuteRows.apply(x, idx, inv)
-    return x.index_select(0, idx)
-
-
-def _reference_shift_mask(H: int, W: int, ws: int, shift: int, device) -> torch.Tensor:
-    """The original ``calculate_mask`` (``nW x N x N``, 0 / -100); used by the plain path only."""
-    img_mask = torch.zeros((1, H, W, 1), device=device)
-    cnt = 0
-    for h in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-        for w in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-            img_mask[:, h, w, :] = cnt
-            cnt += 1
-    mask_windows = rearrange(img_mask, 'b (h wh) (w ww) c -> (b h w) (wh ww c)', wh=ws, ww=ws)
-    attn_mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
-    return attn_mask.masked_fill(attn_mask != 0, _MASK_VALUE).masked_fill(attn_mask == 0, 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,7 +408,7 @@ class _WindowBlockBase(nn.Module):
     def _plain_mask(self, H: int, W: int, device) -> Optional[torch.Tensor]:
         if not self.shift_size:
             return None
-        return _reference_shift_mask(H, W, self.window_size, self.shift_size, device)
+        return reference_shift_mask(H, W, self.window_size, self.shift_size, device)
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, window_size={self.window_size}, shift_size={self.shift_size}'
@@ -573,8 +435,8 @@ class SwinTransformerBlock(_WindowBlockBase):
         x = self.norm1(x)
         if self.fused_attn and not exporting():  # export: plain path (layouts are per concrete size)
             lay = self._layout(H, W, B, x.device)
-            xw = _permute_rows(x.reshape(B * L, C), lay.fwd, lay.inv)
-            x = _permute_rows(self.attn.forward_fused(xw, lay, B), lay.inv, lay.fwd).view(B, L, C)
+            xw = permute_rows(x.reshape(B * L, C), lay.fwd, lay.inv)
+            x = permute_rows(self.attn.forward_fused(xw, lay, B), lay.inv, lay.fwd).view(B, L, C)
         else:
             xw = self.attn.forward_plain(self._to_windows(x, H, W), self._plain_mask(H, W, x.device))
             x = self._from_windows(xw, B, H, W)
@@ -625,10 +487,10 @@ class CrossSwinTransformerBlock(_WindowBlockBase):
         y = self.norm1_B(y)
         if self.fused_attn and not exporting():  # export: plain path (layouts are per concrete size)
             lay = self._layout(H, W, B, x.device)
-            xw = _permute_rows(x.reshape(B * L, C), lay.fwd, lay.inv)
-            yw = _permute_rows(y.reshape(B * L, C), lay.fwd, lay.inv)
-            x = _permute_rows(self.attn_A.forward_fused(xw, yw, lay, B), lay.inv, lay.fwd).view(B, L, C)
-            y = _permute_rows(self.attn_B.forward_fused(yw, xw, lay, B), lay.inv, lay.fwd).view(B, L, C)
+            xw = permute_rows(x.reshape(B * L, C), lay.fwd, lay.inv)
+            yw = permute_rows(y.reshape(B * L, C), lay.fwd, lay.inv)
+            x = permute_rows(self.attn_A.forward_fused(xw, yw, lay, B), lay.inv, lay.fwd).view(B, L, C)
+            y = permute_rows(self.attn_B.forward_fused(yw, xw, lay, B), lay.inv, lay.fwd).view(B, L, C)
         else:
             mask = self._plain_mask(H, W, x.device)
             xw, yw = self._to_windows(x, H, W), self._to_windows(y, H, W)
@@ -965,6 +827,7 @@ def _swap_ab(key: str) -> str:
     return re.sub(r'_([AB])(?=\.)', lambda m: '_B' if m.group(1) == 'A' else '_A', key)
 
 
+@register_original_converter('swinfusion')
 def convert_original_state_dict(
         state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """Split an original SwinFusion (``network_swinfusion1.SwinFusion``) state dict into

@@ -36,7 +36,7 @@ from timm.layers import LayerNorm2d
 from ..layers import checkpoint_call
 from ..layers._fast import conv_act, conv_add, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
 from ..layers.channel_attention import AttentionBase
-from ._registry import register_backbone
+from ._registry import register_backbone, register_original_converter
 
 __all__ = ['RestormerCNNBlock', 'UfuserBackbone', 'UfuserDecoder', 'convert_original_state_dict']
 
@@ -234,6 +234,7 @@ class UfuserDecoder(nn.Module):
         return self.last(x)
 
 
+@register_original_converter('ufuser')
 def convert_original_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Map an original ``Ufuser`` state dict to this zoo's ``{'backbone.*', 'head.decoder.*'}`` keys."""
     out = {}

@@ -44,10 +44,7 @@ from timm.layers import Mlp
 
 from ..layers._fast import (
     conv_act,
-    conv_bn_kernel_weights,
-    conv_bn_weights,
     fast_enabled,
-    fconv,
     linear_act,
     linear_add,
     output_conv,
@@ -55,95 +52,11 @@ from ..layers._fast import (
     to_channels_last,
     use_fast,
 )
+from ..layers.channel_attention import ChannelContextAttention
+from ..layers.conv import conv_bn_relu, conv_lrelu
 from ._registry import register_head
 
 __all__ = ['ChannelContextAttention', 'HIAF', 'MultiTaskHead', 'MultiTaskHeadNoHIA']
-
-
-class ConvLReLU(nn.Sequential):
-    """``Sequential(Conv2d, LeakyReLU)``; fast path: channels_last, and with autograd off on CPU the
-    conv + LeakyReLU as one oneDNN primitive (same bits as the two modules)."""
-    fast_path = True
-
-    def forward(self, x):
-        if not fast_enabled(self):
-            return super().forward(x)
-        x = to_channels_last(x, self)
-        return fconv(self[0], x, 'leaky_relu', [self[1].negative_slope], use_fast(x, self))
-
-
-class ConvBNReLU(nn.Sequential):
-    """``Sequential(Conv2d, BatchNorm2d, ReLU)``; fast path in eval mode: the BatchNorm folded into
-    the conv (``w * s``, ``(b - mean) * s + beta``, autograd-capable), conv + ReLU as one oneDNN
-    primitive with autograd off on CPU. Training mode (batch statistics): the modules as they are."""
-    fast_path = True
-
-    def forward(self, x):
-        if self.training or not fast_enabled(self):
-            return super().forward(x)
-        x = to_channels_last(x, self)
-        k = use_fast(x, self)
-        w, b = conv_bn_kernel_weights(self[0], self[1], x) if k else conv_bn_weights(self[0], self[1])
-        return fconv(self[0], x, 'relu', (), k, weight=w, bias=b)
-
-
-def _conv_lrelu(in_chs: int, out_chs: int) -> nn.Sequential:
-    return ConvLReLU(nn.Conv2d(in_chs, out_chs, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
-
-
-def _conv_bn_relu(in_chs: int, out_chs: int, stride: int = 1) -> nn.Sequential:
-    return ConvBNReLU(nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False),
-                      nn.BatchNorm2d(out_chs), nn.ReLU(inplace=True))
-
-
-class ChannelContextAttention(nn.Module):
-    """Cross attention whose context is a per-head ``d x d`` channel matrix (linear in tokens).
-
-    ``query`` is used as is (as in SegMiF); keys and values are a linear projection of ``context``.
-    """
-
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'HIA-F width {dim} must be divisible by num_heads={num_heads}')
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
-
-    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        q = rearrange(query, 'b n (h d) -> b h n d', h=self.num_heads)
-        k, v = rearrange(self.kv(context), 'b n (two h d) -> two b h n d', two=2, h=self.num_heads)
-        ctx = ((k.transpose(-2, -1) @ v) * self.scale).softmax(dim=-2)
-        return rearrange(q @ ctx, 'b h n d -> b n (h d)')
-
-    def folded_context(self, context: torch.Tensor, w_next: torch.Tensor) -> torch.Tensor:
-        """Fast path: ``blockdiag(ctx_1 .. ctx_heads) @ w_next^T`` (``B x C x out``) for ``context``
-        ``B x N x C`` (any row stride), so that ``q @ ctx`` followed by a linear layer ``w_next``
-        is the single product ``q @ result``. Needs the bias-free ``kv`` projection
-        (``k^T v = W_k (t^T t) W_v^T``)."""
-        if self.kv.bias is not None:
-            raise ValueError('folded_context needs the bias-free kv projection (qkv_bias=False); use forward()')
-        B, _, C = context.shape
-        h, d = self.num_heads, C // self.num_heads
-        # the C x C products in fp32 even under autocast: k^T v sums over every pixel, its entries
-        # reach 1e4 and bf16 would round them by tens before a softmax (cheap: N C^2 + 2 C^3)
-        with torch.autocast(context.device.type, enabled=False):
-            wk, wv = self.kv.weight[:C].float(), self.kv.weight[C:].float()
-            context = context.float()
-            gram = context.transpose(1, 2) @ context  # B x C x C
-            full = wk @ gram @ wv.t()  # B x C x C: k^T v for all pairs of heads
-            ctx = torch.diagonal(full.view(B, h, d, h, d), dim1=1, dim2=3)  # B x d x d x h
-            ctx = (ctx.permute(0, 3, 1, 2) * self.scale).softmax(dim=-2)  # B x h x d x d
-            w = w_next.float().t().reshape(h, d, -1)  # (h d) x out -> h x d x out
-            folded = (ctx @ w.unsqueeze(0)).reshape(B, C, -1)  # block-diagonal product, per head
-        if folded.device.type == 'cpu':
-            # a saturated softmax (k^T v sums over every pixel) leaves subnormal entries (|x| < 1.2e-38;
-            # with the published weights on an MSRS pair 0-8 % of them); every pixel's product with
-            # them then takes the CPU's slow subnormal path. Flushed to 0 they change no fp32 output
-            # by more than ~1e-38: fuse() with the published weights on 4 MSRS pairs gave bitwise the
-            # same images, 1.08x (ii), 1.03x (iii), 1.01x (iv), 1.035x (i) faster
-            folded = folded.masked_fill(folded.abs() < torch.finfo(folded.dtype).tiny, 0)
-        return folded
 
 
 class HIAF(nn.Module):
@@ -250,10 +163,10 @@ class MultiTaskHead(nn.Module):
         self.use_hia = use_hia
         self.drop_rate = float(drop_rate)
         chs = [in_chs, *fusion_chs]
-        self.fusion_branch = nn.Sequential(*[_conv_lrelu(a, b) for a, b in zip(chs[:-1], chs[1:])])
+        self.fusion_branch = nn.Sequential(*[conv_lrelu(a, b) for a, b in zip(chs[:-1], chs[1:])])
         self.hiaf = HIAF(fusion_chs[-1], seg_chs[-1], num_heads) if use_hia else None
         chs = [fusion_chs[-1], *fusion_tail_chs]
-        self.fusion_tail = nn.Sequential(*[_conv_lrelu(a, b) for a, b in zip(chs[:-1], chs[1:])])
+        self.fusion_tail = nn.Sequential(*[conv_lrelu(a, b) for a, b in zip(chs[:-1], chs[1:])])
         self.fusion_out = nn.Conv2d(chs[-1], out_chans, 3, padding=1)
         if seg_stride not in (1, 2, 4):
             raise ValueError(f'seg_stride must be 1, 2 or 4, got {seg_stride}')
@@ -271,7 +184,7 @@ class MultiTaskHead(nn.Module):
     def _make_seg_branch(self) -> nn.Sequential:
         in_chs, seg_chs = self._seg_chs
         chs = [in_chs, *seg_chs]
-        return nn.Sequential(*[_conv_bn_relu(a, b, stride=self.seg_stride if k == 0 else 1)
+        return nn.Sequential(*[conv_bn_relu(a, b, stride=self.seg_stride if k == 0 else 1)
                                for k, (a, b) in enumerate(zip(chs[:-1], chs[1:]))])
 
     @property
@@ -298,7 +211,7 @@ class MultiTaskHead(nn.Module):
             self.seg_branch = self._make_seg_branch()
         width = self.head_hidden_size
         if self.seg_classifier is None:
-            self.seg_classifier = nn.Sequential(_conv_bn_relu(width, width), nn.Conv2d(width, num_classes, 1))
+            self.seg_classifier = nn.Sequential(conv_bn_relu(width, width), nn.Conv2d(width, num_classes, 1))
         else:
             self.seg_classifier[1] = nn.Conv2d(width, num_classes, 1)
 

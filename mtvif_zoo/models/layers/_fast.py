@@ -467,7 +467,12 @@ def pointwise(layer: nn.Module, x: torch.Tensor, act: str = 'none', residual: Op
 
 def conv_bn_weights(conv: nn.Conv2d, bn: nn.BatchNorm2d):
     """An eval-mode BatchNorm folded into the conv before it: ``(w * s, (b - mean) * s + beta)``
-    with ``s = gamma / sqrt(var + eps)`` (autograd-capable; rounding differs from conv-then-BN)."""
+    with ``s = gamma / sqrt(var + eps)`` (autograd-capable; rounding differs from conv-then-BN).
+
+    Not ``torch.nn.utils.fusion.fuse_conv_bn_weights``: that returns new leaf Parameters, so an
+    eval-mode forward with autograd on (fine-tuning with frozen BN statistics) would give the conv
+    and BN no gradient (``tests/hub/test_library_equivalents.py``); its ``rsqrt`` also rounds
+    differently from this fold, which the shipped reference images were made with."""
     s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     w = conv.weight * s.view(-1, 1, 1, 1)
     b = -bn.running_mean * s if conv.bias is None else (conv.bias - bn.running_mean) * s
