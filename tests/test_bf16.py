@@ -195,3 +195,54 @@ def test_bf16_kernels_match_reference_bf16(name):
         ref = fuse(vis, ir, model=m, amp=True)
     d = (fast - ref).abs()
     assert d.max().item() <= 2 / 255 and d.mean().item() <= 0.2 / 255
+
+
+def _stem_names(model):
+    return [f'backbone.{n}' for n in model.backbone.first_conv]
+
+
+@pytest.mark.parametrize('name', sorted(VARIANTS))
+def test_stem_convs_read_the_image_in_fp32_under_bf16_autocast(name):
+    """The layers that read the images (each backbone's ``first_conv``) run in fp32 under bf16
+    autocast (``_fast.image_layer``): rounding the image to bf16 cost the published mtvif_iii up
+    to 6.3/255 on MSRS pair 00085D (2.0/255 with fp32 stems). Every other conv but the
+    image-writing output conv (``output_convs``, fp32 too) stays under autocast."""
+    torch.manual_seed(0)
+    m = create_model(name).eval()
+    _fast.set_fast_path(m, False)  # the plain path calls the modules (hooks see them)
+    stems = _stem_names(m)
+    seen = {}
+
+    def hook(mod_name):
+        def pre(mod, args):
+            seen.setdefault(mod_name, []).append((args[0].dtype, torch.is_autocast_enabled('cpu')))
+        return pre
+    for n, mod in m.named_modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            mod.register_forward_pre_hook(hook(n))
+    vis, ir = _rand(h=32, w=32)
+    ir = ir.expand(-1, 3, -1, -1)  # the models take the grey infrared broadcast to 3 channels
+    with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16):
+        fused = m(vis, ir)
+    assert fused.shape == (1, 3, 32, 32)
+    for n in stems:
+        assert seen[n] and all(s == (torch.float32, False) for s in seen[n]), (n, seen.get(n))
+    for n in m.output_convs:
+        assert seen[n] and all(s == (torch.float32, False) for s in seen[n]), (n, seen.get(n))
+    others = [s for n, calls in seen.items() if n not in stems and n not in m.output_convs for s in calls]
+    assert others and all(on for _, on in others)
+
+
+@pytest.mark.parametrize('name', ['mtvif_iii', 'seafusion'])
+def test_fast_path_stems_are_fp32_under_emulated_bf16(name):
+    """The fast path (oneDNN kernels, emulated bf16 here): SeAFusion's first feature level, ``cat``
+    of the two stem convs + LeakyReLU, is bitwise the fp32 one."""
+    torch.manual_seed(0)
+    m = create_model(name).eval()
+    vis, ir = _rand(h=32, w=32)
+    ir = ir.expand(-1, 3, -1, -1)
+    with torch.inference_mode():
+        ref = m.backbone.forward_intermediates(vis, ir)[1][0]
+        with _fast.emulate_bf16_kernels(), torch.autocast('cpu', torch.bfloat16):
+            got = m.backbone.forward_intermediates(vis, ir)[1][0]
+    assert got.dtype == torch.float32 and torch.equal(got, ref)

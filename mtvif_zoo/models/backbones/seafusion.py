@@ -26,7 +26,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import checkpoint_call
-from ..layers._fast import conv_act, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
+from ..layers._fast import (
+    conv_act,
+    fast_enabled,
+    fconv,
+    image_layer,
+    output_conv,
+    pointwise,
+    to_channels_last,
+    use_fast,
+)
 from ._registry import register_backbone, register_original_converter
 
 __all__ = ['SeAFusionBackbone', 'SeAFusionDecoder', 'convert_original_state_dict']
@@ -158,7 +167,7 @@ class SeAFusionBackbone(nn.Module):
         """``(output, levels)``: the fused (concatenated) map after every stage; the last is the output."""
         ck = self.grad_checkpointing
         vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)
-        v, i = self.vis_conv(vis), self.inf_conv(ir)
+        v, i = image_layer(self.vis_conv, vis), image_layer(self.inf_conv, ir)  # fp32 under autocast
         out = [torch.cat((v, i), dim=1)]
         for bv, bi in ((self.vis_rgbd1, self.inf_rgbd1), (self.vis_rgbd2, self.inf_rgbd2)):
             v, i = checkpoint_call(ck, bv, v), checkpoint_call(ck, bi, i)
@@ -169,8 +178,8 @@ class SeAFusionBackbone(nn.Module):
         if self.grad_checkpointing:
             return self.forward_intermediates(vis, ir)[0]
         vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)  # fast path: the blocks fuse their ops
-        v = self.vis_rgbd2(self.vis_rgbd1(self.vis_conv(vis)))
-        i = self.inf_rgbd2(self.inf_rgbd1(self.inf_conv(ir)))
+        v = self.vis_rgbd2(self.vis_rgbd1(image_layer(self.vis_conv, vis)))  # stems fp32 under autocast
+        i = self.inf_rgbd2(self.inf_rgbd1(image_layer(self.inf_conv, ir)))
         return torch.cat((v, i), dim=1)
 
 

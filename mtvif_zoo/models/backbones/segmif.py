@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import checkpoint_call
-from ..layers._fast import fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
+from ..layers._fast import fast_enabled, fconv, image_layer, output_conv, pointwise, to_channels_last, use_fast
 from ._registry import register_backbone, register_original_converter
 
 __all__ = ['DRDB', 'SegMiFBackbone', 'SegMiFDecoder', 'convert_original_state_dict']
@@ -107,7 +107,8 @@ class SegMiFBackbone(nn.Module):
         """``(output, levels)``: ``cat([ir, vis])`` after every stage; the last is the output."""
         ck = self.grad_checkpointing
         vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)
-        x_ir, x_vis = self.relu(self.conv1_ir(ir)), self.relu(self.conv1_vis(vis))
+        x_ir = self.relu(image_layer(self.conv1_ir, ir))  # stems fp32 under autocast
+        x_vis = self.relu(image_layer(self.conv1_vis, vis))
         out = [torch.cat([x_ir, x_vis], dim=1)]
         for b_ir, b_vis in ((self.DRDB1, self.DRDB2), (self.DRDB3, self.DRDB4)):
             x_ir, x_vis = checkpoint_call(ck, b_ir, x_ir), checkpoint_call(ck, b_vis, x_vis)
@@ -120,11 +121,11 @@ class SegMiFBackbone(nn.Module):
         vis, ir = to_channels_last(vis, self), to_channels_last(ir, self)
         if use_fast(vis, self) and self.relu.weight.numel() == 1:
             slope = [float(self.relu.weight)]  # a one-parameter PReLU is a LeakyReLU
-            x_ir = fconv(self.conv1_ir, ir, 'leaky_relu', slope, True)
-            x_vis = fconv(self.conv1_vis, vis, 'leaky_relu', slope, True)
+            x_ir = image_layer(lambda t: fconv(self.conv1_ir, t, 'leaky_relu', slope, True), ir)  # fp32 stems
+            x_vis = image_layer(lambda t: fconv(self.conv1_vis, t, 'leaky_relu', slope, True), vis)
             return torch.cat([self.DRDB3(self.DRDB1(x_ir)), self.DRDB4(self.DRDB2(x_vis))], dim=1)
-        x_ir = self.DRDB3(self.DRDB1(self.relu(self.conv1_ir(ir))))
-        x_vis = self.DRDB4(self.DRDB2(self.relu(self.conv1_vis(vis))))
+        x_ir = self.DRDB3(self.DRDB1(self.relu(image_layer(self.conv1_ir, ir))))  # stems fp32 under autocast
+        x_vis = self.DRDB4(self.DRDB2(self.relu(image_layer(self.conv1_vis, vis))))
         return torch.cat([x_ir, x_vis], dim=1)
 
 

@@ -141,6 +141,7 @@ from ..layers import checkpoint_call
 from ..layers._fast import (
     conv_act,
     exporting,
+    image_layer,
     layer_norm,
     linear_act,
     linear_add,
@@ -725,8 +726,9 @@ class SwinFusionBackbone(nn.Module):
 
     def _stem(self, x):
         if use_fast(x, self):
-            return conv_act(self.conv_first2, conv_act(self.conv_first1, x, 'leaky_relu', [0.2]), 'leaky_relu', [0.2])
-        x = F.leaky_relu(self.conv_first1(x), 0.2)
+            x = image_layer(lambda t: conv_act(self.conv_first1, t, 'leaky_relu', [0.2]), x)  # fp32 under autocast
+            return conv_act(self.conv_first2, x, 'leaky_relu', [0.2])
+        x = F.leaky_relu(image_layer(self.conv_first1, x), 0.2)
         return F.leaky_relu(self.conv_first2(x), 0.2)
 
     def forward(self, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,17 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 
 from ..layers import checkpoint_call
-from ..layers._fast import conv_act, conv_add, fast_enabled, fconv, output_conv, pointwise, to_channels_last, use_fast
+from ..layers._fast import (
+    conv_act,
+    conv_add,
+    fast_enabled,
+    fconv,
+    image_layer,
+    output_conv,
+    pointwise,
+    to_channels_last,
+    use_fast,
+)
 from ..layers.channel_attention import AttentionBase
 from ._registry import register_backbone, register_original_converter
 
@@ -126,14 +136,17 @@ class RestormerCNNBlock(nn.Module):
         self.FFN = nn.Conv2d(out_dim * 2, out_dim, 3, padding=1, bias=False, padding_mode='reflect')
 
     fast_path = True
+    #: this block's ``embed`` reads an input image (the encoders' first blocks): fp32 under autocast
+    #: (:func:`~mtvif_zoo.models.layers._fast.image_layer`); set by :class:`UfuserBackbone`
+    reads_image = False
 
     def forward(self, x):
         x = to_channels_last(x, self)
         k = use_fast(x, self)
         if k:
-            x = conv_act(self.embed, x)
+            x = image_layer(lambda t: conv_act(self.embed, t), x) if self.reads_image else conv_act(self.embed, x)
             return conv_act(self.FFN, torch.cat((self.GlobalFeature(x), self.LocalFeature(x)), 1))
-        x = self.embed(x)
+        x = image_layer(self.embed, x) if self.reads_image else self.embed(x)
         return self.FFN(torch.cat((self.GlobalFeature(x), self.LocalFeature(x)), 1))
 
 
@@ -162,6 +175,7 @@ class UfuserBackbone(nn.Module):
         self.in_chans = in_chans
         for m in ('V', 'I'):
             setattr(self, f'{m}_en_1', RestormerCNNBlock(in_chans, c[0]))
+            getattr(self, f'{m}_en_1').reads_image = True  # the stems (first_conv): fp32 under autocast
             for lvl in (2, 3, 4):
                 setattr(self, f'{m}_en_{lvl}', RestormerCNNBlock(c[lvl - 2], c[lvl - 1]))
             for lvl in (1, 2, 3):

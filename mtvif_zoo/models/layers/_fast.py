@@ -410,6 +410,25 @@ def output_conv(conv: nn.Conv2d, x: torch.Tensor, act='none') -> Optional[torch.
         return (_OUT_ACTS[act] if isinstance(act, str) else act)(conv(x.float()))
 
 
+def image_layer(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` for a layer that reads an input image (a backbone's stem conv, its ``first_conv``),
+    in fp32 under autocast: input converted to fp32, autocast off inside, fp32 weights and kernels;
+    the next layer converts its output to bf16 / fp16 as usual. Without autocast it is ``fn(x)``,
+    the same bits as before.
+
+    Why (issue 16, quality held): rounding the image itself to bf16 (8 bits of mantissa) moves a
+    pixel near 1 by up to 0.5/255 before any layer ran, and the networks amplify that: with the
+    published ``mtvif_iii`` weights on MSRS pair 00085D, bf16 vs fp32 fused images differed by
+    6.3/255 at most (0.62/255 mean) with a bf16 stem and by 2.2/255 (0.14/255 mean) with an fp32
+    stem (``tools/bf16_quality.py``, emulated bf16 kernels). A stem conv reads 1-3 channels: a
+    negligible share of the work."""
+    dev = x.device.type
+    if dev not in _AUTOCAST_DEVICES or not torch.is_autocast_enabled(dev):
+        return fn(x)
+    with torch.autocast(dev, enabled=False):
+        return fn(x.float())
+
+
 _ACTS_OUT_OF_PLACE = {'relu': lambda y, s: F.relu(y), 'leaky_relu': lambda y, s: F.leaky_relu(y, s[0]),
                       'sigmoid': lambda y, s: torch.sigmoid(y), 'tanh': lambda y, s: torch.tanh(y),
                       'gelu': lambda y, s: F.gelu(y), 'none': lambda y, s: y}
