@@ -316,3 +316,22 @@ def test_hiaf_folded_context_has_no_subnormals_and_same_attention():
         assert not ((folded != 0) & (folded.abs() < raw)).any()
         assert torch.equal(folded[0][unflushed.abs() >= raw], unflushed[unflushed.abs() >= raw])
         assert (query @ folded[0] - query @ unflushed).abs().max().item() <= 1e-30
+
+
+def test_conv_lrelu_fused_primitive_is_the_separate_ops_bitwise():
+    """ConvLReLU's one-primitive conv + LeakyReLU gives the bits of the conv and the activation run
+    separately on the same channels_last map; the NCHW modules agree within fp32 rounding only
+    (oneDNN may pick another conv algorithm for the other layout)."""
+    from mtvif_zoo.models.layers._fast import fconv
+    from mtvif_zoo.models.layers.conv import conv_lrelu
+    torch.manual_seed(0)
+    m = conv_lrelu(4, 8).eval()
+    x = torch.randn(2, 4, 10, 12).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert use_fast(x, m)  # the one-primitive kernel runs
+        fused = m(x)
+        separate = fconv(m[0], x, 'leaky_relu', [0.2], kernels=False)
+        set_fast_path(m, False)
+        modules = m(x.contiguous())
+    assert torch.equal(fused, separate)
+    assert (fused - modules).abs().max().item() <= 1e-6

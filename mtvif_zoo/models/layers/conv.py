@@ -15,7 +15,10 @@ __all__ = ['ConvLReLU', 'ConvBNReLU', 'conv_lrelu', 'conv_bn_relu']
 
 class ConvLReLU(nn.Sequential):
     """``Sequential(Conv2d, LeakyReLU)``; fast path: channels_last, and with autograd off on CPU the
-    conv + LeakyReLU as one oneDNN primitive (same bits as the two modules)."""
+    conv + LeakyReLU as one oneDNN primitive -- the same bits as the conv and the activation run
+    separately on the channels_last map (:func:`._fast.fconv`); against the two modules on an NCHW
+    map oneDNN may pick another conv algorithm, so there they agree within fp32 rounding (1 ulp on
+    a random 2x4x10x12 map, ``tests/test_speed_parity.py``)."""
     fast_path = True
 
     def forward(self, x):
