@@ -415,8 +415,8 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
             same for any number and either pool.
         pool: ``'process'`` (default on Linux and macOS: worker processes started by a
             ``forkserver``, torch single-threaded in each; the per-image work is thousands of small
-            tensor ops, which threads partly serialise on the GIL: ~1.8x vs ~1.2x on 2 cores in
-            ``benchmarks/bench_metrics.py``) or ``'thread'`` (the default where there is no
+            tensor ops, which threads partly serialise on the GIL: ``benchmarks/bench_metrics.py``
+            measures both) or ``'thread'`` (the default where there is no
             forkserver, e.g. Windows). Workers are never plain forks of the calling process, which
             can deadlock on a lock another thread held at the fork; a ``'process'`` pool on
             Windows uses ``spawn`` (run it under ``if __name__ == '__main__':``).

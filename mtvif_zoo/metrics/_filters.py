@@ -3,7 +3,8 @@
 The metric windows (Gaussian, uniform) are all separable, so every 2-D filter here is two 1-D
 passes (rows first, i.e. along H, then along W, the order scipy.ndimage uses). Each pass is a sum
 of shifted slices accumulated in place; on CPU the leading dimension is processed in chunks of a
-few MB so the accumulation stays in cache (5-15x faster than ``conv2d`` on float64 here).
+few MB so the accumulation stays in cache (faster than ``conv2d`` on float64:
+``benchmarks/bench_metrics.py``).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def _correlate_plane(xp: torch.Tensor, out: torch.Tensor, th: List[float], tw: L
 _GEMM_BLOCK = 48
 #: :func:`banded_moments` (all planes of a band side by side, so even small blocks make wide products):
 #: output rows per product of the vertical pass, output columns per product of the horizontal pass
-#: (measured on a 2-core Xeon: 8 rows and 24 columns are 1.6x and 1.05x faster than 48 for 11-17 taps)
+#: (chosen by timing 8 / 24 / 48 with ``benchmarks/bench_metrics.py`` for 11-17 taps)
 _H_BLOCK = 8
 _W_BLOCK = 24
 _GEMM_MIN_TAPS = 5
@@ -80,7 +81,7 @@ def _band(m: int, taps: Tuple[float, ...], dtype: torch.dtype, device: torch.dev
 
 def _correlate3_gemm(xs: torch.Tensor, th: List[float], tw: List[float]) -> torch.Tensor:
     """CPU: both passes as matrix products with block-banded tap matrices (few large BLAS calls
-    instead of one slice-add per tap and tile: 1.5-2x faster for 7..17 taps). The products sum the
+    instead of one slice-add per tap and tile: faster for 7..17 taps). The products sum the
     same terms as the slice adds, in BLAS order (float rounding only)."""
     n, H, W = xs.shape
     kh, kw = len(th), len(tw)

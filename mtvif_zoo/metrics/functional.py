@@ -79,8 +79,8 @@ def _match(fused: torch.Tensor, *others: Tuple[torch.Tensor, str],
 
 def _plane_dot(x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-(batch, channel) sum over H x W of ``x * y`` (``x * x`` without ``y``) as one batched
-    BLAS dot product: no product image is made (3x faster than ``(x * y).sum((2, 3))`` on CPU;
-    the same sum in another order, float rounding only). Broadcasts like ``x * y``."""
+    BLAS dot product: no product image is made (faster than ``(x * y).sum((2, 3))`` on CPU,
+    ``benchmarks/bench_metrics.py``; the same sum in another order, float rounding only). Broadcasts like ``x * y``."""
     y = x if y is None else y
     shape = torch.broadcast_shapes(x.shape, y.shape)
     x, y = x.expand(shape), y.expand(shape)
@@ -1048,7 +1048,7 @@ def _gather_lab(lab: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def _pair_keys(fi: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
     """48-bit keys ``(fused RGB << 24) | visible RGB`` of the pixels of two 8-bit ``3 x H x W``
     images (uint8 or int32 holding 0..255), flattened, int64. On CPU through numpy (in-place shifts
-    into one int64 array: 2x faster than the same in torch)."""
+    into one int64 array: faster than the same in torch)."""
     planes = (*fi.unbind(0), *vi.unbind(0))
     if fi.device.type != 'cpu':
         key = planes[0].to(torch.int64)

@@ -417,11 +417,9 @@ def image_layer(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
     the same bits as before.
 
     Why (issue 16, quality held): rounding the image itself to bf16 (8 bits of mantissa) moves a
-    pixel near 1 by up to 0.5/255 before any layer ran, and the networks amplify that: with the
-    published ``mtvif_iii`` weights on MSRS pair 00085D, bf16 vs fp32 fused images differed by
-    6.3/255 at most (0.62/255 mean) with a bf16 stem and by 2.2/255 (0.14/255 mean) with an fp32
-    stem (``tools/bf16_quality.py``, emulated bf16 kernels). A stem conv reads 1-3 channels: a
-    negligible share of the work."""
+    pixel near 1 by up to 0.5/255 before any layer ran, and the networks amplify that (the measured
+    effect on the published weights: README "bf16 on the CPU", ``tools/bf16_quality.py``). A stem
+    conv reads 1-3 channels: a negligible share of the work."""
     dev = x.device.type
     if dev not in _AUTOCAST_DEVICES or not torch.is_autocast_enabled(dev):
         return fn(x)
