@@ -360,7 +360,6 @@ def _pair_job(stem: str, vp: Path, ip: Path, todo: List[Tuple[str, Any]], names:
     return rows, probs, nans
 
 
-
 def _process_context():
     """The start method of the worker processes: ``forkserver`` where it exists (Linux, macOS), else
     ``spawn``; never plain ``fork``.
@@ -482,7 +481,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
     nan_reasons: Dict[str, Dict[str, List[str]]] = {}
     total = sum(1 for m in methods for s in methods[m] if s in pairs)
 
-    def pair_job(stem):
+    def pair_args(stem):
         """The picklable arguments of :func:`_pair_job` for one pair."""
         vp, ip = pairs[stem]
         todo = [(m, methods[m][stem]) for m in methods if stem in methods[m]]
@@ -506,7 +505,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
             else:
                 ex = ThreadPoolExecutor(n_workers, initializer=torch.set_num_threads, initargs=(1,))
             with ex:
-                futs = {ex.submit(_pair_job, *pair_job(s)): s for s in stems}
+                futs = {ex.submit(_pair_job, *pair_args(s)): s for s in stems}
                 for fut in as_completed(futs):
                     done[futs[fut]] = fut.result()
                     bar.update(sum(1 for m in methods if futs[fut] in methods[m]))
@@ -514,7 +513,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
             torch.set_num_threads(threads_before)
     else:
         for s in stems:
-            done[s] = _pair_job(*pair_job(s))
+            done[s] = _pair_job(*pair_args(s))
             bar.update(sum(1 for m in methods if s in methods[m]))
     bar.close()
     for s in stems:  # merge in pair order: results do not depend on the number of workers
