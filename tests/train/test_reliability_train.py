@@ -168,3 +168,48 @@ def test_crc_valid_garbage_png_is_caught_before_training(tmp_path, make_data, ti
     (data / 'vi' / '001.png').write_bytes(garbage)
     with pytest.raises(DatasetError, match=r'001\.png'):
         Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif))
+
+
+# ------------------------------------------------------------------ re-audit (issue 18): gaps found by a careless user
+def test_run_stopped_before_its_first_checkpoint_resumes_from_step_0(tiny_data, tmp_path, tiny_mtvif, monkeypatch,
+                                                                     capsys):
+    """Ctrl-C / SIGKILL in epoch 1 (before any last/) left config.json, log rows and best/: --resume used to say
+    'no last/ checkpoint (drop --resume)' and a new run 'not empty (pass --resume)', a loop with no way out."""
+    ref, run = tmp_path / 'ref', tmp_path / 'run'
+    train(_cfg(tiny_data, ref, tiny_mtvif, max_steps=4))
+
+    def killed(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, 'save_last', killed)  # killed between best/ and the first last/
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_data, run, tiny_mtvif, max_steps=4))
+    monkeypatch.undo()
+    assert sorted(p.name for p in run.iterdir()) == ['best', 'config.json', 'log.csv', 'log.jsonl']
+    with pytest.raises(FileExistsError, match='holds a run: pass --resume'):
+        train(_cfg(tiny_data, run, tiny_mtvif, max_steps=4))
+    capsys.readouterr()
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=4, resume=True))
+    assert 'no checkpoint yet' in capsys.readouterr().out
+    assert _same(_weights(ref), _weights(run))
+    with open(run / 'log.csv') as f:
+        assert [r['step'] for r in csv.DictReader(f)] == ['3', '4']  # the first attempt's row is not duplicated
+    assert [json.loads(ln)['step'] for ln in (run / 'log.jsonl').read_text().splitlines()] == [3, 4]
+
+
+def test_resume_in_a_weight_folder_copy_is_still_refused(tiny_data, tmp_path, tiny_mtvif):
+    out = tmp_path / 'weights_copy'
+    out.mkdir()
+    (out / 'config.json').write_text('{"architecture": "mtvif_iii"}')
+    with pytest.raises(FileNotFoundError, match='nothing to resume'):
+        train(_cfg(tiny_data, out, tiny_mtvif, max_steps=1, resume=True))
+    assert (out / 'config.json').read_text() == '{"architecture": "mtvif_iii"}'
+
+
+def test_out_under_a_file_is_a_one_line_error(tiny_data, tmp_path, tiny_mtvif, capsys):
+    (tmp_path / 'afile').write_text('x')
+    rc = main(['train', '--model', 'mtvif_iii', '--data', str(tiny_data), '--out', str(tmp_path / 'afile' / 'run'),
+               '--crop', '16', '--batch-size', '2', '--max-steps', '1', '--workers', '0', '--no-progress',
+               '--model-args', json.dumps(tiny_mtvif)])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'afile' in err and 'is a file' in err and 'Traceback' not in err
+    assert (tmp_path / 'afile').read_text() == 'x'
