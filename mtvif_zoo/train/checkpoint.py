@@ -118,6 +118,9 @@ class CheckpointError(ValueError):
     intact one could replace it; the message names every damaged file."""
 
 
+#: what resuming (``optimizer=`` given) reads from ``state.json``
+_RESUME_KEYS = ('optimizer', 'scheduler', 'rng', 'global_step')
+
 #: the tensor files of a checkpoint whose sha256 ``state.json`` records under ``files``
 _TENSOR_FILES = ('model.safetensors', 'optimizer.safetensors')
 
@@ -238,9 +241,11 @@ def load_checkpoint(path: os.PathLike, model: torch.nn.Module,
     for folder in found:
         try:
             state = _read_state_file(folder)
-            if optimizer is not None and 'optimizer' not in state:
-                raise FileNotFoundError(f'checkpoint {str(folder)!r} has no optimizer state (a best/ checkpoint?); '
-                                        'resume from last/')
+            if optimizer is not None:
+                missing = [k for k in _RESUME_KEYS if k not in state]
+                if missing:  # parses but cannot be resumed: {} after a bad edit, a best/ state.json copied over
+                    raise CheckpointError(f'{str(folder / "state.json")!r} has no {", ".join(missing)} entries '
+                                          '(damaged, or a best/ checkpoint: resume from last/)')
             weights = _verified_tensors(folder, state, 'model.safetensors')
             check_state_dict(model, weights, source=str(folder / 'model.safetensors'))
             opt = _verified_tensors(folder, state, 'optimizer.safetensors') if optimizer is not None else None

@@ -213,3 +213,17 @@ def test_out_under_a_file_is_a_one_line_error(tiny_data, tmp_path, tiny_mtvif, c
     err = capsys.readouterr().err
     assert rc == 2 and 'afile' in err and 'is a file' in err and 'Traceback' not in err
     assert (tmp_path / 'afile').read_text() == 'x'
+
+
+def test_state_json_without_resume_entries_falls_back(tiny_data, tmp_path, tiny_mtvif, capsys):
+    """A state.json that parses but lacks what resume needs ({} after a bad edit or copy) is a damaged
+    checkpoint like a torn one: named, and the previous checkpoint is used."""
+    ref, run = tmp_path / 'ref', tmp_path / 'run'
+    train(_cfg(tiny_data, ref, tiny_mtvif, max_steps=3))
+    _two_checkpoints(tiny_data, run, tiny_mtvif)
+    (run / 'last' / 'state.json').write_text('{}')
+    capsys.readouterr()
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=3, resume=True))
+    out = capsys.readouterr().out
+    assert 'last/state.json' in out and 'step 1' in out
+    assert _same(_weights(ref), _weights(run))
