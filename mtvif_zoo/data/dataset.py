@@ -25,6 +25,7 @@ outside ``0 .. num_classes - 1`` (``ignore_index`` allowed).
 import os
 import struct
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -92,7 +93,11 @@ def _check_record(r: PairRecord, num_classes: Optional[int], crop: Optional[int]
                 Image.DecompressionBombError) as e:
             problems.append(f'{p}: unreadable {role} image ({type(e).__name__}: {e})')
     if len(set(sizes.values())) > 1:
-        problems.append(f'{r.vis}: size mismatch within pair {r.stem!r}: ' +
+        # name the file that differs (the label of the wrong size, not the visible image of its pair)
+        common, n = Counter(sizes.values()).most_common(1)[0]
+        paths = {'visible': r.vis, 'infrared': r.ir, 'label': r.label}
+        odd = next((role for role, s in sizes.items() if s != common), 'visible') if n > 1 else 'visible'
+        problems.append(f'{paths[odd]}: size mismatch within pair {r.stem!r}: ' +
                         ', '.join(f'{role} {h}x{w}' for role, (h, w) in sizes.items()) + ' (HxW)')
         return problems
     if sizes and crop:

@@ -227,3 +227,11 @@ def test_state_json_without_resume_entries_falls_back(tiny_data, tmp_path, tiny_
     out = capsys.readouterr().out
     assert 'last/state.json' in out and 'step 1' in out
     assert _same(_weights(ref), _weights(run))
+
+
+def test_label_of_the_wrong_size_is_named(tmp_path, make_data, tiny_mtvif):
+    from PIL import Image
+    data = make_data(tmp_path / 'd', n=4)
+    Image.new('L', (28, 20)).save(data / 'label' / '002.png')
+    with pytest.raises(DatasetError, match=r"label/002\.png: size mismatch within pair '002'.*label 20x28"):
+        Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif))
