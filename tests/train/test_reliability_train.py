@@ -235,3 +235,18 @@ def test_label_of_the_wrong_size_is_named(tmp_path, make_data, tiny_mtvif):
     Image.new('L', (28, 20)).save(data / 'label' / '002.png')
     with pytest.raises(DatasetError, match=r"label/002\.png: size mismatch within pair '002'.*label 20x28"):
         Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif))
+
+
+def test_full_disk_during_training_is_a_one_line_error(tiny_data, tmp_path, tiny_mtvif, monkeypatch, capsys):
+    import errno
+
+    import mtvif_zoo.train.trainer as trainer_mod
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+    monkeypatch.setattr(trainer_mod, 'save_checkpoint', full)
+    rc = main(['train', '--model', 'mtvif_iii', '--data', str(tiny_data), '--out', str(tmp_path / 'run'),
+               '--crop', '16', '--batch-size', '2', '--max-steps', '1', '--workers', '0', '--no-progress',
+               '--model-args', json.dumps(tiny_mtvif)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count('\n') == 1 and 'No space left on device' in err and 'run/best' in err
