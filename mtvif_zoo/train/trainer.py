@@ -312,9 +312,15 @@ class Trainer:
         self.layout, train_rec, val_rec = build_train_val(cfg.data, cfg.layout, cfg.val_fraction, cfg.seed,
                                                           require_labels=self._wants_labels(), splits=cfg.splits)
         self.num_classes = cfg.num_classes or LAYOUTS[self.layout][4]
+        problems = []  # every bad file of both splits in one error, not the validation split's after a fix
         for recs in (train_rec, val_rec):
-            validate_records(recs, self.num_classes if self._wants_labels() else None,
-                             cfg.crop, cfg.ignore_index, cfg.data)
+            try:
+                validate_records(recs, self.num_classes if self._wants_labels() else None,
+                                 cfg.crop, cfg.ignore_index, cfg.data)
+            except DatasetError as e:
+                problems += e.problems
+        if problems:
+            raise DatasetError(problems, cfg.data)
         if cfg.val_crop:
             validate_records(val_rec, None, cfg.val_crop, None, cfg.data)
         if not cfg.allow_msrs_test_names:

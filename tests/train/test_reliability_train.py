@@ -250,3 +250,26 @@ def test_full_disk_during_training_is_a_one_line_error(tiny_data, tmp_path, tiny
                '--model-args', json.dumps(tiny_mtvif)])
     err = capsys.readouterr().err
     assert rc == 2 and err.count('\n') == 1 and 'No space left on device' in err and 'run/best' in err
+
+
+def test_png_whose_image_data_ends_early_is_caught_before_training(tmp_path, make_data, tiny_mtvif):
+    """A PNG whose (CRC-valid, complete) zlib stream holds fewer rows than IHDR declares: PIL decodes it
+    without an error, the missing rows black (a label: class 0), a silent wrong sample."""
+    import numpy as np
+    from PIL import Image
+    data = make_data(tmp_path / 'd', n=4)
+
+    def short_png(path, channels, colour_type, fill):
+        a = np.full((24, 28, channels), fill, np.uint8)
+        rows = b''.join(b'\x00' + a[i].tobytes() for i in range(12))  # 12 of 24 rows
+        ihdr = struct.pack('>IIBBBBB', 28, 24, 8, colour_type, 0, 0, 0)
+        path.write_bytes(b'\x89PNG\r\n\x1a\n' + _chunk(b'IHDR', ihdr) + _chunk(b'IDAT', zlib.compress(rows)) +
+                         _chunk(b'IEND', b''))
+        with Image.open(path) as im:  # what makes it dangerous
+            assert np.asarray(im)[-1].max() == 0
+    short_png(data / 'vi' / '001.png', 3, 2, 200)
+    short_png(data / 'label' / '002.png', 1, 0, 1)
+    with pytest.raises(DatasetError) as e:
+        Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif))
+    msg = str(e.value)
+    assert '2 problem(s)' in msg and 'vi/001.png: ' in msg and 'label/002.png: ' in msg and 'rows' in msg
