@@ -273,3 +273,18 @@ def test_png_whose_image_data_ends_early_is_caught_before_training(tmp_path, mak
         Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif))
     msg = str(e.value)
     assert '2 problem(s)' in msg and 'vi/001.png: ' in msg and 'label/002.png: ' in msg and 'rows' in msg
+
+
+def test_last_and_previous_checkpoint_both_damaged_is_one_line_naming_both(tiny_data, tmp_path, tiny_mtvif, capsys):
+    run = tmp_path / 'run'
+    _two_checkpoints(tiny_data, run, tiny_mtvif)
+    _flip(run / 'last' / 'model.safetensors')
+    opt = run / '.last.prev' / 'optimizer.safetensors'
+    opt.write_bytes(opt.read_bytes()[:100])
+    capsys.readouterr()
+    rc = main(['train', '--model', 'mtvif_iii', '--data', str(tiny_data), '--out', str(run), '--resume',
+               '--max-steps', '3', '--workers', '0', '--no-progress'])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count('\n') == 1 and err.startswith('mtvif train: error: no intact checkpoint')
+    assert 'last/model.safetensors' in err and '.last.prev/optimizer.safetensors' in err
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith('.last')) == ['.last.prev']  # nothing moved
