@@ -288,3 +288,21 @@ def test_last_and_previous_checkpoint_both_damaged_is_one_line_naming_both(tiny_
     assert rc == 2 and err.count('\n') == 1 and err.startswith('mtvif train: error: no intact checkpoint')
     assert 'last/model.safetensors' in err and '.last.prev/optimizer.safetensors' in err
     assert sorted(p.name for p in run.iterdir() if p.name.startswith('.last')) == ['.last.prev']  # nothing moved
+
+
+def test_state_json_edited_in_place_is_caught_by_its_own_sha256(tiny_data, tmp_path, tiny_mtvif, capsys):
+    """One flipped bit can leave state.json valid JSON (the optimizer's lr 5e-05 -> 4e-05, a digit of an RNG
+    state): it used to resume silently with that value; it is checked against the sha256 it records."""
+    ref, run = tmp_path / 'ref', tmp_path / 'run'
+    train(_cfg(tiny_data, ref, tiny_mtvif, max_steps=3))
+    _two_checkpoints(tiny_data, run, tiny_mtvif)
+    st = run / 'last' / 'state.json'
+    text = st.read_text()
+    at = text.index('"param_groups": [{"lr": 5e-05') + len('"param_groups": [{"lr": ')
+    st.write_text(text[:at] + '4' + text[at + 1:])
+    assert json.loads(st.read_text())['optimizer']['param_groups'][0]['lr'] == 4e-05
+    capsys.readouterr()
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=3, resume=True))
+    out = capsys.readouterr().out
+    assert 'last/state.json' in out and 'sha256' in out and 'step 1' in out
+    assert _same(_weights(ref), _weights(run))
