@@ -306,3 +306,26 @@ def test_state_json_edited_in_place_is_caught_by_its_own_sha256(tiny_data, tmp_p
     out = capsys.readouterr().out
     assert 'last/state.json' in out and 'sha256' in out and 'step 1' in out
     assert _same(_weights(ref), _weights(run))
+
+
+def test_out_file_existing_run_and_resume_of_nothing(tiny_data, tmp_path, tiny_mtvif):
+    import hashlib
+
+    def snapshot(d):
+        return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in d.rglob('*') if p.is_file()}
+    f = tmp_path / 'out.txt'
+    f.write_text('keep')
+    with pytest.raises(FileExistsError, match=r"out\.txt' is a file, not a folder"):
+        train(_cfg(tiny_data, f, tiny_mtvif, max_steps=1))
+    assert f.read_text() == 'keep'
+    run = tmp_path / 'run'
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=1))
+    before = snapshot(run)
+    with pytest.raises(FileExistsError, match=r'it holds .*config\.json, last, log\.csv.*holds a run: pass --resume'):
+        train(_cfg(tiny_data, run, tiny_mtvif, max_steps=1))
+    assert snapshot(run) == before
+    (tmp_path / 'empty').mkdir()
+    for d in (tmp_path / 'empty', tmp_path / 'missing'):
+        with pytest.raises(FileNotFoundError, match='nothing to resume .* no last/ checkpoint'):
+            train(_cfg(tiny_data, d, tiny_mtvif, max_steps=1, resume=True))
+    assert not (tmp_path / 'missing').exists() and not any((tmp_path / 'empty').iterdir())
