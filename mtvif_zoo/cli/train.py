@@ -51,6 +51,9 @@ def _train(args) -> int:
     except FileExistsError as e:
         print(f'mtvif train: error: {e}', file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only --out: one line; last/ keeps the newest complete checkpoint
+        print(f'mtvif train: error: {e}', file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0

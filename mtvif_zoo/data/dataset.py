@@ -17,14 +17,16 @@ The samplers pass ``(epoch, index)`` keys (plain integer keys use epoch 0). Eval
 
 :func:`validate_records` decodes every file once, before training (``PIL`` ``verify`` for the
 file structure, then the pixels: a file with valid checksums but garbage data is caught here, not
-in epoch 1), and raises :class:`~mtvif_zoo.data.layouts.DatasetError` naming each unreadable file,
-each truncated or corrupt file, each pair whose sizes differ, each image
+in epoch 1, and so is a PNG whose data ends before its last row, which PIL reads as black rows),
+and raises :class:`~mtvif_zoo.data.layouts.DatasetError` naming each unreadable file, each
+truncated or corrupt file, each pair whose sizes differ (the file that differs), each image
 smaller than the crop, and each label with a value
 outside ``0 .. num_classes - 1`` (``ignore_index`` allowed).
 """
 import os
 import struct
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -54,16 +56,65 @@ def load_label(path: Union[str, os.PathLike]) -> np.ndarray:
     return a.astype(np.int64)
 
 
+#: PNG colour type -> samples per pixel (PNG spec 11.2.2)
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: Adam7 passes: (x0, y0, dx, dy) (PNG spec 8.2)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _check_png_data(path: Path) -> None:
+    """Raise ``ValueError`` when a PNG's image data ends before its last row.
+
+    PIL decodes a PNG whose zlib stream is complete and CRC-valid but holds fewer rows than the
+    header declares without an error, the missing rows black (a label: class 0): a silent wrong
+    sample. This counts the inflated bytes against what IHDR implies (one filter byte + the packed
+    samples per row, per Adam7 pass when interlaced). Other formats are left to PIL.
+    """
+    with open(path, 'rb') as f:
+        if f.read(8) != b'\x89PNG\r\n\x1a\n':
+            return
+        idat, ihdr = [], None
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                break
+            n, kind = struct.unpack('>I4s', head)
+            body = f.read(n)
+            f.seek(4, os.SEEK_CUR)  # CRC: verify() checked it
+            if kind == b'IHDR':
+                ihdr = body
+            elif kind == b'IDAT':
+                idat.append(body)
+            elif kind == b'IEND':
+                break
+    if ihdr is None or len(ihdr) < 13:
+        return
+    w, h, depth, colour, _, _, interlace = struct.unpack('>IIBBBBB', ihdr[:13])
+    bits = depth * _PNG_CHANNELS.get(colour, 1)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        pw, ph = -(-(w - x0) // dx) if w > x0 else 0, -(-(h - y0) // dy) if h > y0 else 0
+        if pw and ph:
+            expected += ph * (1 + (pw * bits + 7) // 8)
+    got = len(zlib.decompressobj().decompress(b''.join(idat), expected))
+    if got < expected:
+        raise ValueError(f'PNG image data ends early: {got} of the {expected} bytes its {w}x{h} header declares '
+                         '(rows missing; they would be read as black)')
+
+
 def _header(path: Path, decode: bool = True) -> Tuple[int, int]:
     """``(H, W)`` of a checked image: ``verify()`` checks the file's structure (PNG chunk CRCs,
     truncation), then (``decode``) every pixel is decoded, because a file can pass ``verify()`` with
-    garbage compressed data (valid CRCs) and would then stop training in epoch 1."""
+    garbage compressed data (valid CRCs) and would then stop training in epoch 1; a PNG whose data
+    ends before its last row (which PIL reads as black rows) is refused too (:func:`_check_png_data`)."""
     with Image.open(path) as im:
         size = im.size[1], im.size[0]
         im.verify()
     if decode:
         with Image.open(path) as im:
             im.load()
+    _check_png_data(path)
     return size
 
 
@@ -92,7 +143,11 @@ def _check_record(r: PairRecord, num_classes: Optional[int], crop: Optional[int]
                 Image.DecompressionBombError) as e:
             problems.append(f'{p}: unreadable {role} image ({type(e).__name__}: {e})')
     if len(set(sizes.values())) > 1:
-        problems.append(f'{r.vis}: size mismatch within pair {r.stem!r}: ' +
+        # name the file that differs (the label of the wrong size, not the visible image of its pair)
+        common, n = Counter(sizes.values()).most_common(1)[0]
+        paths = {'visible': r.vis, 'infrared': r.ir, 'label': r.label}
+        odd = next((role for role, s in sizes.items() if s != common), 'visible') if n > 1 else 'visible'
+        problems.append(f'{paths[odd]}: size mismatch within pair {r.stem!r}: ' +
                         ', '.join(f'{role} {h}x{w}' for role, (h, w) in sizes.items()) + ' (HxW)')
         return problems
     if sizes and crop:

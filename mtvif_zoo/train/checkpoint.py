@@ -11,12 +11,14 @@ A checkpoint is a folder::
 It is written atomically: everything goes into a hidden temporary folder beside the target, the
 old folder is renamed aside, the new one renamed into place, the old one kept as ``.<name>.prev``
 (one generation). A crash between the two renames leaves ``.<name>.old`` complete.
-``state.json`` records the sha256 of each tensor file; :func:`load_checkpoint` verifies them
+``state.json`` records the sha256 of each tensor file and of its own content (``state_sha256``,
+see :func:`_state_digest`); :func:`load_checkpoint` verifies them
 and falls back from a damaged checkpoint (bytes flipped, truncated, torn ``state.json``) to the
 newest intact one (``.old``, then ``.prev``), saying which file was damaged.
 Reading never unpickles: ``safetensors.torch.load_file`` and ``json.load`` only.
 """
 import base64
+import hashlib
 import json
 import os
 import random
@@ -118,8 +120,20 @@ class CheckpointError(ValueError):
     intact one could replace it; the message names every damaged file."""
 
 
+#: what resuming (``optimizer=`` given) reads from ``state.json``
+_RESUME_KEYS = ('optimizer', 'scheduler', 'rng', 'global_step')
+
 #: the tensor files of a checkpoint whose sha256 ``state.json`` records under ``files``
 _TENSOR_FILES = ('model.safetensors', 'optimizer.safetensors')
+
+
+def _state_digest(state: Dict[str, Any]) -> str:
+    """sha256 of ``state.json``'s content without its own ``state_sha256`` entry, over a canonical
+    serialisation (sorted keys; Python's JSON floats round-trip exactly), so that an edit that keeps
+    the file valid JSON (a flipped digit, a changed base64 character) is caught."""
+    body = {k: v for k, v in state.items() if k != 'state_sha256'}
+    text = json.dumps(body, sort_keys=True, separators=(',', ':'))
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
 
 
 def save_checkpoint(path: os.PathLike, model: torch.nn.Module, state: Dict[str, Any],
@@ -148,8 +162,10 @@ def save_checkpoint(path: os.PathLike, model: torch.nn.Module, state: Dict[str, 
         if (tmp / n).is_file():
             with open(tmp / n, 'rb') as f:
                 os.fsync(f.fileno())
+    body = _jsonable(state)
+    body['state_sha256'] = _state_digest(body)
     with open(tmp / 'state.json', 'w') as f:  # written last: its presence marks a complete checkpoint
-        json.dump(_jsonable(state), f)
+        json.dump(body, f)
         f.flush()
         os.fsync(f.fileno())
     if old.exists():
@@ -192,6 +208,12 @@ def _read_state_file(folder: Path) -> Dict[str, Any]:
         raise CheckpointError(f'{str(f)!r} is damaged (not valid JSON: {e})') from None
     if not isinstance(state, dict):
         raise CheckpointError(f'{str(f)!r} is damaged (not a JSON object)')
+    expected = state.get('state_sha256')
+    if expected is not None:  # checkpoints written before it was recorded load unverified
+        got = _state_digest(state)
+        if got != expected:
+            raise CheckpointError(f'{str(f)!r} is damaged: the sha256 of its content, {got}, is not the {expected} '
+                                  'recorded in it')
     return state
 
 
@@ -238,9 +260,11 @@ def load_checkpoint(path: os.PathLike, model: torch.nn.Module,
     for folder in found:
         try:
             state = _read_state_file(folder)
-            if optimizer is not None and 'optimizer' not in state:
-                raise FileNotFoundError(f'checkpoint {str(folder)!r} has no optimizer state (a best/ checkpoint?); '
-                                        'resume from last/')
+            if optimizer is not None:
+                missing = [k for k in _RESUME_KEYS if k not in state]
+                if missing:  # parses but cannot be resumed: {} after a bad edit, a best/ state.json copied over
+                    raise CheckpointError(f'{str(folder / "state.json")!r} has no {", ".join(missing)} entries '
+                                          '(damaged, or a best/ checkpoint: resume from last/)')
             weights = _verified_tensors(folder, state, 'model.safetensors')
             check_state_dict(model, weights, source=str(folder / 'model.safetensors'))
             opt = _verified_tensors(folder, state, 'optimizer.safetensors') if optimizer is not None else None

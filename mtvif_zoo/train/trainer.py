@@ -187,16 +187,33 @@ def _log_line_step(line: str, name: str) -> Optional[int]:
         return None
 
 
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is the ``config.json`` a training run writes (a ``train`` section), not e.g. a
+    weight folder's."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return isinstance(json.load(f).get('train'), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_new_out(out: Path) -> None:
     """A new run (no ``--resume``) writes only into a missing or empty folder: anything else (a copy of a
     shipped weight folder, another run) would be overwritten. Raises ``FileExistsError`` naming it."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f'--out {str(out)!r} is a file, not a folder; choose a new --out')
+    for parent in out.absolute().parents:  # the folder cannot be created under a file
+        if parent.exists():
+            if not parent.is_dir():
+                raise FileExistsError(f'--out {str(out)!r}: {str(parent)!r} is a file, not a folder; '
+                                      'choose a new --out')
+            break
     if out.is_dir():
         entries = sorted(p.name for p in out.iterdir())
         if entries:
             shown = ', '.join(entries[:8]) + (f', ... ({len(entries)} entries)' if len(entries) > 8 else '')
-            is_run = bool({'last', 'log.csv', '.last.prev'} & set(entries))
+            is_run = (bool({'last', 'log.csv', '.last.prev', '.last.old'} & set(entries))
+                      or _is_run_config(out / 'config.json'))
             run = ' (it holds a run: pass --resume to continue it)' if is_run else ''
             raise FileExistsError(f'--out {str(out)!r} is not empty: it holds {shown}{run}; a new run needs a new or '
                                   'empty folder, nothing there is overwritten (pass --resume to continue a run, or '
@@ -211,6 +228,7 @@ class Trainer:
             config = TrainConfig.from_dict(config)
         self.world_size, self.rank, self.local_rank = _dist_info()
         self.out = Path(config.out) if config.out else None
+        self._restart = False
         if config.resume:
             config = self._resume_config(config)
         elif self.out is not None and self.rank == 0:
@@ -230,13 +248,20 @@ class Trainer:
                                           selection=dict(references=None, history=[]),
                                           early_stopping=dict(best=None, best_epoch=None, bad_epochs=0),
                                           finished=False, elapsed_s=0.0, metrics=None)
-        if cfg.resume:
+        if cfg.resume and self._restart:
+            if self.is_main:
+                self._truncate_log(0)
+                self._print(f'note: {self.out} holds no checkpoint yet (the run stopped before its first last/); '
+                            'starting it over from step 0 with its config.json')
+        elif cfg.resume:
             self._load_resume()
 
     # ------------------------------------------------------------------ setup
     def _resume_config(self, given: TrainConfig) -> TrainConfig:
         path = self.out / 'config.json'
-        if not any((self.out / n).exists() for n in ('last', '.last.old', '.last.prev')):
+        #: a run stopped (Ctrl-C, SIGKILL) before its first last/ checkpoint: --resume starts it over from step 0
+        self._restart = not any((self.out / n).exists() for n in ('last', '.last.old', '.last.prev'))
+        if self._restart and not _is_run_config(path):
             raise FileNotFoundError(f'nothing to resume in {str(self.out)!r}: no last/ checkpoint '
                                     '(drop --resume to start a new run)')
         try:
@@ -287,9 +312,15 @@ class Trainer:
         self.layout, train_rec, val_rec = build_train_val(cfg.data, cfg.layout, cfg.val_fraction, cfg.seed,
                                                           require_labels=self._wants_labels(), splits=cfg.splits)
         self.num_classes = cfg.num_classes or LAYOUTS[self.layout][4]
+        problems = []  # every bad file of both splits in one error, not the validation split's after a fix
         for recs in (train_rec, val_rec):
-            validate_records(recs, self.num_classes if self._wants_labels() else None,
-                             cfg.crop, cfg.ignore_index, cfg.data)
+            try:
+                validate_records(recs, self.num_classes if self._wants_labels() else None,
+                                 cfg.crop, cfg.ignore_index, cfg.data)
+            except DatasetError as e:
+                problems += e.problems
+        if problems:
+            raise DatasetError(problems, cfg.data)
         if cfg.val_crop:
             validate_records(val_rec, None, cfg.val_crop, None, cfg.data)
         if not cfg.allow_msrs_test_names:

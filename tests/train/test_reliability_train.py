@@ -168,3 +168,164 @@ def test_crc_valid_garbage_png_is_caught_before_training(tmp_path, make_data, ti
     (data / 'vi' / '001.png').write_bytes(garbage)
     with pytest.raises(DatasetError, match=r'001\.png'):
         Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif))
+
+
+# ------------------------------------------------------------------ re-audit (issue 18): gaps found by a careless user
+def test_run_stopped_before_its_first_checkpoint_resumes_from_step_0(tiny_data, tmp_path, tiny_mtvif, monkeypatch,
+                                                                     capsys):
+    """Ctrl-C / SIGKILL in epoch 1 (before any last/) left config.json, log rows and best/: --resume used to say
+    'no last/ checkpoint (drop --resume)' and a new run 'not empty (pass --resume)', a loop with no way out."""
+    ref, run = tmp_path / 'ref', tmp_path / 'run'
+    train(_cfg(tiny_data, ref, tiny_mtvif, max_steps=4))
+
+    def killed(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, 'save_last', killed)  # killed between best/ and the first last/
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_data, run, tiny_mtvif, max_steps=4))
+    monkeypatch.undo()
+    assert sorted(p.name for p in run.iterdir()) == ['best', 'config.json', 'log.csv', 'log.jsonl']
+    with pytest.raises(FileExistsError, match='holds a run: pass --resume'):
+        train(_cfg(tiny_data, run, tiny_mtvif, max_steps=4))
+    capsys.readouterr()
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=4, resume=True))
+    assert 'no checkpoint yet' in capsys.readouterr().out
+    assert _same(_weights(ref), _weights(run))
+    with open(run / 'log.csv') as f:
+        assert [r['step'] for r in csv.DictReader(f)] == ['3', '4']  # the first attempt's row is not duplicated
+    assert [json.loads(ln)['step'] for ln in (run / 'log.jsonl').read_text().splitlines()] == [3, 4]
+
+
+def test_resume_in_a_weight_folder_copy_is_still_refused(tiny_data, tmp_path, tiny_mtvif):
+    out = tmp_path / 'weights_copy'
+    out.mkdir()
+    (out / 'config.json').write_text('{"architecture": "mtvif_iii"}')
+    with pytest.raises(FileNotFoundError, match='nothing to resume'):
+        train(_cfg(tiny_data, out, tiny_mtvif, max_steps=1, resume=True))
+    assert (out / 'config.json').read_text() == '{"architecture": "mtvif_iii"}'
+
+
+def test_out_under_a_file_is_a_one_line_error(tiny_data, tmp_path, tiny_mtvif, capsys):
+    (tmp_path / 'afile').write_text('x')
+    rc = main(['train', '--model', 'mtvif_iii', '--data', str(tiny_data), '--out', str(tmp_path / 'afile' / 'run'),
+               '--crop', '16', '--batch-size', '2', '--max-steps', '1', '--workers', '0', '--no-progress',
+               '--model-args', json.dumps(tiny_mtvif)])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'afile' in err and 'is a file' in err and 'Traceback' not in err
+    assert (tmp_path / 'afile').read_text() == 'x'
+
+
+def test_state_json_without_resume_entries_falls_back(tiny_data, tmp_path, tiny_mtvif, capsys):
+    """A state.json that parses but lacks what resume needs ({} after a bad edit or copy) is a damaged
+    checkpoint like a torn one: named, and the previous checkpoint is used."""
+    ref, run = tmp_path / 'ref', tmp_path / 'run'
+    train(_cfg(tiny_data, ref, tiny_mtvif, max_steps=3))
+    _two_checkpoints(tiny_data, run, tiny_mtvif)
+    (run / 'last' / 'state.json').write_text('{}')
+    capsys.readouterr()
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=3, resume=True))
+    out = capsys.readouterr().out
+    assert 'last/state.json' in out and 'step 1' in out
+    assert _same(_weights(ref), _weights(run))
+
+
+def test_label_of_the_wrong_size_is_named(tmp_path, make_data, tiny_mtvif):
+    from PIL import Image
+    data = make_data(tmp_path / 'd', n=4)
+    Image.new('L', (28, 20)).save(data / 'label' / '002.png')
+    with pytest.raises(DatasetError, match=r"label/002\.png: size mismatch within pair '002'.*label 20x28"):
+        Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif))
+
+
+def test_full_disk_during_training_is_a_one_line_error(tiny_data, tmp_path, tiny_mtvif, monkeypatch, capsys):
+    import errno
+
+    import mtvif_zoo.train.trainer as trainer_mod
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+    monkeypatch.setattr(trainer_mod, 'save_checkpoint', full)
+    rc = main(['train', '--model', 'mtvif_iii', '--data', str(tiny_data), '--out', str(tmp_path / 'run'),
+               '--crop', '16', '--batch-size', '2', '--max-steps', '1', '--workers', '0', '--no-progress',
+               '--model-args', json.dumps(tiny_mtvif)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count('\n') == 1 and 'No space left on device' in err and 'run/best' in err
+
+
+def test_png_whose_image_data_ends_early_is_caught_before_training(tmp_path, make_data, tiny_mtvif):
+    """A PNG whose (CRC-valid, complete) zlib stream holds fewer rows than IHDR declares: PIL decodes it
+    without an error, the missing rows black (a label: class 0), a silent wrong sample."""
+    import numpy as np
+    from PIL import Image
+    data = make_data(tmp_path / 'd', n=4)
+
+    def short_png(path, channels, colour_type, fill):
+        a = np.full((24, 28, channels), fill, np.uint8)
+        rows = b''.join(b'\x00' + a[i].tobytes() for i in range(12))  # 12 of 24 rows
+        ihdr = struct.pack('>IIBBBBB', 28, 24, 8, colour_type, 0, 0, 0)
+        path.write_bytes(b'\x89PNG\r\n\x1a\n' + _chunk(b'IHDR', ihdr) + _chunk(b'IDAT', zlib.compress(rows)) +
+                         _chunk(b'IEND', b''))
+        with Image.open(path) as im:  # what makes it dangerous
+            assert np.asarray(im)[-1].max() == 0
+    short_png(data / 'vi' / '001.png', 3, 2, 200)
+    short_png(data / 'label' / '002.png', 1, 0, 1)
+    with pytest.raises(DatasetError) as e:
+        Trainer(_cfg(data, tmp_path / 'o', tiny_mtvif))
+    msg = str(e.value)
+    assert '2 problem(s)' in msg and 'vi/001.png: ' in msg and 'label/002.png: ' in msg and 'rows' in msg
+
+
+def test_last_and_previous_checkpoint_both_damaged_is_one_line_naming_both(tiny_data, tmp_path, tiny_mtvif, capsys):
+    run = tmp_path / 'run'
+    _two_checkpoints(tiny_data, run, tiny_mtvif)
+    _flip(run / 'last' / 'model.safetensors')
+    opt = run / '.last.prev' / 'optimizer.safetensors'
+    opt.write_bytes(opt.read_bytes()[:100])
+    capsys.readouterr()
+    rc = main(['train', '--model', 'mtvif_iii', '--data', str(tiny_data), '--out', str(run), '--resume',
+               '--max-steps', '3', '--workers', '0', '--no-progress'])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count('\n') == 1 and err.startswith('mtvif train: error: no intact checkpoint')
+    assert 'last/model.safetensors' in err and '.last.prev/optimizer.safetensors' in err
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith('.last')) == ['.last.prev']  # nothing moved
+
+
+def test_state_json_edited_in_place_is_caught_by_its_own_sha256(tiny_data, tmp_path, tiny_mtvif, capsys):
+    """One flipped bit can leave state.json valid JSON (the optimizer's lr 5e-05 -> 4e-05, a digit of an RNG
+    state): it used to resume silently with that value; it is checked against the sha256 it records."""
+    ref, run = tmp_path / 'ref', tmp_path / 'run'
+    train(_cfg(tiny_data, ref, tiny_mtvif, max_steps=3))
+    _two_checkpoints(tiny_data, run, tiny_mtvif)
+    st = run / 'last' / 'state.json'
+    text = st.read_text()
+    at = text.index('"param_groups": [{"lr": 5e-05') + len('"param_groups": [{"lr": ')
+    st.write_text(text[:at] + '4' + text[at + 1:])
+    assert json.loads(st.read_text())['optimizer']['param_groups'][0]['lr'] == 4e-05
+    capsys.readouterr()
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=3, resume=True))
+    out = capsys.readouterr().out
+    assert 'last/state.json' in out and 'sha256' in out and 'step 1' in out
+    assert _same(_weights(ref), _weights(run))
+
+
+def test_out_file_existing_run_and_resume_of_nothing(tiny_data, tmp_path, tiny_mtvif):
+    import hashlib
+
+    def snapshot(d):
+        return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in d.rglob('*') if p.is_file()}
+    f = tmp_path / 'out.txt'
+    f.write_text('keep')
+    with pytest.raises(FileExistsError, match=r"out\.txt' is a file, not a folder"):
+        train(_cfg(tiny_data, f, tiny_mtvif, max_steps=1))
+    assert f.read_text() == 'keep'
+    run = tmp_path / 'run'
+    train(_cfg(tiny_data, run, tiny_mtvif, max_steps=1))
+    before = snapshot(run)
+    with pytest.raises(FileExistsError, match=r'it holds .*config\.json, last, log\.csv.*holds a run: pass --resume'):
+        train(_cfg(tiny_data, run, tiny_mtvif, max_steps=1))
+    assert snapshot(run) == before
+    (tmp_path / 'empty').mkdir()
+    for d in (tmp_path / 'empty', tmp_path / 'missing'):
+        with pytest.raises(FileNotFoundError, match='nothing to resume .* no last/ checkpoint'):
+            train(_cfg(tiny_data, d, tiny_mtvif, max_steps=1, resume=True))
+    assert not (tmp_path / 'missing').exists() and not any((tmp_path / 'empty').iterdir())
