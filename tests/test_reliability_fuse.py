@@ -343,19 +343,16 @@ def test_pretrained_sources_refuse_non_floating_weights(tmp_path):
 def test_pretrained_sources_name_an_unreadable_file(tmp_path, pair_dirs, capsys):
     """An empty / truncated weight file given as a pretrained source: a one-line error naming the file
     (it was safetensors' own SafetensorError traceback, from inside timm)."""
+    import json
     import shutil
-
-    from mtvif_zoo.hub.pretrained import check_safetensors
     src = Path(__file__).resolve().parents[1] / 'mtvif_zoo' / 'hub' / 'weights' / 'seafusion.mfnet220'
     if not (src / 'model.safetensors').is_file():
         pytest.skip('the shipped seafusion.mfnet220 weights are not in this checkout')
     d = tmp_path / 'ld'
     shutil.copytree(src, d)
     good = (d / 'model.safetensors').read_bytes()
-    check_safetensors(d / 'model.safetensors')  # a good file passes
     (d / 'model.safetensors').write_bytes(good[:len(good) // 2])  # truncated (config.json records no sha256 then)
     cfg = d / 'config.json'
-    import json
     c = json.loads(cfg.read_text())
     c.get('mtvif_zoo', {}).pop('files', None)
     cfg.write_text(json.dumps(c))
@@ -369,6 +366,9 @@ def test_pretrained_sources_name_an_unreadable_file(tmp_path, pair_dirs, capsys)
     assert rc == 2 and not out.exists()
     assert err[-1].startswith('mtvif fuse: error: ') and 'not a readable safetensors file' in err[-1]
     assert not any('Traceback' in e for e in err)
+    from mtvif_zoo.hub.pretrained import check_safetensors
+    (d / 'model.safetensors').write_bytes(good)
+    check_safetensors(d / 'model.safetensors')  # an intact file passes the header check
 
 
 @pytest.mark.parametrize('device,match', [('meta', 'holds no data'), ('foo', 'not a device name'),
