@@ -14,7 +14,10 @@ Input conventions (documented conversions, everything else is a clear error):
   visible image by ``vis_range`` (default ``'full'``: divide by 65535). Either may also be a
   ``(low, high)`` pair of raw values. Float arrays and tensors must already be in [0, 1]. Integer
   numpy arrays must be uint8 or uint16 (an int32 array holding 0..255 is refused, not guessed:
-  ``arr.astype(np.uint8)``); complex data and meta-device tensors are refused.
+  ``arr.astype(np.uint8)``); complex data and meta-device tensors are refused; long double arrays
+  are read as float64. 16-bit data read with the ``'full'`` range whose values are all <= 255 (8-bit
+  values in a uint16 array or an int64 tensor, e.g. from ``torch.randint``) gives a ``UserWarning``:
+  it comes out nearly black.
 * **channels**: visible may be RGB (3) or grayscale (1); RGBA drops alpha, palette images are
   converted to RGB. Infrared may be 1 or 3 channels; 3-channel infrared is converted to grey
   (BT.601 luma) because the models were trained on IR replicated from one channel. A colour
