@@ -174,7 +174,8 @@ def _check_folder(d: Path, what: str) -> None:
     if not q.is_dir():
         raise OutputError(f'{what} {str(d)!r}: {str(q)!r} is a file, not a folder; choose another path')
     if not os.access(q, os.W_OK | os.X_OK):
-        raise OutputError(f'cannot write {what} {str(d)!r}: {str(q)!r} is not writable (permission denied)')
+        raise OutputError(f'cannot write {what} {str(d)!r}: {str(q)!r} is not writable (permission denied or a '
+                          'read-only file system)')
 
 
 def _output_kind(p: Path, n_pairs: int, what: str) -> bool:
