@@ -76,6 +76,8 @@ Range = Union[str, Tuple[float, float]]
 def load_image(path: Union[str, os.PathLike], role: str = 'image') -> np.ndarray:
     """Read an image file into a numpy array (``HxW`` or ``HxWx3``; uint8 or uint16)."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f'{role} image {str(p)!r} is a folder, not an image file')
     if not p.is_file():
         raise FileNotFoundError(f'{role} image not found: {str(p)!r}')
     try:

@@ -237,6 +237,17 @@ def test_decompression_bomb_is_a_value_error(tmp_path):
         load_image(tmp_path / 'bomb.png', 'visible')
 
 
+def test_folder_named_like_an_image_is_named_a_folder(pair_dirs, tmp_path, capsys):
+    """A folder called x.png among the inputs was reported as 'visible image not found'."""
+    vi, ir = pair_dirs
+    (vi / 'c.png').mkdir()
+    (ir / 'c.png').write_bytes((ir / 'a.png').read_bytes())
+    assert main(['fuse', str(vi), str(ir), '-o', str(tmp_path / 'o')] + FAST) == 1
+    err = capsys.readouterr().err
+    assert f"skipped c: visible image {str(vi / 'c.png')!r} is a folder, not an image file" in err
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['a.png', 'b.png']
+
+
 def test_folder_mode_reports_and_skips_every_bad_pair(pair_dirs, tmp_path, capsys, rng):
     vi, ir = pair_dirs
     _bomb_png(vi / '0bomb.png')
