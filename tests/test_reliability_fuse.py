@@ -62,6 +62,18 @@ def test_output_through_a_link_to_an_input_is_refused(pair_dirs, tmp_path):
     assert _snapshot(vi, ir) == before
 
 
+def test_output_that_is_the_input_under_another_name_is_refused(pair_dirs, tmp_path, capsys):
+    """The same file under another name (a hard link here; another spelling of the name on a
+    case-insensitive file system, where realpath keeps the spelling given) is an input too."""
+    vi, ir = pair_dirs
+    other = tmp_path / 'other.png'
+    os.link(vi / 'a.png', other)
+    before = _snapshot(vi, ir)
+    rc = main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(other), '--overwrite'] + FAST)
+    assert rc == 2 and _snapshot(vi, ir) == before and other.read_bytes() == before[vi / 'a.png']
+    assert 'is one of the inputs' in capsys.readouterr().err
+
+
 def test_output_folder_equal_to_input_folder_is_refused(pair_dirs, capsys):
     vi, ir = pair_dirs
     before = _snapshot(vi, ir)

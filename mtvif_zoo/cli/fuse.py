@@ -206,6 +206,15 @@ def _real(p: Path) -> Path:
     return Path(os.path.realpath(p))
 
 
+def _file_id(p: Path):
+    """(device, inode) of an existing file, else None."""
+    try:
+        st = os.stat(p)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _plan_outputs(args, pairs):
     """Where each pair goes, decided and checked before the model is loaded or anything written:
     ``(out, single, preview, preview_single, [(stem, vp, ip, dst, pdst)], skipped)``. Refuses an
@@ -218,6 +227,9 @@ def _plan_outputs(args, pairs):
     pre_single = preview is not None and _output_kind(preview, len(pairs), 'preview')
     inputs = {_real(p) for _, vp, ip in pairs for p in (vp, ip)}
     in_dirs = {q.parent for q in inputs}
+    # the same file under another name: a hard link, or another spelling on a case-insensitive file
+    # system (macOS, Windows: 'VI/A.PNG' is 'vi/a.png' there, and realpath keeps the spelling given)
+    in_ids = {_file_id(p) for p in inputs} - {None}
     for path, is_file, what in ((out, single, 'output'), (preview, pre_single, 'preview')):
         if path is None:
             continue
@@ -237,7 +249,7 @@ def _plan_outputs(args, pairs):
             raise OutputError(f'the preview {str(pdst)!r} and the fused image are the same file; give --preview '
                               'another path')
         for t in targets:
-            if _real(t) in inputs:
+            if _real(t) in inputs or _file_id(t) in in_ids:
                 raise OutputError(f'output {str(t)!r} is one of the inputs; refusing to overwrite it')
         existing = [t for t in targets if t.exists() or t.is_symlink()]
         if existing and not args.overwrite:
