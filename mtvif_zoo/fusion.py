@@ -648,7 +648,9 @@ def segment(vis, ir, model=None, *, amp: Optional[bool] = None, amp_dtype: Optio
     try:
         for v, i in zip(vis_list, ir_list):
             vt, meta = to_tensor_image(v, 'visible', vis_range)
-            it = _ir_to_grey(to_tensor_image(i, 'infrared', ir_range)[0])
+            it = to_tensor_image(i, 'infrared', ir_range)[0]
+            _warn_if_swapped(vt, it)
+            it = _ir_to_grey(it)
             if vt.shape[-2:] != it.shape[-2:]:
                 raise ValueError(f'visible is {vt.shape[-2]}x{vt.shape[-1]} but infrared is '
                                  f'{it.shape[-2]}x{it.shape[-1]}; register/resize the pair first')

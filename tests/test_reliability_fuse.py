@@ -429,6 +429,23 @@ def test_swapped_warning_points_at_the_caller(tiny, small_pair):
     assert [w.filename for w in rec if 'swapped' in str(w.message)] == [__file__]
 
 
+def test_segment_warns_on_swapped_inputs(small_pair, pair_dirs, tmp_path, capsys):
+    """segment() (and so the preview's overlay) gets the same warning as fuse(); the CLI with a
+    multi-task model and --preview still prints one line for the pair."""
+    from mtvif_zoo import segment
+    vis, ir = small_pair
+    torch.manual_seed(0)
+    m = create_model('mtvif_iii').eval()
+    with pytest.warns(UserWarning, match='swapped') as rec:
+        segment(ir, vis, model=m)
+    assert [w.filename for w in rec if 'swapped' in str(w.message)] == [__file__]
+    vi, ir_dir = pair_dirs
+    rc = main(['fuse', str(ir_dir / 'a.png'), str(vi / 'a.png'), '-o', str(tmp_path / 'f.png'), '--preview',
+               str(tmp_path / 'p.png'), '--random-init', '-q', '--model', 'mtvif_iii', '--device', 'cpu'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 0 and len(err) == 1 and 'look swapped' in err[0]
+
+
 def test_cli_tile_below_the_pad_multiple_is_one_error(pair_dirs, tmp_path, capsys):
     """Case 5, folder mode: a tile below the model's pad multiple failed every pair with the same
     message (one warning per pair, 'fused 0 pair(s)'); it is one error naming the smallest tile."""

@@ -398,7 +398,9 @@ def run(args) -> int:
                 f8 = _u8(f)
                 pic = None
                 if pdst is not None:
-                    classes = segment(v, i, model=model, amp=amp, ir_range=ir_range) if want_seg else None
+                    with warnings.catch_warnings():  # a swapped pair was named once already (check_swapped)
+                        warnings.filterwarnings('ignore', message='the infrared.* look swapped', category=UserWarning)
+                        classes = segment(v, i, model=model, amp=amp, ir_range=ir_range) if want_seg else None
                     pic = make_preview(_display(v), _display(i), f8, classes, title=stem)
             except Exception as e:  # noqa: BLE001
                 skip(stem, e)
