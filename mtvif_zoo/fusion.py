@@ -14,7 +14,10 @@ Input conventions (documented conversions, everything else is a clear error):
   visible image by ``vis_range`` (default ``'full'``: divide by 65535). Either may also be a
   ``(low, high)`` pair of raw values. Float arrays and tensors must already be in [0, 1]. Integer
   numpy arrays must be uint8 or uint16 (an int32 array holding 0..255 is refused, not guessed:
-  ``arr.astype(np.uint8)``); complex data and meta-device tensors are refused.
+  ``arr.astype(np.uint8)``); complex data and meta-device tensors are refused; long double arrays
+  are read as float64. 16-bit data read with the ``'full'`` range whose values are all <= 255 (8-bit
+  values in a uint16 array or an int64 tensor, e.g. from ``torch.randint``) gives a ``UserWarning``:
+  it comes out nearly black.
 * **channels**: visible may be RGB (3) or grayscale (1); RGBA drops alpha, palette images are
   converted to RGB. Infrared may be 1 or 3 channels; 3-channel infrared is converted to grey
   (BT.601 luma) because the models were trained on IR replicated from one channel. A colour
@@ -73,6 +76,8 @@ Range = Union[str, Tuple[float, float]]
 def load_image(path: Union[str, os.PathLike], role: str = 'image') -> np.ndarray:
     """Read an image file into a numpy array (``HxW`` or ``HxWx3``; uint8 or uint16)."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f'{role} image {str(p)!r} is a folder, not an image file')
     if not p.is_file():
         raise FileNotFoundError(f'{role} image not found: {str(p)!r}')
     try:
@@ -142,6 +147,8 @@ def to_tensor_image(img: Any, role: str = 'image', rng: Range = 'full') -> Tuple
             raise ValueError(f'{role} array must be HxW, HxWxC or BxHxWxC, got shape {img.shape}')
         _check_array_dtype(img.dtype, role)
         arr = np.ascontiguousarray(img)
+        if np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize > 8:  # long double: torch has no such type
+            arr = arr.astype(np.float64)
         if not arr.flags.writeable:  # np.asarray(PIL image) is read-only: torch would warn on from_numpy
             arr = arr.copy()
         t = torch.from_numpy(arr)
@@ -185,6 +192,10 @@ def _is_float(dtype) -> bool:
         (isinstance(dtype, np.dtype) and np.issubdtype(dtype, np.floating))
 
 
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace('torch.', '') if isinstance(dtype, torch.dtype) else np.dtype(dtype).name
+
+
 def _normalise(t: torch.Tensor, dtype, role: str, rng: Range) -> torch.Tensor:
     if t.numel() == 0 or t.shape[-1] == 0 or t.shape[-2] == 0:
         raise ValueError(f'{role} image is empty (shape {tuple(t.shape)})')
@@ -211,8 +222,14 @@ def _normalise(t: torch.Tensor, dtype, role: str, rng: Range) -> torch.Tensor:
         t = t.to(torch.int64)
         if t.min().item() < 0:
             raise ValueError(f'{role} image has negative integer values; expected unsigned data')
-        if t.max().item() > 65535:
+        hi = t.max().item()
+        if hi > 65535:
             raise ValueError(f'{role} image has integer values above 65535; rescale to 16 bits first')
+        if rng == 'full' and 0 < hi <= 255:
+            warnings.warn(f'{role} image is 16-bit data ({_dtype_name(dtype)}) whose values are all <= 255: read '
+                          'as 16-bit it is nearly black (divided by 65535); for 8-bit values pass uint8 data '
+                          '(arr.astype(np.uint8), tensor.to(torch.uint8), PIL mode "L"/"RGB") or a range such as '
+                          'vis_range=(0, 255)', UserWarning, stacklevel=5)
         t = _rescale(t.float(), rng, role)
     return t
 
@@ -477,13 +494,17 @@ def _channel_spread(t: torch.Tensor) -> float:
     return max(float((t[:, 0] - t[:, 1]).abs().mean()), float((t[:, 0] - t[:, 2]).abs().mean()))
 
 
+def looks_swapped(vis: torch.Tensor, ir: torch.Tensor) -> bool:
+    """True when the "infrared" input (``B x C x H x W`` in [0, 1]) has real colour and the "visible"
+    one is grey: the usual sign of ``fuse(ir, vis)`` (which would give a grey fused image)."""
+    return ir.shape[1] == 3 and _channel_spread(ir) > _COLOUR_THRESHOLD and _channel_spread(vis) <= _COLOUR_THRESHOLD
+
+
 def _warn_if_swapped(vis: torch.Tensor, ir: torch.Tensor, tag: str = '') -> None:
-    """Warn when the "infrared" input has real colour and the "visible" one is grey: the usual sign
-    of ``fuse(ir, vis)`` (which would give a grey fused image)."""
-    if ir.shape[1] == 3 and _channel_spread(ir) > _COLOUR_THRESHOLD and _channel_spread(vis) <= _COLOUR_THRESHOLD:
+    if looks_swapped(vis, ir):  # stacklevel: this function, fuse, torch's inference_mode wrapper, the caller
         warnings.warn(f'the infrared{tag} input is a colour image and the visible{tag} input is grey: the inputs '
                       'look swapped (the order is fuse(visible, infrared)); the colour of the infrared input is '
-                      'discarded', UserWarning, stacklevel=3)
+                      'discarded', UserWarning, stacklevel=4)
 
 
 def _as_list(x) -> Tuple[list, bool]:
@@ -531,7 +552,8 @@ def fuse(vis, ir, model=None, *, batch_size: int = 8, tile: Optional[int] = None
     if not vis_list:
         raise ValueError('no images given: vis and ir are empty lists')
     if tile is not None and tile < model.pad_multiple:
-        raise ValueError(f'tile={tile} must be at least the model\'s pad multiple ({model.pad_multiple})')
+        raise ValueError(f'tile={tile} is smaller than this model\'s pad multiple ({model.pad_multiple}); use '
+                         f'tile >= {model.pad_multiple} (with overlap < tile / 2)')
 
     pairs = []
     for n, (v, i) in enumerate(zip(vis_list, ir_list)):
@@ -626,7 +648,9 @@ def segment(vis, ir, model=None, *, amp: Optional[bool] = None, amp_dtype: Optio
     try:
         for v, i in zip(vis_list, ir_list):
             vt, meta = to_tensor_image(v, 'visible', vis_range)
-            it = _ir_to_grey(to_tensor_image(i, 'infrared', ir_range)[0])
+            it = to_tensor_image(i, 'infrared', ir_range)[0]
+            _warn_if_swapped(vt, it)
+            it = _ir_to_grey(it)
             if vt.shape[-2:] != it.shape[-2:]:
                 raise ValueError(f'visible is {vt.shape[-2]}x{vt.shape[-1]} but infrared is '
                                  f'{it.shape[-2]}x{it.shape[-1]}; register/resize the pair first')

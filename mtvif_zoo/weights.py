@@ -59,27 +59,13 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace('torch.', '')
-
-
 def bad_dtypes(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> List[str]:
     """``'key: dtype int32 (model float32)'`` for every tensor whose dtype would be cast lossily into
     the model: a floating parameter / buffer must come as a floating tensor (int / bool / complex
-    would load truncated), an integer buffer (BatchNorm ``num_batches_tracked``) as an integer one."""
-    own = model.state_dict()
-    out = []
-    for k in sorted(set(own) & set(state_dict)):
-        got, want = state_dict[k].dtype, own[k].dtype
-        if want.is_floating_point:
-            ok = got.is_floating_point
-        elif want == torch.bool or want.is_complex:
-            ok = got == want
-        else:  # integer buffers
-            ok = not (got.is_floating_point or got.is_complex or got == torch.bool)
-        if not ok:
-            out.append(f'{k}: dtype {_dtype_name(got)} (model {_dtype_name(want)})')
-    return out
+    would load truncated), an integer buffer (BatchNorm ``num_batches_tracked``) as an integer one.
+    The same rule as pretrained loading (``mtvif_zoo.models.multitaskvif.lossy_dtypes``)."""
+    from .models.multitaskvif import lossy_dtypes
+    return lossy_dtypes(model.state_dict(), state_dict)
 
 
 def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str = 'state dict') -> None:

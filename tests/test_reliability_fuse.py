@@ -62,6 +62,18 @@ def test_output_through_a_link_to_an_input_is_refused(pair_dirs, tmp_path):
     assert _snapshot(vi, ir) == before
 
 
+def test_output_that_is_the_input_under_another_name_is_refused(pair_dirs, tmp_path, capsys):
+    """The same file under another name (a hard link here; another spelling of the name on a
+    case-insensitive file system, where realpath keeps the spelling given) is an input too."""
+    vi, ir = pair_dirs
+    other = tmp_path / 'other.png'
+    os.link(vi / 'a.png', other)
+    before = _snapshot(vi, ir)
+    rc = main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(other), '--overwrite'] + FAST)
+    assert rc == 2 and _snapshot(vi, ir) == before and other.read_bytes() == before[vi / 'a.png']
+    assert 'is one of the inputs' in capsys.readouterr().err
+
+
 def test_output_folder_equal_to_input_folder_is_refused(pair_dirs, capsys):
     vi, ir = pair_dirs
     before = _snapshot(vi, ir)
@@ -237,6 +249,17 @@ def test_decompression_bomb_is_a_value_error(tmp_path):
         load_image(tmp_path / 'bomb.png', 'visible')
 
 
+def test_folder_named_like_an_image_is_named_a_folder(pair_dirs, tmp_path, capsys):
+    """A folder called x.png among the inputs was reported as 'visible image not found'."""
+    vi, ir = pair_dirs
+    (vi / 'c.png').mkdir()
+    (ir / 'c.png').write_bytes((ir / 'a.png').read_bytes())
+    assert main(['fuse', str(vi), str(ir), '-o', str(tmp_path / 'o')] + FAST) == 1
+    err = capsys.readouterr().err
+    assert f"skipped c: visible image {str(vi / 'c.png')!r} is a folder, not an image file" in err
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['a.png', 'b.png']
+
+
 def test_folder_mode_reports_and_skips_every_bad_pair(pair_dirs, tmp_path, capsys, rng):
     vi, ir = pair_dirs
     _bomb_png(vi / '0bomb.png')
@@ -316,3 +339,184 @@ def test_output_suffix_rules(pair_dirs, tmp_path, capsys):
     assert Image.open(tmp_path / 'x.jpg').format == 'JPEG'
     assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'new' / 'y.png')] + FAST) == 0
     assert Image.open(tmp_path / 'new' / 'y.png').size == (40, 24)
+
+
+# ------------------------------------------------------------------ re-audit (issue 18 closing check)
+def _int32_weights(tmp_path):
+    from safetensors.torch import save_file
+    m = create_model('seafusion')
+    sd = {k: v.contiguous() for k, v in m.state_dict().items()}
+    key = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[key] = sd[key].to(torch.int32)
+    f = tmp_path / 'int32.safetensors'
+    save_file(sd, str(f))
+    return f, key
+
+
+def test_pretrained_sources_refuse_non_floating_weights(tmp_path):
+    """Case 4 through pretrained loading (checkpoint_path=, a file overlay, local-dir:): the int32
+    tensor was cast into the float model (truncated) and the model built."""
+    f, key = _int32_weights(tmp_path)
+    with pytest.raises(ValueError, match=f'{key}: dtype int32 \\(model float32\\)'):
+        create_model('seafusion', pretrained=True, checkpoint_path=f)
+    with pytest.raises(ValueError, match=f'{key}: dtype int32'):
+        create_model('seafusion', pretrained=True, pretrained_cfg_overlay=dict(file=str(f)))
+
+
+def test_pretrained_sources_name_an_unreadable_file(tmp_path, pair_dirs, capsys):
+    """An empty / truncated weight file given as a pretrained source: a one-line error naming the file
+    (it was safetensors' own SafetensorError traceback, from inside timm)."""
+    import json
+    import shutil
+    src = Path(__file__).resolve().parents[1] / 'mtvif_zoo' / 'hub' / 'weights' / 'seafusion.mfnet220'
+    if not (src / 'model.safetensors').is_file():
+        pytest.skip('the shipped seafusion.mfnet220 weights are not in this checkout')
+    d = tmp_path / 'ld'
+    shutil.copytree(src, d)
+    good = (d / 'model.safetensors').read_bytes()
+    (d / 'model.safetensors').write_bytes(good[:len(good) // 2])  # truncated (config.json records no sha256 then)
+    cfg = d / 'config.json'
+    c = json.loads(cfg.read_text())
+    c.get('mtvif_zoo', {}).pop('files', None)
+    cfg.write_text(json.dumps(c))
+    with pytest.raises(ValueError, match='model.safetensors.* is not a readable safetensors file'):
+        create_model('seafusion', pretrained=True, checkpoint_path=d / 'model.safetensors')
+    vi, ir = pair_dirs
+    out = tmp_path / 'f.png'
+    rc = main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(out), '--model', f'local-dir:{d}',
+               '--device', 'cpu', '-q'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not out.exists()
+    assert err[-1].startswith('mtvif fuse: error: ') and 'not a readable safetensors file' in err[-1]
+    assert not any('Traceback' in e for e in err)
+    from mtvif_zoo.hub.pretrained import check_safetensors
+    (d / 'model.safetensors').write_bytes(good)
+    check_safetensors(d / 'model.safetensors')  # an intact file passes the header check
+
+
+@pytest.mark.parametrize('device,match', [('meta', 'holds no data'), ('foo', 'not a device name'),
+                                          ('cuda:99', 'no such CUDA device')])
+def test_cli_device_is_checked(pair_dirs, tmp_path, capsys, device, match):
+    """``--device meta`` said to materialise a model (an API hint); an unknown name or a missing GPU
+    gave a torch traceback."""
+    vi, ir = pair_dirs
+    out = tmp_path / 'f.png'
+    rc = main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(out), '--random-init', '-q', '--model',
+               'seafusion', '--device', device])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not out.exists()
+    assert len(err) == 1 and match in err[0] and 'use cpu' in err[0]
+
+
+def test_cli_swapped_inputs_name_the_files(pair_dirs, tmp_path, capsys):
+    """Case 8 in the CLI: one line naming the pair's files and the right order (it was Python's
+    warning, located in torch's inference_mode wrapper and calling a single pair 'infrared #0')."""
+    vi, ir = pair_dirs
+    out = tmp_path / 'f.png'
+    assert main(['fuse', str(ir / 'a.png'), str(vi / 'a.png'), '-o', str(out)] + FAST) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'look swapped' in err[0] and 'mtvif fuse VISIBLE INFRARED' in err[0]
+    assert str(vi / 'a.png') in err[0] and str(ir / 'a.png') in err[0] and '#0' not in err[0]
+    assert Image.open(out).size == (40, 24)
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'g.png')] + FAST) == 0
+    assert capsys.readouterr().err == ''
+
+
+def test_swapped_warning_points_at_the_caller(tiny, small_pair):
+    vis, ir = small_pair
+    with pytest.warns(UserWarning, match='swapped') as rec:
+        fuse(ir, vis, model=tiny)
+    assert [w.filename for w in rec if 'swapped' in str(w.message)] == [__file__]
+
+
+def test_segment_warns_on_swapped_inputs(small_pair, pair_dirs, tmp_path, capsys):
+    """segment() (and so the preview's overlay) gets the same warning as fuse(); the CLI with a
+    multi-task model and --preview still prints one line for the pair."""
+    from mtvif_zoo import segment
+    vis, ir = small_pair
+    torch.manual_seed(0)
+    m = create_model('mtvif_iii').eval()
+    with pytest.warns(UserWarning, match='swapped') as rec:
+        segment(ir, vis, model=m)
+    assert [w.filename for w in rec if 'swapped' in str(w.message)] == [__file__]
+    vi, ir_dir = pair_dirs
+    rc = main(['fuse', str(ir_dir / 'a.png'), str(vi / 'a.png'), '-o', str(tmp_path / 'f.png'), '--preview',
+               str(tmp_path / 'p.png'), '--random-init', '-q', '--model', 'mtvif_iii', '--device', 'cpu'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 0 and len(err) == 1 and 'look swapped' in err[0]
+
+
+def test_cli_tile_below_the_pad_multiple_is_one_error(pair_dirs, tmp_path, capsys):
+    """Case 5, folder mode: a tile below the model's pad multiple failed every pair with the same
+    message (one warning per pair, 'fused 0 pair(s)'); it is one error naming the smallest tile."""
+    vi, ir = pair_dirs
+    rc = main(['fuse', str(vi), str(ir), '-o', str(tmp_path / 'o'), '--random-init', '-q', '--model', 'mtvif_i',
+               '--device', 'cpu', '--tile', '4', '--overlap', '0'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and '--tile 8 or more' in err[0]
+    assert not list((tmp_path / 'o').glob('*'))
+
+
+def test_video_suffix_for_image_files_is_refused(pair_dirs, tmp_path, capsys):
+    """Case 18: ``-o out.mp4`` with image files created a folder named out.mp4."""
+    vi, ir = pair_dirs
+    for args in ([str(vi / 'a.png'), str(ir / 'a.png')], [str(vi / '*.png'), str(ir)]):
+        assert main(['fuse', *args, '-o', str(tmp_path / 'out.mp4')] + FAST) == 2
+        assert not (tmp_path / 'out.mp4').exists()
+        assert 'names a video' in capsys.readouterr().err
+
+
+def test_preview_write_error_names_the_preview(pair_dirs, tmp_path, capsys, monkeypatch):
+    """Case 18: a full disk while writing the preview blamed the fused image (which was written) and
+    counted 0 outputs."""
+    vi, ir = pair_dirs
+    real_save = Image.Image.save
+
+    def full_for_previews(self, fp, *a, **k):
+        if Path(fp).name.startswith('.p.png'):
+            with open(fp, 'wb') as f:
+                f.write(b'\x89PNG partial')
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_save(self, fp, *a, **k)
+    monkeypatch.setattr(Image.Image, 'save', full_for_previews)
+    out, prev = tmp_path / 'f.png', tmp_path / 'p.png'
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(out), '--preview', str(prev)] + FAST) == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith('note: ')]
+    assert len(err) == 1 and f"cannot write preview {str(prev)!r}" in err[0] and '1 complete fused image' in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['f.png', 'ir', 'vi']  # no preview, no temporary file
+    assert Image.open(out).size == (40, 24)
+
+
+def test_metrics_reader_decompression_bomb_is_unreadable(tmp_path):
+    """Case 13 in ``mtvif eval`` / the metrics: PIL's DecompressionBombError (not an OSError) stopped
+    the evaluation with a traceback instead of skipping the image as unreadable."""
+    from mtvif_zoo.metrics.io import UnreadableImageError, to_metric_tensor
+    _bomb_png(tmp_path / 'bomb.png')
+    with pytest.raises(UnreadableImageError, match='bomb.png.*too large to decode safely'):
+        to_metric_tensor(tmp_path / 'bomb.png', name='fused')
+
+
+def test_long_double_arrays_are_converted(tiny, small_pair):
+    """Case 6: float128 / long double arrays gave torch's TypeError; they are read as float64."""
+    vis, ir = small_pair
+    v64 = vis.astype(np.float64) / 255
+    got = fuse(v64.astype(np.longdouble), ir, model=tiny)
+    assert got.dtype == np.longdouble
+    np.testing.assert_array_equal(got.astype(np.float64), fuse(v64, ir, model=tiny))
+
+
+def test_eight_bit_values_in_a_16_bit_input_warn(tiny, small_pair):
+    """Case 6 for tensors and uint16 data: an int64 tensor (``torch.randint``, ``torch.tensor(list)``)
+    or a uint16 array holding 0..255 is read as 16-bit (divided by 65535: nearly black) -- the
+    documented rule, now with a warning naming the fix."""
+    vis, ir = small_pair
+    t_ir = torch.from_numpy(ir)[None].float() / 255
+    with pytest.warns(UserWarning, match=r'int64\) whose values are all <= 255.*tensor.to\(torch.uint8\)'):
+        fuse(torch.from_numpy(vis).permute(2, 0, 1).long(), t_ir, model=tiny)
+    with pytest.warns(UserWarning, match=r'uint16\) whose values are all <= 255'):
+        fuse(vis.astype(np.uint16), ir, model=tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        fuse(vis.astype(np.uint16) * 257, ir, model=tiny)  # real 16-bit data
+        fuse(vis, ir.astype(np.uint16), model=tiny)  # infrared: per-image min-max, no darkening
+        fuse(vis.astype(np.uint16), ir, model=tiny, vis_range=(0, 255))  # the range given

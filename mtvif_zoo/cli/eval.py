@@ -62,15 +62,14 @@ def _model(args, device):
 
 
 def run(args) -> int:
-    import torch
-
     from ..evaluate import evaluate
+    from .fuse import cli_device
 
     if not args.fused and not args.model and not args.references:
         raise ValueError('give --fused folders, --model, --references, or a combination')
     if args.labels and not args.model:
         raise ValueError('--labels scores a model\'s segmentation: give --model too')
-    device = torch.device(args.device) if args.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = cli_device(args.device)
     if device.type == 'cpu' and not args.no_tune_allocator:
         from ..fusion import tune_cpu_allocator
         tune_cpu_allocator()

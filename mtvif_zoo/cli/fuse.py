@@ -14,14 +14,18 @@ multi-task weights; fusion-only weights give three panels).
 Output safety: every path is checked before the model is loaded. An output (or preview) that is
 one of the inputs or an input folder, after resolving links, is refused; an existing output is
 replaced only with ``--overwrite`` (otherwise an error for one pair, skipped with a note in folder
-mode); ``-o`` with an image suffix is a file (an unsupported image suffix such as ``.gif`` is an
-error). Images are written to a temporary file and renamed into place, so a full disk leaves no
+mode); ``-o`` with an image suffix is a file (an unsupported image suffix such as ``.gif``, or a
+video suffix such as ``.mp4`` for image inputs, is an error). ``--device`` and ``--tile`` (against
+the model's pad multiple) are checked once, before any pair is fused. A pair whose infrared image
+has colour and whose visible image is grey gets a one-line warning naming both files (swapped?).
+Images are written to a temporary file and renamed into place, so a full disk leaves no
 partial file. In folder mode a pair that fails (unreadable, too large, model error) is reported
 and skipped, the rest are fused, and the exit code is 1.
 """
 import glob
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -91,8 +95,6 @@ def _display(a: np.ndarray) -> np.ndarray:
 
 
 def _load_model(args):
-    import torch
-
     from .. import create_model
     from ..weights import load_weights
     kwargs = {}
@@ -110,11 +112,33 @@ def _load_model(args):
         model = create_model(args.model, pretrained=pretrained, **kwargs)
     if args.weights:
         model = _load_user_weights(model, args.weights, load_weights)
-    device = torch.device(args.device) if args.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = cli_device(args.device)
     if device.type == 'cpu' and not getattr(args, 'no_tune_allocator', False):
         from ..fusion import tune_cpu_allocator
         tune_cpu_allocator()  # this process fuses many images: reuse large buffers (README "Performance")
     return model.to(device).eval()
+
+
+def cli_device(name):
+    """``--device`` as a ``torch.device`` (None: cuda if available, else cpu), checked before the model
+    is built: an unknown name, a CUDA / MPS device this machine does not have, or ``meta`` (no data)
+    is a one-line error naming the devices there are."""
+    import torch
+    if not name:
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    there = 'cpu' + (f', cuda, cuda:0 ... cuda:{n_cuda - 1}' if n_cuda else ' (no CUDA device on this machine)')
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f'--device {name!r} is not a device name; use {there}') from None
+    if device.type == 'cuda' and (not n_cuda or (device.index or 0) >= n_cuda):
+        raise ValueError(f'--device {name!r}: no such CUDA device; use {there}')
+    if device.type == 'meta':
+        raise ValueError(f'--device meta holds no data (shapes only); use {there}')
+    if device.type == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
+        raise ValueError(f'--device mps: MPS is not available on this machine; use {there}')
+    return device
 
 
 def _load_user_weights(model, path, load_weights):
@@ -150,7 +174,8 @@ def _check_folder(d: Path, what: str) -> None:
     if not q.is_dir():
         raise OutputError(f'{what} {str(d)!r}: {str(q)!r} is a file, not a folder; choose another path')
     if not os.access(q, os.W_OK | os.X_OK):
-        raise OutputError(f'cannot write {what} {str(d)!r}: {str(q)!r} is not writable (permission denied)')
+        raise OutputError(f'cannot write {what} {str(d)!r}: {str(q)!r} is not writable (permission denied or a '
+                          'read-only file system)')
 
 
 def _output_kind(p: Path, n_pairs: int, what: str) -> bool:
@@ -167,6 +192,11 @@ def _output_kind(p: Path, n_pairs: int, what: str) -> bool:
     if suffix in Image.registered_extensions():
         raise OutputError(f'unsupported output format {suffix!r} for {what} {str(p)!r}; use one of '
                           f'{", ".join(sorted(IMAGE_SUFFIXES))} (or a folder name without an image suffix)')
+    from ..video import VIDEO_SUFFIXES
+    if suffix in VIDEO_SUFFIXES:
+        raise OutputError(f'{what} {str(p)!r} names a video, but the inputs are image files; give an image file '
+                          f'(e.g. fused.png) for one pair or a folder (a video is made from two videos or two frame '
+                          f'folders)')
     if p.exists():
         raise OutputError(f'{what} {str(p)!r} is a file, not a folder; choose another path')
     return False
@@ -174,6 +204,15 @@ def _output_kind(p: Path, n_pairs: int, what: str) -> bool:
 
 def _real(p: Path) -> Path:
     return Path(os.path.realpath(p))
+
+
+def _file_id(p: Path):
+    """(device, inode) of an existing file, else None."""
+    try:
+        st = os.stat(p)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _plan_outputs(args, pairs):
@@ -188,6 +227,9 @@ def _plan_outputs(args, pairs):
     pre_single = preview is not None and _output_kind(preview, len(pairs), 'preview')
     inputs = {_real(p) for _, vp, ip in pairs for p in (vp, ip)}
     in_dirs = {q.parent for q in inputs}
+    # the same file under another name: a hard link, or another spelling on a case-insensitive file
+    # system (macOS, Windows: 'VI/A.PNG' is 'vi/a.png' there, and realpath keeps the spelling given)
+    in_ids = {_file_id(p) for p in inputs} - {None}
     for path, is_file, what in ((out, single, 'output'), (preview, pre_single, 'preview')):
         if path is None:
             continue
@@ -207,7 +249,7 @@ def _plan_outputs(args, pairs):
             raise OutputError(f'the preview {str(pdst)!r} and the fused image are the same file; give --preview '
                               'another path')
         for t in targets:
-            if _real(t) in inputs:
+            if _real(t) in inputs or _file_id(t) in in_ids:
                 raise OutputError(f'output {str(t)!r} is one of the inputs; refusing to overwrite it')
         existing = [t for t in targets if t.exists() or t.is_symlink()]
         if existing and not args.overwrite:
@@ -270,7 +312,7 @@ def run(args) -> int:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from ..fusion import check_fuse_args, fuse, load_image, segment
+    from ..fusion import check_fuse_args, fuse, load_image, looks_swapped, segment, to_tensor_image
     from ..preview import make_preview
 
     check_fuse_args(args.batch_size, args.tile, args.overlap)
@@ -308,25 +350,44 @@ def run(args) -> int:
         bad.append(f'{stem}: {msg}')
         print(f'warning: skipped {stem}: {msg}', file=sys.stderr)
 
+    if args.tile is not None and args.tile < model.pad_multiple:  # once, not once per pair
+        raise ValueError(f'--tile {args.tile} is smaller than {args.model}\'s pad multiple ({model.pad_multiple}); '
+                         f'use --tile {model.pad_multiple} or more (with --overlap < tile / 2)')
     fuse_kw = dict(model=model, tile=args.tile, overlap=args.overlap, amp=amp, ir_range=ir_range)
+
+    def fuse_pairs(v, i, **kw):  # the pair's own one-line note (check_swapped) replaces fuse()'s warning
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='the infrared.* look swapped', category=UserWarning)
+            return fuse(v, i, **kw, **fuse_kw)
+
+    def check_swapped(stem, vp, ip, v, i):
+        with warnings.catch_warnings():  # fuse() gives the input warnings once
+            warnings.simplefilter('ignore')
+            vt, it = to_tensor_image(v, 'visible')[0], to_tensor_image(i, 'infrared', ir_range)[0]
+        if looks_swapped(vt, it):
+            print(f'warning: {stem}: the infrared input {str(ip)!r} has colour and the visible input {str(vp)!r} is '
+                  'grey: they look swapped (mtvif fuse VISIBLE INFRARED); fused as given, the infrared colour is '
+                  'discarded', file=sys.stderr)
     for start in range(0, len(plan), args.batch_size):
         chunk = plan[start:start + args.batch_size]
         loaded = []
         for stem, vp, ip, dst, pdst in chunk:
             try:
-                loaded.append((stem, load_image(vp, 'visible'), load_image(ip, 'infrared'), dst, pdst))
+                v, i = load_image(vp, 'visible'), load_image(ip, 'infrared')
+                check_swapped(stem, vp, ip, v, i)
+                loaded.append((stem, v, i, dst, pdst))
             except Exception as e:  # noqa: BLE001 - every per-pair failure is reported and skipped
                 skip(stem, e)
         if not loaded:
             bar.update(len(chunk))
             continue
         try:
-            fused = fuse([x[1] for x in loaded], [x[2] for x in loaded], batch_size=args.batch_size, **fuse_kw)
+            fused = fuse_pairs([x[1] for x in loaded], [x[2] for x in loaded], batch_size=args.batch_size)
         except Exception:  # noqa: BLE001 - one bad pair in the chunk: pair by pair to name it
             fused = []
             for stem, v, i, _, _ in loaded:
                 try:
-                    fused.append(fuse(v, i, **fuse_kw))
+                    fused.append(fuse_pairs(v, i))
                 except Exception as e1:  # noqa: BLE001
                     skip(stem, e1)
                     fused.append(None)
@@ -337,20 +398,25 @@ def run(args) -> int:
                 f8 = _u8(f)
                 pic = None
                 if pdst is not None:
-                    classes = segment(v, i, model=model, amp=amp, ir_range=ir_range) if want_seg else None
+                    with warnings.catch_warnings():  # a swapped pair was named once already (check_swapped)
+                        warnings.filterwarnings('ignore', message='the infrared.* look swapped', category=UserWarning)
+                        classes = segment(v, i, model=model, amp=amp, ir_range=ir_range) if want_seg else None
                     pic = make_preview(_display(v), _display(i), f8, classes, title=stem)
             except Exception as e:  # noqa: BLE001
                 skip(stem, e)
                 continue
+            target = dst
             try:
                 _save_atomic(Image.fromarray(f8), dst)
+                written.append(dst)
                 if pic is not None:
+                    target = pdst
                     _save_atomic(pic, pdst)
             except OSError as e:  # full disk, read-only file system...: the next pair would fail the same way
                 bar.close()
-                raise OutputError(f'cannot write {str(dst)!r}: {e.strerror or e}; stopped after {len(written)} '
-                                  'complete output(s), no partial file left') from None
-            written.append(dst)
+                raise OutputError(f'cannot write {"preview " if target is pdst else ""}{str(target)!r}: '
+                                  f'{e.strerror or e}; stopped after {len(written)} complete fused image(s), '
+                                  'no partial file left') from None
         bar.update(len(chunk))
     bar.close()
     if not args.quiet:

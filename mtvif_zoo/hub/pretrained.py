@@ -422,6 +422,17 @@ def load_safetensors(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
         raise ValueError(f'{str(path)!r} is not a readable safetensors file ({e}){_lfs_hint(Path(path))}') from None
 
 
+def check_safetensors(path: Union[str, os.PathLike]) -> None:
+    """Read only the header of a ``.safetensors`` file (its tensor names, dtypes and offsets, checked
+    against the file size): a clear error for an empty, truncated or foreign file before timm reads it."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f'{str(path)!r} is not a readable safetensors file ({e}){_lfs_hint(Path(path))}') from None
+
+
 def _full_cfg(cfg: Dict[str, Any], resolved: ResolvedWeights) -> Dict[str, Any]:
     """The cfg that names the full multi-task copy next to the file ``resolved`` came from."""
     full = dict(cfg, hf_hub_filename=registry.FULL_WEIGHTS_FILE)
@@ -440,6 +451,7 @@ def resolve_for_build(pretrained_cfg: Dict[str, Any], cache_dir=None):
     """
     cfg = dict(pretrained_cfg)
     resolved = resolve_pretrained(cfg, cache_dir=cache_dir)
+    check_safetensors(resolved.path)  # timm's load_pretrained would raise safetensors' own error, no file name
 
     def full_state() -> Optional[Dict[str, torch.Tensor]]:
         try:

@@ -66,6 +66,9 @@ def _read_path(path, name: str):
         with Image.open(p) as im:
             im.load()
             return _from_pil(im, f'{name} {p}')
+    except Image.DecompressionBombError as e:  # not an OSError: PIL's guard against huge declared sizes
+        raise UnreadableImageError(f'cannot read {name} image {str(p)!r}: too large to decode safely ({e}); raise '
+                                   'PIL.Image.MAX_IMAGE_PIXELS if the file is trusted') from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise UnreadableImageError(f'cannot read {name} image {str(p)!r}: {e}') from e
 

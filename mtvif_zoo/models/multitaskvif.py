@@ -319,7 +319,31 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: MultiTaskVI
         raise ValueError(f'pretrained weights do not match {type(model).__name__}({model.backbone_name!r}, '
                          f'{model.head_name!r}, in_chans={model.in_chans}, num_classes={model.num_classes}): '
                          f'missing {missing[:10]}, unexpected {unexpected[:10]}')
+    dtypes = lossy_dtypes(own, state)
+    if dtypes:  # load_state_dict would cast them (int / bool / complex into float: truncated values)
+        raise ValueError(f'pretrained weights have tensors of the wrong dtype (weights must be floating point): '
+                         f'{", ".join(dtypes[:10])}{f" ... ({len(dtypes)} in all)" if len(dtypes) > 10 else ""}')
     return state
+
+
+def lossy_dtypes(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor]) -> list:
+    """``'key: dtype int32 (model float32)'`` for every tensor of ``state`` whose dtype would be cast
+    lossily into the model's ``own`` state: a floating parameter / buffer must come as a floating
+    tensor (int / bool / complex would load truncated), an integer buffer (BatchNorm
+    ``num_batches_tracked``) as an integer one (issue 18, case 4)."""
+    name = lambda d: str(d).replace('torch.', '')  # noqa: E731
+    out = []
+    for k in sorted(set(own) & set(state)):
+        got, want = state[k].dtype, own[k].dtype
+        if want.is_floating_point:
+            ok = got.is_floating_point
+        elif want == torch.bool or want.is_complex:
+            ok = got == want
+        else:  # integer buffers
+            ok = not (got.is_floating_point or got.is_complex or got == torch.bool)
+        if not ok:
+            out.append(f'{k}: dtype {name(got)} (model {name(want)})')
+    return out
 
 
 def _cfg(backbone: str, **kwargs) -> Dict[str, Any]:
