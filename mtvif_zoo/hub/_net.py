@@ -136,9 +136,10 @@ class Deadline:
     def left(self) -> float:
         return self.end - time.monotonic()
 
-    def check(self) -> None:
+    def check(self, done: str = '') -> None:
         if self.left() <= 0:
-            raise NetTimeout(f'{self.what}: gave up after the {self.seconds:g} s deadline ({ENV["deadline"]})')
+            raise NetTimeout(f'{self.what}: gave up after the {self.seconds:g} s deadline ({ENV["deadline"]})'
+                             + (f', {done}' if done else ''))
 
 
 def run_with_deadline(fn: Callable[[], Any], seconds: float, what: str, budget: Optional[float] = None) -> Any:
@@ -270,15 +271,19 @@ def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None
         try:
             with resp:
                 check_size(announced_size(dict(resp.headers)), expected_size, what)
-                _set_read_timeout(resp, max(0.05, min(opts.read_timeout, deadline.left())))
                 n = 0
                 with open(part, 'wb') as f:
                     while True:
-                        deadline.check()
+                        deadline.check(f'{n:,} bytes received')
+                        # each read waits at most the read timeout and never past the deadline, and returns
+                        # what one socket read gives (read1): a server dripping a byte a second cannot keep
+                        # a 64 KiB read() waiting beyond the deadline
+                        _set_read_timeout(resp, max(0.05, min(opts.read_timeout, deadline.left())))
                         try:
-                            chunk = resp.read(1 << 16)
+                            chunk = resp.read1(1 << 16)
                         except (OSError, http.client.HTTPException) as e:
                             if _is_timeout(e):
+                                deadline.check(f'{n:,} bytes received')
                                 raise NetTimeout(f'{what}: the transfer stalled (no data for {opts.read_timeout:g} s, '
                                                  f'{ENV["read_timeout"]}) after {n:,} bytes') from None
                             raise NetworkError(f'{what}: the connection broke after {n:,} bytes ({e})') from None

@@ -16,7 +16,8 @@ Serves on ``127.0.0.1:<free port>``:
 Faults for error-path tests (:meth:`LoopbackHub.fault`): an HTTP status (e.g. 500) for N
 requests, a body cut off after N bytes with the connection closed (the client sees a broken
 transfer), a consistently short body (``Content-Length`` of the short body), tampered
-content of the same size, or an announced ``Content-Length`` other than the body's (e.g. 10 TB).
+content of the same size, an announced ``Content-Length`` other than the body's (e.g. 10 TB), a GET
+that stalls after the headers and N body bytes (``stall_after``) or drips one byte every ``drip`` s.
 :class:`StallServer` covers what an HTTP server does not: accepting and never answering, or
 stalling after the headers.
 
@@ -43,6 +44,8 @@ class Fault:
     tamper: bool = False                # flip bytes, same size (GET only)
     times: int = 1                      # how many matching requests it affects (-1: all)
     announce_length: Optional[int] = None  # HEAD/GET announce this Content-Length (e.g. 10 TB), send the real body
+    stall_after: Optional[int] = None   # GET: headers and this many body bytes, then silence until the hub stops
+    drip: Optional[float] = None        # GET: headers, then one body byte every ``drip`` seconds
 
     def matches(self, method: str, path: str) -> bool:
         return (self.times != 0 and (self.method is None or self.method == method)
@@ -65,6 +68,7 @@ class LoopbackHub:
         self.requests: List[Tuple[str, str]] = []
         self.commits: List[Dict] = []
         self._lock = threading.Lock()
+        self.stopped = threading.Event()  # ends stalled / dripping responses
         hub = self
 
         class Handler(_Handler):
@@ -85,6 +89,7 @@ class LoopbackHub:
         return self
 
     def stop(self) -> None:
+        self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -229,6 +234,27 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(status, body, headers)
         if fault.short_body:
             return self._send(status, body[:len(body) // 2], headers)
+        if fault.stall_after is not None or fault.drip is not None:  # full length promised, then slow / silent
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            try:
+                if fault.stall_after is not None:
+                    self.wfile.write(body[:fault.stall_after])
+                    self.wfile.flush()
+                    self.hub.stopped.wait()
+                else:
+                    for i in range(len(body)):
+                        if self.hub.stopped.wait(fault.drip):
+                            break
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up
+            self.close_connection = True
+            return
         if fault.truncate_at is not None:  # promise the full length, deliver part, hang up
             self.send_response(status)
             for k, v in headers.items():

@@ -272,3 +272,26 @@ def test_hub_deadline_bounds_the_whole_step(published, loopback, hub_env, monkey
     msg = str(box['error'])
     assert 'Hugging Face Hub' in msg and '1.5 s deadline' in msg and _net.ENV['deadline'] in msg
     assert box['elapsed'] < 5
+
+
+# ------------------------------------------------------------------ 9/10. a server that drips: only the deadline fires
+def _serve_url_copy(published, loopback):
+    entry = _url_only(published, loopback.url)
+    data = published['release'] / entry['url'].rsplit('/', 1)[1]
+    loopback.add_file(data.name, data.read_bytes())
+
+
+def test_url_that_drips_is_cut_off_by_the_deadline(published, loopback, hub_env, fast_net):
+    """A byte every 0.1 s: every read is within the 1 s read timeout, so only the 4 s deadline can end it
+    (a 64 KiB ``read()`` used to wait for all its bytes: hours at this rate)."""
+    _serve_url_copy(published, loopback)
+    fault = loopback.fault(method='GET', path_endswith='.safetensors', drip=0.1, times=-1)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=20)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    msg = str(box['error'])
+    assert 'URL http://' in msg and 'gave up after the 4 s deadline (MTVIF_RESOLVE_DEADLINE)' in msg, msg
+    assert 'bytes received' in msg and 4 <= box['elapsed'] < 8
+    assert _partials(hub_env) == []
+    fault.times = 0  # the server heals: the next load downloads and verifies the file
+    m = mtvif_zoo.create_model(NAME, pretrained=True)
+    assert m.pretrained_source['source'] == 'url' and m.pretrained_source['verified']
