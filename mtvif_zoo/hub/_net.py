@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 __all__ = ['NetOptions', 'network_options', 'NetworkError', 'NetTimeout', 'ServerError', 'ClientError', 'OversizeError',
-           'head', 'download', 'run_with_deadline', 'remove_stale_partials', 'Deadline']
+           'head', 'download', 'run_with_deadline', 'remove_stale_partials', 'Deadline', 'HubCall']
 
 ENV = {'connect_timeout': 'MTVIF_CONNECT_TIMEOUT', 'read_timeout': 'MTVIF_DOWNLOAD_TIMEOUT',
        'retries': 'MTVIF_DOWNLOAD_RETRIES', 'deadline': 'MTVIF_RESOLVE_DEADLINE'}
@@ -142,10 +142,13 @@ class Deadline:
                              + (f', {done}' if done else ''))
 
 
-def run_with_deadline(fn: Callable[[], Any], seconds: float, what: str, budget: Optional[float] = None) -> Any:
+def run_with_deadline(fn: Callable[[], Any], seconds: float, what: str, budget: Optional[float] = None,
+                      on_timeout: Optional[Callable[[], None]] = None, grace: float = 1.0) -> Any:
     """Run ``fn()`` (a client call whose own bounds we do not control, e.g. ``hf_hub_download``) in a
-    daemon thread and wait at most ``seconds``; :class:`NetTimeout` when it has not returned by then
-    (the thread is abandoned: it cannot block the caller or the interpreter's exit)."""
+    daemon thread and wait at most ``seconds``; :class:`NetTimeout` when it has not returned by then.
+    ``on_timeout()`` then asks the call to stop (:meth:`HubCall.cancel`) and the caller waits up to
+    ``grace`` s for it to clean up; a thread still running after that is left to end by itself (a
+    daemon: it cannot block the caller or the interpreter's exit)."""
     box: Dict[str, Any] = {}
 
     def target():
@@ -156,7 +159,10 @@ def run_with_deadline(fn: Callable[[], Any], seconds: float, what: str, budget: 
     t = threading.Thread(target=target, name=f'mtvif-net: {what}', daemon=True)
     t.start()
     t.join(seconds)
-    if t.is_alive():
+    if t.is_alive() and on_timeout is not None:
+        on_timeout()
+        t.join(grace)
+    if 'value' not in box and 'error' not in box:
         raise NetTimeout(f'{what}: no result within the {budget or seconds:g} s deadline ({ENV["deadline"]})')
     if 'error' in box:
         raise box['error']
@@ -328,3 +334,111 @@ def remove_stale_partials(folder: Path, prefix: str) -> None:
         except PermissionError:
             pass
 
+
+
+# ---------------------------------------------------------------------------------------------
+# the zoo's bounds inside huggingface_hub's own HTTP client
+# ---------------------------------------------------------------------------------------------
+
+class Cancelled(NetworkError):
+    """Raised inside a Hub download whose deadline has passed (ends the abandoned client call)."""
+
+
+_hub_calls: Dict[int, 'HubCall'] = {}  # thread id -> the Hub call that thread runs
+_hooks_lock = threading.Lock()
+
+
+class HubCall:
+    """One ``hf_hub_download`` run under the zoo's bounds, in the thread :func:`run_with_deadline` starts.
+
+    huggingface_hub's HTTP client (httpx, huggingface_hub >= 1.0) is shared by the process; the zoo
+    adds two event hooks to it that act only on threads running a :class:`HubCall` (every other use
+    of huggingface_hub is untouched): each request gets the zoo's connect / read timeouts, capped by
+    the time left of the deadline (``MTVIF_CONNECT_TIMEOUT`` / ``MTVIF_DOWNLOAD_TIMEOUT`` instead of
+    ``HF_HUB_ETAG_TIMEOUT`` / ``HF_HUB_DOWNLOAD_TIMEOUT``), and each received chunk checks the
+    deadline. After :meth:`cancel` (the deadline passed) the call's next request or chunk raises
+    :class:`Cancelled`, so the abandoned download stops within one read timeout instead of going on
+    (a stalled or dripping server kept it writing its ``.incomplete`` file and holding the cache
+    lock, so the next load timed out too even from a healthy server); huggingface_hub then removes
+    its ``.incomplete`` file and releases the lock itself."""
+
+    def __init__(self, opts: NetOptions, deadline: Deadline):
+        self.opts, self.deadline = opts, deadline
+        self.cancelled = threading.Event()
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        _install_hf_hooks()
+        ident = threading.get_ident()
+        _hub_calls[ident] = self
+        try:
+            return fn()
+        finally:
+            _hub_calls.pop(ident, None)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def check(self) -> None:
+        if self.cancelled.is_set() or self.deadline.left() <= 0:
+            raise Cancelled(f'{self.deadline.what}: stopped at the {self.deadline.seconds:g} s deadline '
+                            f'({ENV["deadline"]})')
+
+    def timeouts(self) -> Dict[str, float]:
+        left = max(0.05, self.deadline.left())
+        connect, read = min(self.opts.connect_timeout, left), min(self.opts.read_timeout, left)
+        return {'connect': connect, 'read': read, 'write': read, 'pool': connect}
+
+
+def _on_request(request) -> None:
+    call = _hub_calls.get(threading.get_ident())
+    if call is not None:
+        call.check()
+        request.extensions = {**request.extensions, 'timeout': call.timeouts()}
+
+
+def _on_response(response) -> None:
+    call = _hub_calls.get(threading.get_ident())
+    if call is not None and _CheckedStream is not None:
+        response.stream = _CheckedStream(response.stream, call)
+
+
+_CheckedStream: Optional[type] = None
+
+
+def _install_hf_hooks() -> None:
+    """Add :func:`_on_request` / :func:`_on_response` to huggingface_hub's shared client (once per
+    client; a client without httpx event hooks, huggingface_hub < 1.0, is left alone)."""
+    global _CheckedStream
+    try:
+        from huggingface_hub.utils import get_session
+        client = get_session()
+    except Exception:  # noqa: BLE001 - no hooks: the deadline still bounds the caller
+        return
+    hooks = getattr(client, 'event_hooks', None)
+    if not isinstance(hooks, dict) or 'request' not in hooks or 'response' not in hooks:
+        return
+    with _hooks_lock:
+        if _CheckedStream is None:
+            import importlib
+            base = getattr(importlib.import_module(type(client).__module__.split('.')[0]), 'SyncByteStream', None)
+            if base is None:
+                return
+
+            class Checked(base):
+                """The response body, checking the call's deadline at every chunk the socket gives."""
+
+                def __init__(self, stream, call: HubCall):
+                    self._stream, self._call = stream, call
+
+                def __iter__(self):
+                    for chunk in self._stream:
+                        self._call.check()
+                        yield chunk
+
+                def close(self) -> None:
+                    self._stream.close()
+            _CheckedStream = Checked
+        if _on_request not in hooks['request']:
+            hooks['request'].append(_on_request)
+        if _on_response not in hooks['response']:
+            hooks['response'].append(_on_response)

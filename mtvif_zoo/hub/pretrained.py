@@ -235,9 +235,11 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
                 _net.check_size(_net.announced_size(headers), expected_size, what)
             except _net.ClientError:
                 pass  # 401 / 404 ...: hf_hub_download raises the precise error (RepoNotFound, EntryNotFound ...)
+        call = _net.HubCall(opts, deadline)  # the zoo's timeouts inside the client; stopped at the deadline
         return Path(_net.run_with_deadline(
-            lambda: _hf_download_unbounded(repo_id, filename, revision, cache_dir, opts.connect_timeout),
-            max(0.05, deadline.left()), what, budget=opts.deadline))
+            lambda: call.run(lambda: _hf_download_unbounded(repo_id, filename, revision, cache_dir,
+                                                            opts.connect_timeout)),
+            max(0.05, deadline.left()), what, budget=opts.deadline, on_timeout=call.cancel))
     except _net.NetworkError as e:
         raise _Unavailable(str(e)) from e
     except _hf_errors() as e:

@@ -295,3 +295,35 @@ def test_url_that_drips_is_cut_off_by_the_deadline(published, loopback, hub_env,
     fault.times = 0  # the server heals: the next load downloads and verifies the file
     m = mtvif_zoo.create_model(NAME, pretrained=True)
     assert m.pretrained_source['source'] == 'url' and m.pretrained_source['verified']
+
+
+def _incomplete(hub_env):
+    return sorted(p.name for p in hub_env['hf_cache'].rglob('*.incomplete')) if hub_env['hf_cache'].exists() else []
+
+
+def _net_threads():
+    return [t for t in threading.enumerate() if t.name.startswith('mtvif-net') and t.is_alive()]
+
+
+@pytest.mark.parametrize('fault', [{'stall_after': 1000}, {'drip': 0.1}], ids=['stall', 'drip'])
+def test_hub_download_past_the_deadline_stops_cleans_up_and_the_next_load_works(published, loopback, hub_env,
+                                                                                fast_net, fault):
+    """A Hub GET that stalls (after 1000 bytes) or drips: the load ends at the 4 s deadline, the
+    abandoned hf_hub_download stops within a read timeout (1 s) and removes its .incomplete file,
+    and it no longer holds the cache lock: the next load from the healed server succeeds (it used
+    to time out too, while the abandoned thread kept downloading)."""
+    _hub_only(published, loopback)
+    f = loopback.fault(method='GET', path_endswith='model.safetensors', times=-1, **fault)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=20)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    msg = str(box['error'])
+    assert 'Hugging Face Hub test-org/mtvif_iii-testonly@' in msg and '4 s deadline (MTVIF_RESOLVE_DEADLINE)' in msg
+    assert 4 <= box['elapsed'] < 7
+    end = time.monotonic() + 3  # one read timeout (1 s) and huggingface_hub's 1 s pause before a retry
+    while (_net_threads() or _incomplete(hub_env)) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert _net_threads() == [] and _incomplete(hub_env) == []
+    f.times = 0
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=20)
+    assert 'error' not in box, box['error']
+    assert box['value'].pretrained_source['source'] == 'hf-hub' and box['value'].pretrained_source['verified']
