@@ -255,11 +255,11 @@ def announced_size(headers: Dict[str, str]) -> Optional[int]:
     return None
 
 
-def check_size(size: Optional[int], expected: Optional[int], what: str) -> None:
+def check_size(size: Optional[int], expected: Optional[int], what: str, record: str = 'its registry entry') -> None:
+    """:class:`OversizeError` when the announced ``size`` exceeds the ``expected`` size ``record`` holds."""
     if size is not None and expected is not None and size > expected:
-        raise OversizeError(f'{what}: the server announces {size:,} bytes but the registry entry records '
-                            f'{expected:,}; the file is larger than its registry entry (wrong file or a broken '
-                            'server): not downloaded')
+        raise OversizeError(f'{what}: the server announces {size:,} bytes but {record} records {expected:,}; the '
+                            f'file is larger than {record} (wrong file or a broken server): not downloaded')
 
 
 def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None,

@@ -176,11 +176,13 @@ def load_local_config(folder: Union[str, os.PathLike]) -> Dict[str, Any]:
 
 def load_hub_config(hf_hub_id: str, cache_dir=None) -> Dict[str, Any]:
     """``hf-hub:`` names: the repo's ``config.json`` through the bounded Hub download, parsed and
-    validated. A cached copy that does not parse (corrupted in transit) is removed from the cache
-    and fetched once more; if that copy is bad too it is removed as well and the error says so."""
+    validated. A cached copy that does not parse or does not validate (corrupted in transit: a
+    flipped digit can turn ``num_classes: 9`` into an out-of-range value that still parses) is
+    removed from the cache and fetched once more (online); if that copy is bad too it is removed as
+    well and the error says so. Offline, the error names the cached copy that was removed."""
     from timm.models._hub import hf_split as _hf_split
 
-    from .pretrained import WeightsNotFoundError, _hf_download, _purge_hf, _Unavailable
+    from .pretrained import WeightsNotFoundError, _hf_download, _offline, _purge_hf, _Unavailable
     repo_id, revision = _hf_split(hf_hub_id)
     where = f'config.json of the Hub repo {repo_id}@{revision or "main"}'
     for attempt in (1, 2):
@@ -196,7 +198,17 @@ def load_hub_config(hf_hub_id: str, cache_dir=None) -> Dict[str, Any]:
                 raise ConfigError(f'{where} is unreadable twice in a row ({e}); the cached copies were removed: '
                                   'the server sends a broken file') from None
             continue
-        validate_config(cfg, where)
+        try:
+            validate_config(cfg, where)
+        except ConfigError as e:
+            _purge_hf(path)  # a bad copy must not fail every later load; a bad file on the server is fetched anew
+            if attempt == 2:
+                raise ConfigError(f'{e} (fetched twice, the same both times: the repo holds this config.json; '
+                                  'the cached copy was removed)') from None
+            if _offline():
+                raise ConfigError(f'{e} (the cached copy {str(path)!r} was removed: it is fetched again when online)'
+                                  ) from None
+            continue
         return cfg
     raise AssertionError('unreachable')
 

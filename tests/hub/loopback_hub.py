@@ -17,7 +17,8 @@ Faults for error-path tests (:meth:`LoopbackHub.fault`): an HTTP status (e.g. 50
 requests, a body cut off after N bytes with the connection closed (the client sees a broken
 transfer), a consistently short body (``Content-Length`` of the short body), tampered
 content of the same size, an announced ``Content-Length`` other than the body's (e.g. 10 TB), a GET
-that stalls after the headers and N body bytes (``stall_after``) or drips one byte every ``drip`` s.
+that stalls after the headers and N body bytes (``stall_after``) or drips one byte every ``drip`` s, or
+other bytes in place of the file (``body``).
 :class:`StallServer` covers what an HTTP server does not: accepting and never answering, or
 stalling after the headers.
 
@@ -46,6 +47,7 @@ class Fault:
     announce_length: Optional[int] = None  # HEAD/GET announce this Content-Length (e.g. 10 TB), send the real body
     stall_after: Optional[int] = None   # GET: headers and this many body bytes, then silence until the hub stops
     drip: Optional[float] = None        # GET: headers, then one body byte every ``drip`` seconds
+    body: Optional[bytes] = None        # GET: serve these bytes instead of the file (same ETag / commit headers)
 
     def matches(self, method: str, path: str) -> bool:
         return (self.times != 0 and (self.method is None or self.method == method)
@@ -229,6 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if head or fault is None:
             return self._send(status, body, headers, head)
+        if fault.body is not None:
+            return self._send(status, fault.body, headers)
         if fault.tamper:
             body = bytes(b ^ 0xFF for b in body[:64]) + body[64:]
             return self._send(status, body, headers)

@@ -327,3 +327,61 @@ def test_hub_download_past_the_deadline_stops_cleans_up_and_the_next_load_works(
     box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=20)
     assert 'error' not in box, box['error']
     assert box['value'].pretrained_source['source'] == 'hf-hub' and box['value'].pretrained_source['verified']
+
+
+# ------------------------------------------------------------------ 11/12/17. hf-hub: repos, timm.create_model directly
+def test_hub_config_corrupted_into_valid_json_once_is_fetched_again(loopback, tiny_folder, hub_env, no_pickle):
+    """A flipped digit (same size): ``"in_chans": 1`` -> ``7`` still parses; the cached copy used to fail
+    every later load."""
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    good = (tiny_folder / 'config.json').read_bytes()
+    assert good.count(b'"in_chans": 1') == 1
+    bad = good.replace(b'"in_chans": 1', b'"in_chans": 7')
+    loopback.fault(method='GET', path_endswith='config.json', body=bad, times=1)
+    m = mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True)
+    assert m.in_chans == 1 and m.num_classes == 0
+    gets = [p for meth, p in loopback.requests if meth == 'GET' and p.endswith('config.json')]
+    assert len(gets) == 2
+    assert [p.read_bytes() for p in _cached(hub_env, 'config.json')] == [good]
+
+
+def test_hub_config_out_of_range_on_the_server_is_a_clear_error(loopback, tiny_folder, hub_env):
+    _edit_config(tiny_folder, lambda c: c['model_args'].update(num_classes=9000))
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    with pytest.raises(ConfigError, match=r'model_args.num_classes = 9000 must be an integer in 0 .. 1000 '
+                                          r'\(fetched twice'):
+        mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True)
+    assert _cached(hub_env, 'config.json') == []
+
+
+def test_hf_hub_repo_announcing_10_tb_is_refused_as_larger_than_its_config(loopback, tiny_folder, hub_env, fast_net):
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    loopback.fault(path_endswith='model.safetensors', announce_length=10 * 10 ** 12, times=-1)
+    box = _bounded(lambda: mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True))
+    assert isinstance(box.get('error'), WeightsNotFoundError), box  # was a bare ValueError: 'Install hf_xet'
+    msg = str(box['error'])
+    assert msg.startswith('Hugging Face Hub test-org/tiny@main/model.safetensors: the server announces '
+                          "10,000,000,000,000 bytes but the repo's config.json records "), msg
+    assert 'hf_xet' not in msg and box['elapsed'] < 3 and _incomplete(hub_env) == []
+    assert not any(m == 'GET' and p.endswith('model.safetensors') for m, p in loopback.requests)
+
+
+def test_hub_404_says_the_server_answered_404(published, loopback, hub_env, fast_net):
+    _hub_only(published, loopback)
+    loopback.fault(path_endswith='model.safetensors', status=404, times=-1)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    msg = str(box['error'])
+    assert isinstance(box['error'], WeightsNotFoundError) and 'the server answered HTTP 404 (Not Found)' in msg, msg
+    assert box['elapsed'] < 3
+
+
+def test_timm_create_model_hub_config_naming_a_pickle_is_refused(loopback, tiny_folder, no_pickle):
+    """timm reads the config.json itself (the zoo's check of mtvif_zoo.create_model does not run); the
+    zoo's weight resolver still refuses a non-safetensors file before downloading it."""
+    import timm
+    _edit_config(tiny_folder, lambda c: c['pretrained_cfg'].update(hf_hub_filename='pytorch_model.bin'))
+    (tiny_folder / 'pytorch_model.bin').write_bytes(b'a pickle, never read')
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    with pytest.raises(ValueError, match="'pytorch_model.bin' is not a .safetensors file; mtvif_zoo never unpickles"):
+        timm.create_model('hf-hub:test-org/tiny', pretrained=True)
+    assert not any(p.endswith('.bin') for _, p in loopback.requests)
