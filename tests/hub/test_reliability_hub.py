@@ -348,8 +348,8 @@ def test_hub_config_corrupted_into_valid_json_once_is_fetched_again(loopback, ti
 def test_hub_config_out_of_range_on_the_server_is_a_clear_error(loopback, tiny_folder, hub_env):
     _edit_config(tiny_folder, lambda c: c['model_args'].update(num_classes=9000))
     loopback.add_repo('test-org/tiny', tiny_folder)
-    with pytest.raises(ConfigError, match=r'model_args.num_classes = 9000 must be an integer in 0 .. 1000 '
-                                          r'\(fetched twice'):
+    with pytest.raises(ConfigError, match=r'model_args.num_classes must be an int >= 0 and at most 1000 .*, '
+                                          r'got 9000 \(fetched twice'):
         mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True)
     assert _cached(hub_env, 'config.json') == []
 
@@ -385,3 +385,42 @@ def test_timm_create_model_hub_config_naming_a_pickle_is_refused(loopback, tiny_
     with pytest.raises(ValueError, match="'pytorch_model.bin' is not a .safetensors file; mtvif_zoo never unpickles"):
         timm.create_model('hf-hub:test-org/tiny', pretrained=True)
     assert not any(p.endswith('.bin') for _, p in loopback.requests)
+
+
+# ------------------------------------------------------------------ 16. the model builder checks its own arguments
+@pytest.mark.parametrize('edit,exc,match', [
+    (lambda c: c['model_args'].update(num_classes=10_000_000), ValueError,
+     r'num_classes must be an int >= 0 and at most 1000 .*, got 10000000'),
+    (lambda c: c['model_args'].update(num_classes=True), ValueError, r'num_classes must be an int .*, got True'),
+    (lambda c: c['model_args'].update(backbone_args={'evil': 1}), TypeError,
+     r"backbone_args has unknown argument\(s\) \['evil'\] for SeAFusionBackbone; accepted: widths"),
+    (lambda c: c['model_args'].update(head_args={'evil': 1}), TypeError,
+     r"head_args has unknown argument\(s\) \['evil'\]"),
+    (lambda c: c['model_args'].update(backbone_args={'widths': [4, 8, 10_000_000]}), ValueError,
+     r'backbone_args.widths\[2\] = 10000000 is out of range'),
+], ids=['classes_1e7', 'classes_bool', 'backbone_evil', 'head_evil', 'huge_width'])
+@pytest.mark.parametrize('how', ['hf-hub', 'local-dir'])
+def test_timm_create_model_checks_config_model_args_before_building(loopback, tiny_folder, no_build, no_pickle,
+                                                                    edit, exc, match, how):
+    """timm.create_model('hf-hub:...' / 'local-dir:...') reads config.json itself and passes its model_args
+    to the zoo's entry point, which now checks them before fetching weights or allocating a layer (it
+    used to build a 10-million-class classifier, or fail with a raw TypeError from a constructor)."""
+    import timm
+    _edit_config(tiny_folder, edit)
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    name = 'hf-hub:test-org/tiny' if how == 'hf-hub' else f'local-dir:{tiny_folder}'
+    with pytest.raises(exc, match=match):
+        timm.create_model(name, pretrained=True)
+    assert not any(p.endswith('.safetensors') for _, p in loopback.requests)
+
+
+@pytest.mark.parametrize('kwargs,exc,match', [
+    (dict(num_classes=10_000_000), ValueError, r'num_classes must be an int >= 0 and at most 1000 .*, got 10000000'),
+    (dict(num_classes=True), ValueError, r'num_classes must be an int .*, got True'),
+    (dict(backbone_args={'evil': 1}), TypeError, r"unknown argument\(s\) \['evil'\] for SegMiFBackbone"),
+])
+def test_torch_hub_load_checks_arguments_before_building(no_build, kwargs, exc, match):
+    from pathlib import Path
+    repo = Path(mtvif_zoo.__file__).resolve().parent.parent
+    with pytest.raises(exc, match=match):
+        torch.hub.load(str(repo), 'multitaskvif_iv', source='local', trust_repo=True, **kwargs)
