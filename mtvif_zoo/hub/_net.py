@@ -188,14 +188,58 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx response itself is the answer (the Hub puts X-Linked-Size on it)
 
 
+def _tracking_handlers(conns: List[http.client.HTTPConnection]) -> list:
+    """urllib handlers that record the connections they open (so a watchdog can shut their sockets)."""
+    def track(cls):
+        def factory(host, **kwargs):
+            conn = cls(host, **kwargs)
+            conns.append(conn)
+            return conn
+        return factory
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(track(http.client.HTTPConnection), req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            kwargs = {'context': self._context}
+            if hasattr(self, '_check_hostname'):
+                kwargs['check_hostname'] = self._check_hostname
+            return self.do_open(track(http.client.HTTPSConnection), req, **kwargs)
+    return [HTTP, HTTPS]
+
+
 def _request(url: str, method: str, opts: NetOptions, deadline: Deadline, what: str,
              headers: Optional[Dict[str, str]] = None, follow_redirects: bool = True):
-    """One request with the connect timeout (capped by the deadline); classified errors."""
+    """One request with the connect timeout (capped by the deadline); classified errors. Waiting for
+    the response headers is bounded by the deadline too: a server that drips its header lines (each
+    byte within the timeout) has its socket shut down when the deadline passes."""
+    import socket
     timeout = max(0.05, min(opts.connect_timeout, deadline.left()))
     req = urllib.request.Request(url, method=method, headers={'User-Agent': 'mtvif_zoo', **(headers or {})})
-    opener = urllib.request.build_opener() if follow_redirects else urllib.request.build_opener(_NoRedirect)
+    conns: List[http.client.HTTPConnection] = []
+    handlers = _tracking_handlers(conns) + ([] if follow_redirects else [_NoRedirect])
+    opener = urllib.request.build_opener(*handlers)
+    fired = threading.Event()
+
+    def watchdog():
+        fired.set()
+        for conn in list(conns):
+            with contextlib.suppress(OSError, AttributeError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+    timer = threading.Timer(max(0.05, deadline.left()), watchdog)
+    timer.daemon = True
+    timer.start()
     try:
-        return opener.open(req, timeout=timeout)
+        try:
+            return opener.open(req, timeout=timeout)
+        finally:
+            timer.cancel()
+            if fired.is_set():
+                deadline.check('waiting for the response headers')
+    except NetTimeout:
+        raise
     except urllib.error.HTTPError as e:
         if not follow_redirects and 300 <= e.code < 400:
             return e  # an HTTPError is also a response: status and headers

@@ -323,7 +323,8 @@ class _Handler(BaseHTTPRequestHandler):
 class StallServer:
     """A raw TCP server on 127.0.0.1 for hang tests: ``mode='silent'`` accepts and never answers;
     ``'headers'`` answers ``200`` with a ``Content-Length`` of ``length`` and ``send`` body bytes, then
-    stalls. Connections are held until :meth:`stop` (bounded: at most 64 held)."""
+    stalls; ``'drip_headers'`` sends a status line, then a header byte every 0.1 s without end.
+    Connections are held until :meth:`stop` (bounded: at most 64 held)."""
 
     def __init__(self, mode: str = 'silent', length: int = 1 << 20, send: int = 10):
         import socket
@@ -351,6 +352,8 @@ class StallServer:
                 continue
             self.accepted += 1
             self.conns.append(conn)
+            if self.mode == 'drip_headers':  # a status line, then header bytes one every 0.1 s, never ending
+                threading.Thread(target=self._drip_headers, args=(conn,), daemon=True).start()
             if self.mode == 'headers':
                 conn.settimeout(1.0)
                 try:
@@ -360,6 +363,14 @@ class StallServer:
                     conn.sendall(head + b'\0' * self.send)
                 except OSError:
                     pass
+
+    def _drip_headers(self, conn):
+        try:
+            conn.sendall(b'HTTP/1.1 200 OK\r\n')
+            while not self._stop.wait(0.1):
+                conn.sendall(b'X')
+        except OSError:
+            pass
 
     def __enter__(self):
         self.thread.start()

@@ -424,3 +424,14 @@ def test_torch_hub_load_checks_arguments_before_building(no_build, kwargs, exc, 
     repo = Path(mtvif_zoo.__file__).resolve().parent.parent
     with pytest.raises(exc, match=match):
         torch.hub.load(str(repo), 'multitaskvif_iv', source='local', trust_repo=True, **kwargs)
+
+
+def test_url_that_drips_its_headers_is_cut_off_by_the_deadline(published, loopback, hub_env, fast_net):
+    """Header bytes every 0.1 s: the connect timeout (1 s, per socket read) never fires; the deadline does."""
+    with StallServer('drip_headers') as srv:
+        _url_only(published, srv.url)
+        box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=20)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    msg = str(box['error'])
+    assert 'gave up after the 4 s deadline (MTVIF_RESOLVE_DEADLINE), waiting for the response headers' in msg, msg
+    assert 4 <= box['elapsed'] < 7 and _partials(hub_env) == []
