@@ -20,7 +20,9 @@ terms: :class:`ServerError` (the server answered HTTP 5xx, with the status), :cl
 (no answer / stalled, with the bound that fired and its variable), :class:`OversizeError` (the
 server announces or sends more bytes than the registry entry records). A download writes to a
 ``.partial`` file that is removed on every failure; :func:`remove_stale_partials` removes those
-left by processes that were killed.
+left by processes that were killed. Every read and the wait for response headers end at the
+deadline (a server dripping bytes within the timeouts included). ``hf_hub_download`` runs as a
+:class:`HubCall`: the same bounds inside huggingface_hub's client, stopped at the deadline.
 """
 import contextlib
 import http.client
