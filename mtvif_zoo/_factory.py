@@ -15,13 +15,22 @@ from timm.models import split_model_name_tag
 
 from .models.backbones import get_backbone_cls, get_original_converter, list_backbones, list_original_converters
 from .models.heads import get_head_cls, list_heads
-from .models.multitaskvif import _BASE_CFGS, MSRS_CLASSES, VARIANTS, WeightsHook
+from .models.multitaskvif import (
+    _BASE_CFGS,
+    MAX_CLASSES,
+    MAX_INT_ARG,
+    MSRS_CLASSES,
+    VARIANTS,
+    WeightsHook,
+    check_model_args,
+    check_num_classes,
+)
 
 # the backbone / head / converter registries and VARIANTS are re-exported for mtvif_zoo.hub (which reaches
 # models only here)
 __all__ = ['create_model', 'list_models', 'MODULE_NAME', 'architecture_of', 'base_cfg', 'MSRS_CLASSES', 'VARIANTS',
            'get_backbone_cls', 'list_backbones', 'get_head_cls', 'list_heads', 'get_original_converter',
-           'list_original_converters']
+           'list_original_converters', 'MAX_CLASSES', 'MAX_INT_ARG', 'check_model_args', 'check_num_classes']
 
 #: the timm registry module name of the zoo's models
 MODULE_NAME = 'multitaskvif'

@@ -20,7 +20,9 @@ terms: :class:`ServerError` (the server answered HTTP 5xx, with the status), :cl
 (no answer / stalled, with the bound that fired and its variable), :class:`OversizeError` (the
 server announces or sends more bytes than the registry entry records). A download writes to a
 ``.partial`` file that is removed on every failure; :func:`remove_stale_partials` removes those
-left by processes that were killed.
+left by processes that were killed. Every read and the wait for response headers end at the
+deadline (a server dripping bytes within the timeouts included). ``hf_hub_download`` runs as a
+:class:`HubCall`: the same bounds inside huggingface_hub's client, stopped at the deadline.
 """
 import contextlib
 import http.client
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 __all__ = ['NetOptions', 'network_options', 'NetworkError', 'NetTimeout', 'ServerError', 'ClientError', 'OversizeError',
-           'head', 'download', 'run_with_deadline', 'remove_stale_partials', 'Deadline']
+           'head', 'download', 'run_with_deadline', 'remove_stale_partials', 'Deadline', 'HubCall']
 
 ENV = {'connect_timeout': 'MTVIF_CONNECT_TIMEOUT', 'read_timeout': 'MTVIF_DOWNLOAD_TIMEOUT',
        'retries': 'MTVIF_DOWNLOAD_RETRIES', 'deadline': 'MTVIF_RESOLVE_DEADLINE'}
@@ -136,15 +138,19 @@ class Deadline:
     def left(self) -> float:
         return self.end - time.monotonic()
 
-    def check(self) -> None:
+    def check(self, done: str = '') -> None:
         if self.left() <= 0:
-            raise NetTimeout(f'{self.what}: gave up after the {self.seconds:g} s deadline ({ENV["deadline"]})')
+            raise NetTimeout(f'{self.what}: gave up after the {self.seconds:g} s deadline ({ENV["deadline"]})'
+                             + (f', {done}' if done else ''))
 
 
-def run_with_deadline(fn: Callable[[], Any], seconds: float, what: str, budget: Optional[float] = None) -> Any:
+def run_with_deadline(fn: Callable[[], Any], seconds: float, what: str, budget: Optional[float] = None,
+                      on_timeout: Optional[Callable[[], None]] = None, grace: float = 1.0) -> Any:
     """Run ``fn()`` (a client call whose own bounds we do not control, e.g. ``hf_hub_download``) in a
-    daemon thread and wait at most ``seconds``; :class:`NetTimeout` when it has not returned by then
-    (the thread is abandoned: it cannot block the caller or the interpreter's exit)."""
+    daemon thread and wait at most ``seconds``; :class:`NetTimeout` when it has not returned by then.
+    ``on_timeout()`` then asks the call to stop (:meth:`HubCall.cancel`) and the caller waits up to
+    ``grace`` s for it to clean up; a thread still running after that is left to end by itself (a
+    daemon: it cannot block the caller or the interpreter's exit)."""
     box: Dict[str, Any] = {}
 
     def target():
@@ -155,7 +161,10 @@ def run_with_deadline(fn: Callable[[], Any], seconds: float, what: str, budget: 
     t = threading.Thread(target=target, name=f'mtvif-net: {what}', daemon=True)
     t.start()
     t.join(seconds)
-    if t.is_alive():
+    if t.is_alive() and on_timeout is not None:
+        on_timeout()
+        t.join(grace)
+    if 'value' not in box and 'error' not in box:
         raise NetTimeout(f'{what}: no result within the {budget or seconds:g} s deadline ({ENV["deadline"]})')
     if 'error' in box:
         raise box['error']
@@ -181,14 +190,58 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx response itself is the answer (the Hub puts X-Linked-Size on it)
 
 
+def _tracking_handlers(conns: List[http.client.HTTPConnection]) -> list:
+    """urllib handlers that record the connections they open (so a watchdog can shut their sockets)."""
+    def track(cls):
+        def factory(host, **kwargs):
+            conn = cls(host, **kwargs)
+            conns.append(conn)
+            return conn
+        return factory
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(track(http.client.HTTPConnection), req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            kwargs = {'context': self._context}
+            if hasattr(self, '_check_hostname'):
+                kwargs['check_hostname'] = self._check_hostname
+            return self.do_open(track(http.client.HTTPSConnection), req, **kwargs)
+    return [HTTP, HTTPS]
+
+
 def _request(url: str, method: str, opts: NetOptions, deadline: Deadline, what: str,
              headers: Optional[Dict[str, str]] = None, follow_redirects: bool = True):
-    """One request with the connect timeout (capped by the deadline); classified errors."""
+    """One request with the connect timeout (capped by the deadline); classified errors. Waiting for
+    the response headers is bounded by the deadline too: a server that drips its header lines (each
+    byte within the timeout) has its socket shut down when the deadline passes."""
+    import socket
     timeout = max(0.05, min(opts.connect_timeout, deadline.left()))
     req = urllib.request.Request(url, method=method, headers={'User-Agent': 'mtvif_zoo', **(headers or {})})
-    opener = urllib.request.build_opener() if follow_redirects else urllib.request.build_opener(_NoRedirect)
+    conns: List[http.client.HTTPConnection] = []
+    handlers = _tracking_handlers(conns) + ([] if follow_redirects else [_NoRedirect])
+    opener = urllib.request.build_opener(*handlers)
+    fired = threading.Event()
+
+    def watchdog():
+        fired.set()
+        for conn in list(conns):
+            with contextlib.suppress(OSError, AttributeError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+    timer = threading.Timer(max(0.05, deadline.left()), watchdog)
+    timer.daemon = True
+    timer.start()
     try:
-        return opener.open(req, timeout=timeout)
+        try:
+            return opener.open(req, timeout=timeout)
+        finally:
+            timer.cancel()
+            if fired.is_set():
+                deadline.check('waiting for the response headers')
+    except NetTimeout:
+        raise
     except urllib.error.HTTPError as e:
         if not follow_redirects and 300 <= e.code < 400:
             return e  # an HTTPError is also a response: status and headers
@@ -248,11 +301,11 @@ def announced_size(headers: Dict[str, str]) -> Optional[int]:
     return None
 
 
-def check_size(size: Optional[int], expected: Optional[int], what: str) -> None:
+def check_size(size: Optional[int], expected: Optional[int], what: str, record: str = 'its registry entry') -> None:
+    """:class:`OversizeError` when the announced ``size`` exceeds the ``expected`` size ``record`` holds."""
     if size is not None and expected is not None and size > expected:
-        raise OversizeError(f'{what}: the server announces {size:,} bytes but the registry entry records '
-                            f'{expected:,}; the file is larger than its registry entry (wrong file or a broken '
-                            'server): not downloaded')
+        raise OversizeError(f'{what}: the server announces {size:,} bytes but {record} records {expected:,}; the '
+                            f'file is larger than {record} (wrong file or a broken server): not downloaded')
 
 
 def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None,
@@ -270,15 +323,19 @@ def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None
         try:
             with resp:
                 check_size(announced_size(dict(resp.headers)), expected_size, what)
-                _set_read_timeout(resp, max(0.05, min(opts.read_timeout, deadline.left())))
                 n = 0
                 with open(part, 'wb') as f:
                     while True:
-                        deadline.check()
+                        deadline.check(f'{n:,} bytes received')
+                        # each read waits at most the read timeout and never past the deadline, and returns
+                        # what one socket read gives (read1): a server dripping a byte a second cannot keep
+                        # a 64 KiB read() waiting beyond the deadline
+                        _set_read_timeout(resp, max(0.05, min(opts.read_timeout, deadline.left())))
                         try:
-                            chunk = resp.read(1 << 16)
+                            chunk = resp.read1(1 << 16)
                         except (OSError, http.client.HTTPException) as e:
                             if _is_timeout(e):
+                                deadline.check(f'{n:,} bytes received')
                                 raise NetTimeout(f'{what}: the transfer stalled (no data for {opts.read_timeout:g} s, '
                                                  f'{ENV["read_timeout"]}) after {n:,} bytes') from None
                             raise NetworkError(f'{what}: the connection broke after {n:,} bytes ({e})') from None
@@ -323,3 +380,111 @@ def remove_stale_partials(folder: Path, prefix: str) -> None:
         except PermissionError:
             pass
 
+
+
+# ---------------------------------------------------------------------------------------------
+# the zoo's bounds inside huggingface_hub's own HTTP client
+# ---------------------------------------------------------------------------------------------
+
+class Cancelled(NetworkError):
+    """Raised inside a Hub download whose deadline has passed (ends the abandoned client call)."""
+
+
+_hub_calls: Dict[int, 'HubCall'] = {}  # thread id -> the Hub call that thread runs
+_hooks_lock = threading.Lock()
+
+
+class HubCall:
+    """One ``hf_hub_download`` run under the zoo's bounds, in the thread :func:`run_with_deadline` starts.
+
+    huggingface_hub's HTTP client (httpx, huggingface_hub >= 1.0) is shared by the process; the zoo
+    adds two event hooks to it that act only on threads running a :class:`HubCall` (every other use
+    of huggingface_hub is untouched): each request gets the zoo's connect / read timeouts, capped by
+    the time left of the deadline (``MTVIF_CONNECT_TIMEOUT`` / ``MTVIF_DOWNLOAD_TIMEOUT`` instead of
+    ``HF_HUB_ETAG_TIMEOUT`` / ``HF_HUB_DOWNLOAD_TIMEOUT``), and each received chunk checks the
+    deadline. After :meth:`cancel` (the deadline passed) the call's next request or chunk raises
+    :class:`Cancelled`, so the abandoned download stops within one read timeout instead of going on
+    (a stalled or dripping server kept it writing its ``.incomplete`` file and holding the cache
+    lock, so the next load timed out too even from a healthy server); huggingface_hub then removes
+    its ``.incomplete`` file and releases the lock itself."""
+
+    def __init__(self, opts: NetOptions, deadline: Deadline):
+        self.opts, self.deadline = opts, deadline
+        self.cancelled = threading.Event()
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        _install_hf_hooks()
+        ident = threading.get_ident()
+        _hub_calls[ident] = self
+        try:
+            return fn()
+        finally:
+            _hub_calls.pop(ident, None)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def check(self) -> None:
+        if self.cancelled.is_set() or self.deadline.left() <= 0:
+            raise Cancelled(f'{self.deadline.what}: stopped at the {self.deadline.seconds:g} s deadline '
+                            f'({ENV["deadline"]})')
+
+    def timeouts(self) -> Dict[str, float]:
+        left = max(0.05, self.deadline.left())
+        connect, read = min(self.opts.connect_timeout, left), min(self.opts.read_timeout, left)
+        return {'connect': connect, 'read': read, 'write': read, 'pool': connect}
+
+
+def _on_request(request) -> None:
+    call = _hub_calls.get(threading.get_ident())
+    if call is not None:
+        call.check()
+        request.extensions = {**request.extensions, 'timeout': call.timeouts()}
+
+
+def _on_response(response) -> None:
+    call = _hub_calls.get(threading.get_ident())
+    if call is not None and _CheckedStream is not None:
+        response.stream = _CheckedStream(response.stream, call)
+
+
+_CheckedStream: Optional[type] = None
+
+
+def _install_hf_hooks() -> None:
+    """Add :func:`_on_request` / :func:`_on_response` to huggingface_hub's shared client (once per
+    client; a client without httpx event hooks, huggingface_hub < 1.0, is left alone)."""
+    global _CheckedStream
+    try:
+        from huggingface_hub.utils import get_session
+        client = get_session()
+    except Exception:  # noqa: BLE001 - no hooks: the deadline still bounds the caller
+        return
+    hooks = getattr(client, 'event_hooks', None)
+    if not isinstance(hooks, dict) or 'request' not in hooks or 'response' not in hooks:
+        return
+    with _hooks_lock:
+        if _CheckedStream is None:
+            import importlib
+            base = getattr(importlib.import_module(type(client).__module__.split('.')[0]), 'SyncByteStream', None)
+            if base is None:
+                return
+
+            class Checked(base):
+                """The response body, checking the call's deadline at every chunk the socket gives."""
+
+                def __init__(self, stream, call: HubCall):
+                    self._stream, self._call = stream, call
+
+                def __iter__(self):
+                    for chunk in self._stream:
+                        self._call.check()
+                        yield chunk
+
+                def close(self) -> None:
+                    self._stream.close()
+            _CheckedStream = Checked
+        if _on_request not in hooks['request']:
+            hooks['request'].append(_on_request)
+        if _on_response not in hooks['response']:
+            hooks['response'].append(_on_response)

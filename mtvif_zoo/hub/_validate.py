@@ -19,26 +19,19 @@ a config must:
 
 Violations raise :class:`ConfigError` naming the file, the key and the allowed values.
 """
-import inspect
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Set, Union
+from typing import Any, Dict, Union
+
+from .._factory import MAX_CLASSES, MAX_INT_ARG, check_model_args, check_num_classes
 
 __all__ = ['ConfigError', 'parse_config', 'validate_config', 'load_local_config', 'load_hub_config',
            'MAX_CLASSES', 'MAX_INT_ARG']
 
-#: the largest segmentation class count a config may ask for (MSRS has 9 classes, FMB 15)
-MAX_CLASSES = 1000
-#: the largest integer (a width, depth, window size ...) inside backbone_args / head_args
-MAX_INT_ARG = 4096
-
 TOP_KEYS = {'architecture', 'num_classes', 'num_features', 'pretrained_cfg', 'model_args', 'label_names',
             'label_descriptions', 'mtvif_zoo'}
 MODEL_ARGS = {'backbone', 'head', 'in_chans', 'num_classes', 'backbone_args', 'head_args'}
-#: arguments MultiTaskVIF passes to the backbone / head itself
-_INTERNAL = {'self', 'in_chs', 'in_chans', 'out_chans', 'num_classes', 'backbone_cls'}
 
 
 class ConfigError(ValueError):
@@ -60,54 +53,16 @@ def parse_config(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return cfg
 
 
-def _accepted(cls) -> Optional[Set[str]]:
-    """Keyword arguments ``cls(...)`` accepts (following ``**kwargs`` to the base class); ``None``: any."""
-    names: Set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get('__init__')
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            return names - _INTERNAL
-    return None
-
-
-def _check_numbers(value: Any, where: str) -> None:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return
-    if isinstance(value, int):
-        if not 0 <= value <= MAX_INT_ARG:
-            raise ConfigError(f'{where} = {value} is out of range (0 .. {MAX_INT_ARG})')
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value) or abs(value) > MAX_INT_ARG:
-            raise ConfigError(f'{where} = {value} is out of range (finite, |x| <= {MAX_INT_ARG})')
-        return
-    if isinstance(value, (list, tuple)):
-        if len(value) > 64:
-            raise ConfigError(f'{where} has {len(value)} entries (at most 64)')
-        for k, v in enumerate(value):
-            _check_numbers(v, f'{where}[{k}]')
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_numbers(v, f'{where}.{k}')
-        return
-    raise ConfigError(f'{where} has an unsupported value type {type(value).__name__}')
-
-
 def _check_classes(value: Any, where: str) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CLASSES:
-        raise ConfigError(f'{where} = {value!r} must be an integer in 0 .. {MAX_CLASSES}')
+    try:
+        check_num_classes(value, where)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def validate_config(cfg: Dict[str, Any], where: str) -> None:
     """Raise :class:`ConfigError` unless ``cfg`` (a parsed ``config.json``) is one the zoo builds safely."""
-    from .._factory import VARIANTS, get_backbone_cls, get_head_cls, list_backbones, list_heads
+    from .._factory import VARIANTS, list_backbones, list_heads
 
     def bad(msg):
         raise ConfigError(f'{where}: {msg}')
@@ -145,23 +100,10 @@ def validate_config(cfg: Dict[str, Any], where: str) -> None:
         bad(f'model_args.backbone {backbone!r} is not a zoo backbone ({", ".join(list_backbones())})')
     if head not in list_heads():
         bad(f'model_args.head {head!r} is not a zoo head ({", ".join(list_heads())})')
-    for key, cls in (('backbone_args', get_backbone_cls(backbone)), ('head_args', get_head_cls(head))):
-        sub = args.get(key) or {}
-        if not isinstance(sub, dict):
-            bad(f'model_args.{key} must be an object')
-        accepted = _accepted(cls)
-        if key == 'head_args' and head == 'cnn':  # the cnn head passes **kwargs on to the decoder it builds
-            decoder = sub.get('decoder') or backbone
-            if decoder not in list_backbones():
-                bad(f'model_args.head_args.decoder {decoder!r} is not a zoo backbone ({", ".join(list_backbones())})')
-            dec = _accepted(get_backbone_cls(decoder).original_decoder)
-            accepted = None if dec is None else {'decoder'} | dec
-        if accepted is not None:
-            extra = sorted(set(sub) - accepted)
-            if extra:
-                bad(f'model_args.{key} has unknown argument(s) {extra} for {cls.__name__}; accepted: '
-                    f'{", ".join(sorted(accepted)) or "none"}')
-        _check_numbers(sub, f'model_args.{key}')
+    try:  # the same checks the model builder makes (so timm.create_model users get them too)
+        check_model_args(backbone, head, None, args.get('backbone_args'), args.get('head_args'), 'model_args.')
+    except (TypeError, ValueError) as e:
+        bad(str(e))
 
 
 def load_local_config(folder: Union[str, os.PathLike]) -> Dict[str, Any]:
@@ -176,11 +118,13 @@ def load_local_config(folder: Union[str, os.PathLike]) -> Dict[str, Any]:
 
 def load_hub_config(hf_hub_id: str, cache_dir=None) -> Dict[str, Any]:
     """``hf-hub:`` names: the repo's ``config.json`` through the bounded Hub download, parsed and
-    validated. A cached copy that does not parse (corrupted in transit) is removed from the cache
-    and fetched once more; if that copy is bad too it is removed as well and the error says so."""
+    validated. A cached copy that does not parse or does not validate (corrupted in transit: a
+    flipped digit can turn ``num_classes: 9`` into an out-of-range value that still parses) is
+    removed from the cache and fetched once more (online); if that copy is bad too it is removed as
+    well and the error says so. Offline, the error names the cached copy that was removed."""
     from timm.models._hub import hf_split as _hf_split
 
-    from .pretrained import WeightsNotFoundError, _hf_download, _purge_hf, _Unavailable
+    from .pretrained import WeightsNotFoundError, _hf_download, _offline, _purge_hf, _Unavailable
     repo_id, revision = _hf_split(hf_hub_id)
     where = f'config.json of the Hub repo {repo_id}@{revision or "main"}'
     for attempt in (1, 2):
@@ -196,7 +140,17 @@ def load_hub_config(hf_hub_id: str, cache_dir=None) -> Dict[str, Any]:
                 raise ConfigError(f'{where} is unreadable twice in a row ({e}); the cached copies were removed: '
                                   'the server sends a broken file') from None
             continue
-        validate_config(cfg, where)
+        try:
+            validate_config(cfg, where)
+        except ConfigError as e:
+            _purge_hf(path)  # a bad copy must not fail every later load; a bad file on the server is fetched anew
+            if attempt == 2:
+                raise ConfigError(f'{e} (fetched twice, the same both times: the repo holds this config.json; '
+                                  'the cached copy was removed)') from None
+            if _offline():
+                raise ConfigError(f'{e} (the cached copy {str(path)!r} was removed: it is fetched again when online)'
+                                  ) from None
+            continue
         return cfg
     raise AssertionError('unreachable')
 

@@ -127,15 +127,20 @@ def verify_file(path: Union[str, os.PathLike], expected: str, what: str = '') ->
     return got
 
 
-def _recorded_sha(config_path: Path, filename: str) -> Optional[str]:
-    """The sha256 of ``filename`` recorded in a ``config.json`` written by save_pretrained, if any."""
+def _recorded(config_path: Path, filename: str) -> Dict[str, Any]:
+    """What a ``config.json`` written by save_pretrained records of ``filename`` (``sha256``, ``size``), if any."""
     try:
         with open(config_path, encoding='utf-8') as f:
             cfg = json.load(f)
     except (OSError, ValueError):
-        return None
-    info = ((cfg.get('mtvif_zoo') or {}).get('files') or {}).get(filename) or {}
-    return info.get('sha256')
+        return {}
+    info = ((cfg.get('mtvif_zoo') or {}).get('files') or {}).get(filename) if isinstance(cfg, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
+def _recorded_sha(config_path: Path, filename: str) -> Optional[str]:
+    """The sha256 of ``filename`` recorded in a ``config.json`` written by save_pretrained, if any."""
+    return _recorded(config_path, filename).get('sha256')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,25 +224,35 @@ def _hf_download_unbounded(repo_id: str, filename: str, revision: Optional[str],
 
 
 def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir,
-                 expected_size: Optional[int] = None) -> Path:
+                 expected_size: Optional[int] = None, record: str = 'its registry entry') -> Path:
     """``hf_hub_download`` within the bounds of :mod:`._net`: online, one bounded HEAD first (a 5xx
     is reported as such after the retries, a size above ``expected_size`` as an oversize file, no
     answer as a timeout), then the download itself under the source deadline."""
+    from huggingface_hub import constants
+
     from . import _net
     what = f'Hugging Face Hub {repo_id}@{revision or "main"}/{filename}'
     opts = _net.current_options()
     deadline = _net.Deadline(opts.deadline, what)
+    head_status = None
     try:
         if not _offline():
             from huggingface_hub import hf_hub_url
             try:
                 _, headers = _net.head(hf_hub_url(repo_id, filename, revision=revision), what, opts, deadline)
-                _net.check_size(_net.announced_size(headers), expected_size, what)
-            except _net.ClientError:
-                pass  # 401 / 404 ...: hf_hub_download raises the precise error (RepoNotFound, EntryNotFound ...)
+                size = _net.announced_size(headers)
+                _net.check_size(size, expected_size, what, record)
+                limit = getattr(constants, 'MAX_HTTP_DOWNLOAD_SIZE', None)
+                if size is not None and limit and size > limit:  # huggingface_hub would say 'Install hf_xet'
+                    raise _net.OversizeError(f'{what}: the server announces {size:,} bytes, more than any zoo weight '
+                                             f'and than a plain HTTP download takes ({limit:,}): not downloaded')
+            except _net.ClientError as e:
+                head_status = e  # 401 / 404 ...: hf_hub_download raises the precise error (RepoNotFound ...)
+        call = _net.HubCall(opts, deadline)  # the zoo's timeouts inside the client; stopped at the deadline
         return Path(_net.run_with_deadline(
-            lambda: _hf_download_unbounded(repo_id, filename, revision, cache_dir, opts.connect_timeout),
-            max(0.05, deadline.left()), what, budget=opts.deadline))
+            lambda: call.run(lambda: _hf_download_unbounded(repo_id, filename, revision, cache_dir,
+                                                            opts.connect_timeout)),
+            max(0.05, deadline.left()), what, budget=opts.deadline, on_timeout=call.cancel))
     except _net.NetworkError as e:
         raise _Unavailable(str(e)) from e
     except _hf_errors() as e:
@@ -245,6 +260,9 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
         status = _http_status(e)
         if status is not None and status >= 500:
             msg = f'the server answered HTTP {status}; {msg}'
+        elif head_status is not None and 'HTTP' not in msg and 'Client Error' not in msg:
+            # e.g. LocalEntryNotFoundError's 'check your connection' after a plain 404: say what the server said
+            msg = f'the server answered {str(head_status).split(": ", 1)[-1]}; {msg}'
         raise _Unavailable(f'{what}: {type(e).__name__}: {msg}') from e
 
 
@@ -263,16 +281,20 @@ def _http_status(e: BaseException) -> Optional[int]:
 def _from_hf(hf_hub_id: str, filename: str, expected: Optional[str], cache_dir, name: str,
              source: str = 'hf-hub', expected_size: Optional[int] = None) -> ResolvedWeights:
     repo_id, revision = hf_split(hf_hub_id)
-    path = _hf_download(repo_id, filename, revision, cache_dir, expected_size)
-    where = f'{name} from the Hugging Face Hub {repo_id}@{revision or "main"}'
-    if expected is None:  # not a registered (repo, revision): the repo's own record, else its LFS sha256
+    record = 'its registry entry'
+    if expected is None:  # not a registered (repo, revision): the repo's own record (sha256, size) first
         try:
-            expected = _recorded_sha(_hf_download(repo_id, 'config.json', revision, cache_dir), filename)
+            recorded = _recorded(_hf_download(repo_id, 'config.json', revision, cache_dir), filename)
         except _Unavailable:
-            expected = None
-        if expected is None:
-            blob = path.resolve().name
-            expected = blob if len(blob) == 64 and all(c in '0123456789abcdef' for c in blob) else None
+            recorded = {}
+        expected = recorded.get('sha256')
+        if isinstance(recorded.get('size'), int) and not isinstance(recorded.get('size'), bool):
+            expected_size, record = recorded['size'], "the repo's config.json"
+    path = _hf_download(repo_id, filename, revision, cache_dir, expected_size, record)
+    where = f'{name} from the Hugging Face Hub {repo_id}@{revision or "main"}'
+    if expected is None:  # no record: the LFS sha256 that names the cached blob
+        blob = path.resolve().name
+        expected = blob if len(blob) == 64 and all(c in '0123456789abcdef' for c in blob) else None
     if expected is None:
         sha = sha256_file(path)
         _logger.warning('%s: no sha256 recorded for %s; loaded unverified (sha256 %s)', where, filename, sha)
@@ -349,6 +371,10 @@ def resolve_pretrained(pretrained_cfg: Dict[str, Any], cache_dir=None) -> Resolv
     name = _cfg_name(cfg)
     filename = cfg.get('hf_hub_filename') or WEIGHTS_FILE
     source = cfg.get('source')
+    if not isinstance(filename, str) or not filename.endswith('.safetensors'):
+        # e.g. a config.json read by timm.create_model('hf-hub:...') naming pytorch_model.bin
+        raise ValueError(f'{name}: hf_hub_filename {filename!r} is not a .safetensors file; mtvif_zoo never '
+                         'unpickles weights (convert once with mtvif_zoo.save_weights)')
 
     if source == 'local-dir':
         return _user_path(cfg['file'], filename, 'local-dir', name)

@@ -35,6 +35,7 @@ conv (half resolution, logits and ``f_seg`` upsampled bilinearly), the fusion br
 resolution.
 """
 import copy
+import math
 import re
 from functools import partial
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -48,7 +49,15 @@ from . import _weights
 from .backbones import create_backbone, get_backbone_cls, list_backbones
 from .heads import get_head_cls, list_heads
 
-__all__ = ['MultiTaskVIF', 'MTH_CFGS', 'VARIANTS', 'MSRS_CLASSES']
+__all__ = ['MultiTaskVIF', 'MTH_CFGS', 'VARIANTS', 'MSRS_CLASSES', 'MAX_CLASSES', 'MAX_INT_ARG', 'check_model_args']
+
+#: the largest segmentation class count a model may be built with (MSRS has 9 classes, FMB 15); a
+#: 10-million-class classifier would be allocated before anything else fails and OOM-kill the process
+MAX_CLASSES = 1000
+#: the largest integer (a width, depth, window size ...) inside ``backbone_args`` / ``head_args``
+MAX_INT_ARG = 4096
+#: arguments MultiTaskVIF passes to the backbone / head itself
+_INTERNAL_ARGS = {'self', 'in_chs', 'in_chans', 'out_chans', 'num_classes', 'backbone_cls', 'drop_rate'}
 
 #: the 9 MSRS / MFNet classes (MFNet: Ha et al., IROS 2017), index = class id
 MSRS_CLASSES = ('unlabelled', 'car', 'person', 'bike', 'curve', 'car_stop', 'guardrail', 'color_cone', 'bump')
@@ -390,6 +399,84 @@ _TIMM_KWARGS = ('pretrained_cfg', 'pretrained_cfg_overlay', 'cache_dir', 'checkp
                 'pretrained_filter_fn', 'kwargs_filter', 'features_only', 'out_indices', 'feature_cls',
                 'pretrained_model_args')
 
+def _accepted_args(cls) -> Optional[set]:
+    """Keyword arguments ``cls(...)`` accepts (following ``**kwargs`` to the base class); ``None``: any."""
+    import inspect
+    names: set = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names - _INTERNAL_ARGS
+    return None
+
+
+def _check_numbers(value: Any, where: str) -> None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if not 0 <= value <= MAX_INT_ARG:
+            raise ValueError(f'{where} = {value} is out of range (0 .. {MAX_INT_ARG})')
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > MAX_INT_ARG:
+            raise ValueError(f'{where} = {value} is out of range (finite, |x| <= {MAX_INT_ARG})')
+        return
+    if isinstance(value, (list, tuple)):
+        if len(value) > 64:
+            raise ValueError(f'{where} has {len(value)} entries (at most 64)')
+        for k, v in enumerate(value):
+            _check_numbers(v, f'{where}[{k}]')
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_numbers(v, f'{where}.{k}')
+        return
+    raise ValueError(f'{where} has an unsupported value type {type(value).__name__}')
+
+
+def check_num_classes(value: Any, where: str = 'num_classes') -> None:
+    """``ValueError`` unless ``value`` is ``None`` or an integer (not a bool) in 0 .. :data:`MAX_CLASSES`."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CLASSES:
+        raise ValueError(f'{where} must be an int >= 0 and at most {MAX_CLASSES} (0 = no segmentation '
+                         f'classifier), got {value!r}')
+
+
+def check_model_args(backbone: str, head: str, num_classes: Any = None, backbone_args: Any = None,
+                     head_args: Any = None, prefix: str = '') -> None:
+    """The checks every zoo model's arguments pass before anything is built, wherever they come from
+    (``mtvif_zoo.create_model``, ``timm.create_model`` with a ``config.json``'s ``model_args``,
+    ``torch.hub.load``): ``num_classes`` an integer in 0 .. :data:`MAX_CLASSES`; ``backbone_args`` /
+    ``head_args`` objects holding only the parameters of that backbone / head (``TypeError`` naming the
+    accepted ones) and numbers in 0 .. :data:`MAX_INT_ARG` (``ValueError``). ``prefix`` goes in front
+    of the argument names in messages (``model_args.`` for a config.json)."""
+    check_num_classes(num_classes, f'{prefix}num_classes')
+    for key, cls in (('backbone_args', get_backbone_cls(backbone)), ('head_args', get_head_cls(head))):
+        sub = backbone_args if key == 'backbone_args' else head_args
+        sub = sub or {}
+        if not isinstance(sub, dict):
+            raise TypeError(f'{prefix}{key} must be a dict (an object in config.json), got {type(sub).__name__}')
+        accepted = _accepted_args(cls)
+        if key == 'head_args' and head == 'cnn':  # the cnn head passes **kwargs on to the decoder it builds
+            decoder = sub.get('decoder') or backbone
+            if decoder not in list_backbones():
+                raise ValueError(f'{prefix}head_args.decoder {decoder!r} is not a zoo backbone '
+                                 f'({", ".join(list_backbones())})')
+            dec = _accepted_args(get_backbone_cls(decoder).original_decoder)
+            accepted = None if dec is None else {'decoder'} | dec
+        if accepted is not None:
+            extra = sorted(set(sub) - accepted)
+            if extra:
+                raise TypeError(f'{prefix}{key} has unknown argument(s) {extra} for {cls.__name__}; accepted: '
+                                f'{", ".join(sorted(accepted)) or "none"}')
+        _check_numbers(sub, f'{prefix}{key}')
+
+
 class WeightsHook:
     """How the builder reaches the zoo's weight registry and sources (set by ``mtvif_zoo/__init__.py``
     from :mod:`mtvif_zoo.hub`; the models package imports nothing from the hub).
@@ -454,6 +541,9 @@ def _create_mtvif(variant: str, pretrained: bool = False, **kwargs) -> MultiTask
         raise ValueError(f'unknown head {head!r}; valid heads: {", ".join(list_heads())}')
     if kwargs.get('head_args') is None and head.startswith('mth'):
         kwargs['head_args'] = dict(MTH_CFGS[VARIANTS[variant][0]])
+    # before any weight is fetched or layer allocated (timm.create_model('hf-hub:...') passes a
+    # config.json's model_args straight here)
+    check_model_args(backbone, head, kwargs.get('num_classes'), kwargs.get('backbone_args'), kwargs.get('head_args'))
     if head.startswith('mth') and not cfg.get('num_classes'):  # a baseline arch with an MTH: the 9 MSRS classes
         kwargs.setdefault('num_classes', len(MSRS_CLASSES))
     if kwargs.get('features_only'):

@@ -16,7 +16,9 @@ Serves on ``127.0.0.1:<free port>``:
 Faults for error-path tests (:meth:`LoopbackHub.fault`): an HTTP status (e.g. 500) for N
 requests, a body cut off after N bytes with the connection closed (the client sees a broken
 transfer), a consistently short body (``Content-Length`` of the short body), tampered
-content of the same size, or an announced ``Content-Length`` other than the body's (e.g. 10 TB).
+content of the same size, an announced ``Content-Length`` other than the body's (e.g. 10 TB), a GET
+that stalls after the headers and N body bytes (``stall_after``) or drips one byte every ``drip`` s, or
+other bytes in place of the file (``body``).
 :class:`StallServer` covers what an HTTP server does not: accepting and never answering, or
 stalling after the headers.
 
@@ -43,6 +45,9 @@ class Fault:
     tamper: bool = False                # flip bytes, same size (GET only)
     times: int = 1                      # how many matching requests it affects (-1: all)
     announce_length: Optional[int] = None  # HEAD/GET announce this Content-Length (e.g. 10 TB), send the real body
+    stall_after: Optional[int] = None   # GET: headers and this many body bytes, then silence until the hub stops
+    drip: Optional[float] = None        # GET: headers, then one body byte every ``drip`` seconds
+    body: Optional[bytes] = None        # GET: serve these bytes instead of the file (same ETag / commit headers)
 
     def matches(self, method: str, path: str) -> bool:
         return (self.times != 0 and (self.method is None or self.method == method)
@@ -65,6 +70,7 @@ class LoopbackHub:
         self.requests: List[Tuple[str, str]] = []
         self.commits: List[Dict] = []
         self._lock = threading.Lock()
+        self.stopped = threading.Event()  # ends stalled / dripping responses
         hub = self
 
         class Handler(_Handler):
@@ -85,6 +91,7 @@ class LoopbackHub:
         return self
 
     def stop(self) -> None:
+        self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -224,11 +231,34 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if head or fault is None:
             return self._send(status, body, headers, head)
+        if fault.body is not None:
+            return self._send(status, fault.body, headers)
         if fault.tamper:
             body = bytes(b ^ 0xFF for b in body[:64]) + body[64:]
             return self._send(status, body, headers)
         if fault.short_body:
             return self._send(status, body[:len(body) // 2], headers)
+        if fault.stall_after is not None or fault.drip is not None:  # full length promised, then slow / silent
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            try:
+                if fault.stall_after is not None:
+                    self.wfile.write(body[:fault.stall_after])
+                    self.wfile.flush()
+                    self.hub.stopped.wait()
+                else:
+                    for i in range(len(body)):
+                        if self.hub.stopped.wait(fault.drip):
+                            break
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up
+            self.close_connection = True
+            return
         if fault.truncate_at is not None:  # promise the full length, deliver part, hang up
             self.send_response(status)
             for k, v in headers.items():
@@ -293,7 +323,8 @@ class _Handler(BaseHTTPRequestHandler):
 class StallServer:
     """A raw TCP server on 127.0.0.1 for hang tests: ``mode='silent'`` accepts and never answers;
     ``'headers'`` answers ``200`` with a ``Content-Length`` of ``length`` and ``send`` body bytes, then
-    stalls. Connections are held until :meth:`stop` (bounded: at most 64 held)."""
+    stalls; ``'drip_headers'`` sends a status line, then a header byte every 0.1 s without end.
+    Connections are held until :meth:`stop` (bounded: at most 64 held)."""
 
     def __init__(self, mode: str = 'silent', length: int = 1 << 20, send: int = 10):
         import socket
@@ -321,6 +352,8 @@ class StallServer:
                 continue
             self.accepted += 1
             self.conns.append(conn)
+            if self.mode == 'drip_headers':  # a status line, then header bytes one every 0.1 s, never ending
+                threading.Thread(target=self._drip_headers, args=(conn,), daemon=True).start()
             if self.mode == 'headers':
                 conn.settimeout(1.0)
                 try:
@@ -330,6 +363,14 @@ class StallServer:
                     conn.sendall(head + b'\0' * self.send)
                 except OSError:
                     pass
+
+    def _drip_headers(self, conn):
+        try:
+            conn.sendall(b'HTTP/1.1 200 OK\r\n')
+            while not self._stop.wait(0.1):
+                conn.sendall(b'X')
+        except OSError:
+            pass
 
     def __enter__(self):
         self.thread.start()

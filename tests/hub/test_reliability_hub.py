@@ -173,6 +173,7 @@ def test_url_that_never_answers_or_stalls_is_bounded(published, loopback, hub_en
     msg = str(box['error'])
     assert ('no answer within 1 s' in msg) if mode == 'silent' else ('stalled' in msg)
     assert 'MTVIF_' in msg and '2 attempts' in msg and accepted == 2  # one retry, then the next source
+    assert box['elapsed'] < 8  # 2 x 1 s timeouts + a 1 s pause before the retry
     assert _partials(hub_env) == []
 
 
@@ -203,8 +204,9 @@ def test_url_500_says_the_server_answered_500(published, loopback, hub_env, fast
     _url_only(published, loopback.url)
     loopback.fault(path_endswith='.safetensors', status=500, times=-1)
     box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
-    assert 'the server answered HTTP 500' in str(box['error'])
-    assert _partials(hub_env) == []
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    assert 'the server answered HTTP 500 (Internal Server Error) (after 2 attempts)' in str(box['error'])
+    assert box['elapsed'] < 5 and _partials(hub_env) == []
 
 
 def test_url_announcing_10_tb_is_refused_as_larger_than_registered(published, loopback, hub_env, fast_net):
@@ -213,9 +215,10 @@ def test_url_announcing_10_tb_is_refused_as_larger_than_registered(published, lo
     loopback.add_file(data.name, data.read_bytes() if data.is_file() else b'x')
     loopback.fault(path_endswith='.safetensors', announce_length=10 * 10 ** 12, times=-1)
     box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
     msg = str(box['error'])
     assert 'larger than its registry entry' in msg and '10,000,000,000,000' in msg and 'hf_xet' not in msg
-    assert _partials(hub_env) == []
+    assert box['elapsed'] < 3 and _partials(hub_env) == []
 
 
 def _hub_only(published, loopback):
@@ -239,8 +242,11 @@ def test_hub_announcing_10_tb_is_refused_as_larger_than_registered(published, lo
     _hub_only(published, loopback)
     loopback.fault(path_endswith='model.safetensors', announce_length=10 * 10 ** 12, times=-1)
     box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
     msg = str(box['error'])
     assert 'larger than its registry entry' in msg and 'hf_xet' not in msg
+    assert box['elapsed'] < 3 and _incomplete(hub_env) == []
+    assert not any(m == 'GET' and p.endswith('model.safetensors') for m, p in loopback.requests)
 
 
 # ------------------------------------------------------------------ 10. the Hub step has a deadline
@@ -272,3 +278,183 @@ def test_hub_deadline_bounds_the_whole_step(published, loopback, hub_env, monkey
     msg = str(box['error'])
     assert 'Hugging Face Hub' in msg and '1.5 s deadline' in msg and _net.ENV['deadline'] in msg
     assert box['elapsed'] < 5
+
+
+# ------------------------------------------------------------------ 9/10. a server that drips: only the deadline fires
+def _serve_url_copy(published, loopback):
+    entry = _url_only(published, loopback.url)
+    data = published['release'] / entry['url'].rsplit('/', 1)[1]
+    loopback.add_file(data.name, data.read_bytes())
+
+
+def test_url_that_drips_is_cut_off_by_the_deadline(published, loopback, hub_env, fast_net):
+    """A byte every 0.1 s: every read is within the 1 s read timeout, so only the 4 s deadline can end it
+    (a 64 KiB ``read()`` used to wait for all its bytes: hours at this rate)."""
+    _serve_url_copy(published, loopback)
+    fault = loopback.fault(method='GET', path_endswith='.safetensors', drip=0.1, times=-1)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=20)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    msg = str(box['error'])
+    assert 'URL http://' in msg and 'gave up after the 4 s deadline (MTVIF_RESOLVE_DEADLINE)' in msg, msg
+    assert 'bytes received' in msg and 4 <= box['elapsed'] < 8
+    assert _partials(hub_env) == []
+    fault.times = 0  # the server heals: the next load downloads and verifies the file
+    m = mtvif_zoo.create_model(NAME, pretrained=True)
+    assert m.pretrained_source['source'] == 'url' and m.pretrained_source['verified']
+
+
+def _incomplete(hub_env):
+    return sorted(p.name for p in hub_env['hf_cache'].rglob('*.incomplete')) if hub_env['hf_cache'].exists() else []
+
+
+def _net_threads():
+    return [t for t in threading.enumerate() if t.name.startswith('mtvif-net') and t.is_alive()]
+
+
+@pytest.mark.parametrize('fault', [{'stall_after': 1000}, {'drip': 0.1}], ids=['stall', 'drip'])
+def test_hub_download_past_the_deadline_stops_cleans_up_and_the_next_load_works(published, loopback, hub_env,
+                                                                                fast_net, fault):
+    """A Hub GET that stalls (after 1000 bytes) or drips: the load ends at the 4 s deadline, the
+    abandoned hf_hub_download stops within a read timeout (1 s) and removes its .incomplete file,
+    and it no longer holds the cache lock: the next load from the healed server succeeds (it used
+    to time out too, while the abandoned thread kept downloading)."""
+    _hub_only(published, loopback)
+    f = loopback.fault(method='GET', path_endswith='model.safetensors', times=-1, **fault)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=20)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    msg = str(box['error'])
+    assert 'Hugging Face Hub test-org/mtvif_iii-testonly@' in msg and '4 s deadline (MTVIF_RESOLVE_DEADLINE)' in msg
+    assert 4 <= box['elapsed'] < 7
+    end = time.monotonic() + 3  # one read timeout (1 s) and huggingface_hub's 1 s pause before a retry
+    while (_net_threads() or _incomplete(hub_env)) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert _net_threads() == [] and _incomplete(hub_env) == []
+    f.times = 0
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=20)
+    assert 'error' not in box, box['error']
+    assert box['value'].pretrained_source['source'] == 'hf-hub' and box['value'].pretrained_source['verified']
+
+
+# ------------------------------------------------------------------ 11/12/17. hf-hub: repos, timm.create_model directly
+def test_hub_config_corrupted_into_valid_json_once_is_fetched_again(loopback, tiny_folder, hub_env, no_pickle):
+    """A flipped digit (same size): ``"in_chans": 1`` -> ``7`` still parses; the cached copy used to fail
+    every later load."""
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    good = (tiny_folder / 'config.json').read_bytes()
+    assert good.count(b'"in_chans": 1') == 1
+    bad = good.replace(b'"in_chans": 1', b'"in_chans": 7')
+    loopback.fault(method='GET', path_endswith='config.json', body=bad, times=1)
+    m = mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True)
+    assert m.in_chans == 1 and m.num_classes == 0
+    gets = [p for meth, p in loopback.requests if meth == 'GET' and p.endswith('config.json')]
+    assert len(gets) == 2
+    assert [p.read_bytes() for p in _cached(hub_env, 'config.json')] == [good]
+
+
+def test_hub_config_out_of_range_on_the_server_is_a_clear_error(loopback, tiny_folder, hub_env):
+    _edit_config(tiny_folder, lambda c: c['model_args'].update(num_classes=9000))
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    with pytest.raises(ConfigError, match=r'model_args.num_classes must be an int >= 0 and at most 1000 .*, '
+                                          r'got 9000 \(fetched twice'):
+        mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True)
+    assert _cached(hub_env, 'config.json') == []
+
+
+def test_hf_hub_repo_announcing_10_tb_is_refused_as_larger_than_its_config(loopback, tiny_folder, hub_env, fast_net):
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    loopback.fault(path_endswith='model.safetensors', announce_length=10 * 10 ** 12, times=-1)
+    box = _bounded(lambda: mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True))
+    assert isinstance(box.get('error'), WeightsNotFoundError), box  # was a bare ValueError: 'Install hf_xet'
+    msg = str(box['error'])
+    assert msg.startswith('Hugging Face Hub test-org/tiny@main/model.safetensors: the server announces '
+                          "10,000,000,000,000 bytes but the repo's config.json records "), msg
+    assert 'hf_xet' not in msg and box['elapsed'] < 3 and _incomplete(hub_env) == []
+    assert not any(m == 'GET' and p.endswith('model.safetensors') for m, p in loopback.requests)
+
+
+def test_hub_404_says_the_server_answered_404(published, loopback, hub_env, fast_net):
+    _hub_only(published, loopback)
+    loopback.fault(path_endswith='model.safetensors', status=404, times=-1)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    msg = str(box['error'])
+    assert isinstance(box['error'], WeightsNotFoundError) and 'the server answered HTTP 404 (Not Found)' in msg, msg
+    assert box['elapsed'] < 3
+
+
+def test_timm_create_model_hub_config_naming_a_pickle_is_refused(loopback, tiny_folder, no_pickle):
+    """timm reads the config.json itself (the zoo's check of mtvif_zoo.create_model does not run); the
+    zoo's weight resolver still refuses a non-safetensors file before downloading it."""
+    import timm
+    _edit_config(tiny_folder, lambda c: c['pretrained_cfg'].update(hf_hub_filename='pytorch_model.bin'))
+    (tiny_folder / 'pytorch_model.bin').write_bytes(b'a pickle, never read')
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    with pytest.raises(ValueError, match="'pytorch_model.bin' is not a .safetensors file; mtvif_zoo never unpickles"):
+        timm.create_model('hf-hub:test-org/tiny', pretrained=True)
+    assert not any(p.endswith('.bin') for _, p in loopback.requests)
+
+
+# ------------------------------------------------------------------ 16. the model builder checks its own arguments
+@pytest.mark.parametrize('edit,exc,match', [
+    (lambda c: c['model_args'].update(num_classes=10_000_000), ValueError,
+     r'num_classes must be an int >= 0 and at most 1000 .*, got 10000000'),
+    (lambda c: c['model_args'].update(num_classes=True), ValueError, r'num_classes must be an int .*, got True'),
+    (lambda c: c['model_args'].update(backbone_args={'evil': 1}), TypeError,
+     r"backbone_args has unknown argument\(s\) \['evil'\] for SeAFusionBackbone; accepted: widths"),
+    (lambda c: c['model_args'].update(head_args={'evil': 1}), TypeError,
+     r"head_args has unknown argument\(s\) \['evil'\]"),
+    (lambda c: c['model_args'].update(backbone_args={'widths': [4, 8, 10_000_000]}), ValueError,
+     r'backbone_args.widths\[2\] = 10000000 is out of range'),
+], ids=['classes_1e7', 'classes_bool', 'backbone_evil', 'head_evil', 'huge_width'])
+@pytest.mark.parametrize('how', ['hf-hub', 'local-dir'])
+def test_timm_create_model_checks_config_model_args_before_building(loopback, tiny_folder, no_build, no_pickle,
+                                                                    edit, exc, match, how):
+    """timm.create_model('hf-hub:...' / 'local-dir:...') reads config.json itself and passes its model_args
+    to the zoo's entry point, which now checks them before fetching weights or allocating a layer (it
+    used to build a 10-million-class classifier, or fail with a raw TypeError from a constructor)."""
+    import timm
+    _edit_config(tiny_folder, edit)
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    name = 'hf-hub:test-org/tiny' if how == 'hf-hub' else f'local-dir:{tiny_folder}'
+    with pytest.raises(exc, match=match):
+        timm.create_model(name, pretrained=True)
+    assert not any(p.endswith('.safetensors') for _, p in loopback.requests)
+
+
+@pytest.mark.parametrize('kwargs,exc,match', [
+    (dict(num_classes=10_000_000), ValueError, r'num_classes must be an int >= 0 and at most 1000 .*, got 10000000'),
+    (dict(num_classes=True), ValueError, r'num_classes must be an int .*, got True'),
+    (dict(backbone_args={'evil': 1}), TypeError, r"unknown argument\(s\) \['evil'\] for SegMiFBackbone"),
+])
+def test_torch_hub_load_checks_arguments_before_building(no_build, kwargs, exc, match):
+    from pathlib import Path
+    repo = Path(mtvif_zoo.__file__).resolve().parent.parent
+    with pytest.raises(exc, match=match):
+        torch.hub.load(str(repo), 'multitaskvif_iv', source='local', trust_repo=True, **kwargs)
+
+
+def test_url_that_drips_its_headers_is_cut_off_by_the_deadline(published, loopback, hub_env, fast_net):
+    """Header bytes every 0.1 s: the connect timeout (1 s, per socket read) never fires; the deadline does."""
+    with StallServer('drip_headers') as srv:
+        _url_only(published, srv.url)
+        box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True), limit=20)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    msg = str(box['error'])
+    assert 'gave up after the 4 s deadline (MTVIF_RESOLVE_DEADLINE), waiting for the response headers' in msg, msg
+    assert 4 <= box['elapsed'] < 7 and _partials(hub_env) == []
+
+
+@pytest.mark.parametrize('where', ['url', 'hub'])
+def test_one_http_500_then_healthy_is_retried_and_loads(published, loopback, hub_env, fast_net, where):
+    """A passing 500: one retry (1 s later) gets the file; the load succeeds, verified, nothing left behind."""
+    if where == 'url':
+        _serve_url_copy(published, loopback)
+        loopback.fault(path_endswith='.safetensors', status=500, times=1)
+    else:
+        _hub_only(published, loopback)
+        loopback.fault(path_endswith='model.safetensors', status=500, times=1)
+    box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    assert 'error' not in box, box['error']
+    src = box['value'].pretrained_source
+    assert src['source'] == ('url' if where == 'url' else 'hf-hub') and src['verified'] and box['elapsed'] < 5
+    assert not any(p.endswith('.partial') for p in _partials(hub_env))
+    assert _incomplete(hub_env) == []
