@@ -304,8 +304,11 @@ def _segment(model, vp: Path, ip: Path) -> torch.Tensor:
 
 def _read_label(p: Path) -> torch.Tensor:
     from PIL import Image
+
+    from ._png import check_png_data
     with Image.open(p) as im:
         a = np.asarray(im if im.mode in ('L', 'P', 'I', 'I;16') else im.convert('L'))
+    check_png_data(p, 'label')  # missing rows would be read as class 0
     return torch.from_numpy(a.astype(np.int64))
 
 

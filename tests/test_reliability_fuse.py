@@ -520,3 +520,43 @@ def test_eight_bit_values_in_a_16_bit_input_warn(tiny, small_pair):
         fuse(vis.astype(np.uint16) * 257, ir, model=tiny)  # real 16-bit data
         fuse(vis, ir.astype(np.uint16), model=tiny)  # infrared: per-image min-max, no darkening
         fuse(vis.astype(np.uint16), ir, model=tiny, vis_range=(0, 255))  # the range given
+
+
+def _short_png(path: Path, channels: int = 3, colour_type: int = 2, fill: int = 200):
+    """A PNG whose (CRC-valid, complete) zlib stream holds 12 of the 24 rows its header declares:
+    PIL decodes it without an error, the missing rows black."""
+    a = np.full((24, 40, channels), fill, np.uint8)
+    rows = b''.join(b'\x00' + a[i].tobytes() for i in range(12))
+    ihdr = struct.pack('>IIBBBBB', 40, 24, 8, colour_type, 0, 0, 0)
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', ihdr) + _png_chunk(b'IDAT', zlib.compress(rows)) +
+                     _png_chunk(b'IEND', b''))
+    with Image.open(path) as im:  # what makes it dangerous
+        assert np.asarray(im)[-1].max() == 0 and np.asarray(im)[0].min() == fill
+
+
+def test_png_whose_data_ends_early_is_refused_by_every_image_reader(pair_dirs, tmp_path, tiny):
+    """The training pre-flight refused such a file, but fuse(), its loader and the metrics reader
+    (mtvif eval) read it with black rows: a silent wrong result."""
+    from mtvif_zoo.fusion import load_image
+    from mtvif_zoo.metrics.io import UnreadableImageError, to_metric_tensor
+    vi, ir = pair_dirs
+    bad = tmp_path / 'short.png'
+    _short_png(bad)
+    with pytest.raises(ValueError, match=f"visible image {str(bad)!r}.*ends early: 1452 of the 2904 bytes"):
+        load_image(bad, 'visible')
+    with pytest.raises(ValueError, match='short.png.*ends early'):
+        fuse(str(bad), str(ir / 'a.png'), model=tiny)
+    with pytest.raises(UnreadableImageError, match=f"fused image {str(bad)!r}.*ends early"):
+        to_metric_tensor(bad, name='fused')
+    load_image(vi / 'a.png', 'visible'), to_metric_tensor(vi / 'a.png')  # a whole PNG passes
+
+
+def test_folder_mode_skips_a_png_whose_data_ends_early(pair_dirs, tmp_path, capsys):
+    vi, ir = pair_dirs
+    _short_png(vi / 'c.png')
+    (ir / 'c.png').write_bytes((ir / 'a.png').read_bytes())
+    rc = main(['fuse', str(vi), str(ir), '-o', str(tmp_path / 'o'), '--batch-size', '1'] + FAST)
+    assert rc == 1
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['a.png', 'b.png']
+    err = capsys.readouterr().err
+    assert 'skipped c: ' in err and 'ends early' in err and str(vi / 'c.png') in err
