@@ -560,3 +560,32 @@ def test_folder_mode_skips_a_png_whose_data_ends_early(pair_dirs, tmp_path, caps
     assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['a.png', 'b.png']
     err = capsys.readouterr().err
     assert 'skipped c: ' in err and 'ends early' in err and str(vi / 'c.png') in err
+
+
+def test_eval_reports_every_skipped_image_and_exits_1(pair_dirs, tmp_path, capsys):
+    """``mtvif eval`` skipped unreadable images with warnings only and exited 0; like ``mtvif fuse``
+    folder mode, every skipped pair / image is reported, the others evaluated, exit code 1."""
+    import csv
+    vi, ir = pair_dirs
+    (vi / 'c.png').write_bytes(b'not a png')  # an unreadable source: pair c skipped
+    (ir / 'c.png').write_bytes((ir / 'a.png').read_bytes())
+    fused = tmp_path / 'fused' / 'm'
+    fused.mkdir(parents=True)
+    for s in ('a', 'c'):
+        (fused / f'{s}.png').write_bytes((vi / 'a.png').read_bytes())
+    _short_png(fused / 'b.png')  # an unreadable fused image (its data ends early)
+    out = tmp_path / 'ev'
+    rc = main(['eval', '--fused', str(fused), '--vis', str(vi), '--ir', str(ir), '--metrics', 'EN,SD', '-o', str(out),
+               '--workers', '1', '-q'])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "warning: pair 'c' skipped" in err and str(vi / 'c.png') in err
+    assert 'warning: unreadable' in err and str(fused / 'b.png') in err and 'ends early' in err
+    assert '2 pair(s) / image(s) skipped' in err
+    with open(out / 'per_image.csv') as f:
+        assert [r['image'] for r in csv.DictReader(f)] == ['a']
+    for p in (vi / 'c.png', fused / 'b.png', fused / 'c.png', ir / 'c.png'):
+        p.unlink()
+    (fused / 'b.png').write_bytes((vi / 'b.png').read_bytes())
+    assert main(['eval', '--fused', str(fused), '--vis', str(vi), '--ir', str(ir), '--metrics', 'EN', '-o', str(out),
+                 '--workers', '1', '-q']) == 0
