@@ -589,3 +589,23 @@ def test_eval_reports_every_skipped_image_and_exits_1(pair_dirs, tmp_path, capsy
     (fused / 'b.png').write_bytes((vi / 'b.png').read_bytes())
     assert main(['eval', '--fused', str(fused), '--vis', str(vi), '--ir', str(ir), '--metrics', 'EN', '-o', str(out),
                  '--workers', '1', '-q']) == 0
+
+
+def test_trailing_slash_names_a_folder(pair_dirs, tmp_path, capsys):
+    """``-o out.png/`` wrote a file ``out.png`` (Path drops the slash): a trailing slash names a folder."""
+    vi, ir = pair_dirs
+    out = tmp_path / 'out.png'
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', f'{out}/', '--preview', f'{tmp_path}/p.png/']
+                + FAST) == 0
+    assert out.is_dir() and sorted(p.name for p in out.iterdir()) == ['a.png']
+    assert Image.open(out / 'a.png').size == (40, 24) and (tmp_path / 'p.png' / 'a.png').is_file()
+    f = tmp_path / 'f.png'
+    f.write_bytes(b'x')
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', f'{f}/'] + FAST) == 2
+    assert 'ends with a slash (a folder)' in capsys.readouterr().err and f.read_bytes() == b'x'
+    assert main(['fuse', str(vi), str(ir), '-o', f'{tmp_path}/o.mp4/'] + FAST) == 0  # frame folders -> PNG folder
+    assert sorted(p.name for p in (tmp_path / 'o.mp4').iterdir()) == ['a.png', 'b.png']
+    capsys.readouterr()
+    assert main(['fuse', str(tmp_path / 'v.mp4'), str(tmp_path / 'i.mp4'), '-o', f'{tmp_path}/x.mp4/'] + FAST) == 2
+    assert 'ends with a slash (a folder) but has a video suffix' in capsys.readouterr().err
+    assert not (tmp_path / 'x.mp4').exists()

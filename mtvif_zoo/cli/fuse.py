@@ -15,9 +15,11 @@ Output safety: every path is checked before the model is loaded. An output (or p
 one of the inputs or an input folder, after resolving links, is refused; an existing output is
 replaced only with ``--overwrite`` (otherwise an error for one pair, skipped with a note in folder
 mode); ``-o`` with an image suffix is a file (an unsupported image suffix such as ``.gif``, or a
-video suffix such as ``.mp4`` for image inputs, is an error). ``--device`` and ``--tile`` (against
-the model's pad multiple) are checked once, before any pair is fused. A pair whose infrared image
-has colour and whose visible image is grey gets a one-line warning naming both files (swapped?).
+video suffix such as ``.mp4`` for image inputs, is an error); a trailing slash always names a
+folder (``-o out.png/`` writes ``out.png/<stem>.png``; for video inputs it is an error).
+``--device`` and ``--tile`` (against the model's pad multiple) are checked once, before any pair
+is fused. A pair whose infrared image has colour and whose visible image is grey gets a one-line
+warning naming both files (swapped?).
 Images are written to a temporary file and renamed into place, so a full disk leaves no
 partial file. In folder mode a pair that fails (unreadable, too large, model error) is reported
 and skipped, the rest are fused, and the exit code is 1.
@@ -178,11 +180,24 @@ def _check_folder(d: Path, what: str) -> None:
                           'read-only file system)')
 
 
-def _output_kind(p: Path, n_pairs: int, what: str) -> bool:
-    """True when ``p`` names a file: an image suffix (supported: a file; other image formats such as
-    .gif: an error), unless it is an existing folder. A file name with several pairs is an error."""
+def _names_folder(raw: str) -> bool:
+    """A path typed with a trailing slash (``out.png/``) names a folder, whatever its suffix
+    (``Path`` drops the slash)."""
+    return raw.endswith('/') or raw.endswith(os.sep) or bool(os.altsep and raw.endswith(os.altsep))
+
+
+def _output_kind(raw: str, n_pairs: int, what: str) -> bool:
+    """True when ``raw`` names a file: an image suffix (supported: a file; other image formats such as
+    .gif: an error), unless it is an existing folder or ends with a slash (a folder, as in ``cp``).
+    A file name with several pairs is an error."""
     from PIL import Image
+    p = Path(raw)
     if p.is_dir():
+        return False
+    if _names_folder(raw):
+        if p.exists():
+            raise OutputError(f'{what} {raw!r} ends with a slash (a folder) but {str(p)!r} is a file; '
+                              'choose another path')
         return False
     suffix = p.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
@@ -222,9 +237,9 @@ def _plan_outputs(args, pairs):
     unwritable folder, an unsupported suffix, and (single pair) an existing file without
     ``--overwrite``; in folder mode existing outputs are skipped without ``--overwrite``."""
     out = Path(args.output)
-    single = _output_kind(out, len(pairs), 'output')
+    single = _output_kind(args.output, len(pairs), 'output')
     preview = Path(args.preview) if args.preview else None
-    pre_single = preview is not None and _output_kind(preview, len(pairs), 'preview')
+    pre_single = preview is not None and _output_kind(args.preview, len(pairs), 'preview')
     inputs = {_real(p) for _, vp, ip in pairs for p in (vp, ip)}
     in_dirs = {q.parent for q in inputs}
     # the same file under another name: a hard link, or another spelling on a case-insensitive file
@@ -280,10 +295,14 @@ def _save_atomic(img, dst: Path) -> None:
 
 def _run_video(args) -> int:
     from ..fusion import check_fuse_args
-    from ..video import fuse_video
+    from ..video import fuse_video, is_video
     if args.preview:
         raise ValueError('--preview is for image pairs; for videos write frames (-o FOLDER/) and preview those')
     check_fuse_args(args.batch_size, args.tile, args.overlap)
+    if _names_folder(args.output) and is_video(args.output):
+        raise OutputError(f'output {args.output!r} ends with a slash (a folder) but has a video suffix; give '
+                          f'{args.output.rstrip("/" + os.sep)!r} for a video file, or a folder name without a '
+                          'video suffix for PNG frames')
     out = Path(args.output)
     real = _real(out)
     for src in (args.vis, args.ir):
@@ -307,7 +326,8 @@ def _run_video(args) -> int:
 def run(args) -> int:
     from ..video import is_video
     # video mode: a video input, or frame folders written to a video file (image files in, .gif out: an error below)
-    if is_video(args.vis) or is_video(args.ir) or (is_video(args.output) and Path(args.vis).is_dir()):
+    if is_video(args.vis) or is_video(args.ir) or (is_video(args.output) and not _names_folder(args.output)
+                                                   and Path(args.vis).is_dir()):
         return _run_video(args)
     from PIL import Image
     from tqdm.auto import tqdm
