@@ -306,7 +306,7 @@ def test_permission_denied_at_write_time_is_one_line(pair_dirs, tmp_path, capsys
     assert main(['fuse', str(vi), str(ir), '-o', str(out)] + FAST) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'cannot write' in err[0] and 'Permission denied' in err[0]
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # nothing written: the folder this run made is removed too
 
 
 def test_full_disk_leaves_no_partial_file(pair_dirs, tmp_path, capsys, monkeypatch):
@@ -321,7 +321,7 @@ def test_full_disk_leaves_no_partial_file(pair_dirs, tmp_path, capsys, monkeypat
     out = tmp_path / 'o'
     assert main(['fuse', str(vi), str(ir), '-o', str(out)] + FAST) == 2
     monkeypatch.setattr(Image.Image, 'save', real_save)
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # no partial file, and the folder this run made is removed
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'No space left' in err[0]
     assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'f.png')] + FAST) == 0
@@ -454,7 +454,28 @@ def test_cli_tile_below_the_pad_multiple_is_one_error(pair_dirs, tmp_path, capsy
                '--device', 'cpu', '--tile', '4', '--overlap', '0'])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and '--tile 8 or more' in err[0]
-    assert not list((tmp_path / 'o').glob('*'))
+    assert not (tmp_path / 'o').exists()  # no output folder either
+
+
+def test_a_run_that_writes_nothing_leaves_no_output_folder(pair_dirs, tmp_path, capsys):
+    """A run that failed before any pair (a --tile below the pad multiple) left the empty output folder
+    it had made: the folders are made after the model and --tile checks, and removed again (those this
+    run made, while empty) when no pair is written."""
+    vi, ir = pair_dirs
+    tile = ['--random-init', '-q', '--model', 'mtvif_i', '--device', 'cpu', '--tile', '4', '--overlap', '0']
+    new = tmp_path / 'new'
+    assert main(['fuse', str(vi), str(ir), '-o', str(new / 'o'), '--preview', str(new / 'p')] + tile) == 2
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(new / 'f.png')] + tile) == 2
+    assert not new.exists()
+    _short_png(vi / 'c.png')  # a single pair that cannot be read: an error, no folder
+    (ir / 'c.png').write_bytes((ir / 'a.png').read_bytes())
+    assert main(['fuse', str(vi / 'c.png'), str(ir / 'c.png'), '-o', str(new / 'c' / 'f.png')] + FAST) == 2
+    assert not new.exists()
+    mine = tmp_path / 'mine'  # a folder the user made is kept
+    mine.mkdir()
+    assert main(['fuse', str(vi), str(ir), '-o', str(mine)] + tile) == 2
+    assert mine.is_dir() and not list(mine.iterdir())
+    capsys.readouterr()
 
 
 def test_video_suffix_for_image_files_is_refused(pair_dirs, tmp_path, capsys):

@@ -18,8 +18,9 @@ mode); ``-o`` with an image suffix is a file (an unsupported image suffix such a
 video suffix such as ``.mp4`` for image inputs, is an error); a trailing slash always names a
 folder (``-o out.png/`` writes ``out.png/<stem>.png``; for video inputs it is an error).
 ``--device`` and ``--tile`` (against the model's pad multiple) are checked once, before any pair
-is fused. A pair whose infrared image has colour and whose visible image is grey gets a one-line
-warning naming both files (swapped?).
+is fused or any output folder made (a run that writes no image removes the empty folders it made).
+A pair whose infrared image has colour and whose visible image is grey gets a one-line warning
+naming both files (swapped?).
 Images are written to a temporary file and renamed into place, so a full disk leaves no
 partial file. In folder mode a pair that fails (unreadable, too large, model error) is reported
 and skipped, the rest are fused, and the exit code is 1.
@@ -276,6 +277,22 @@ def _plan_outputs(args, pairs):
     return out, single, preview, pre_single, plan, skipped
 
 
+def _make_folder(d: Path) -> List[Path]:
+    """``mkdir -p d``; -> the folders it made, innermost first (for :func:`_remove_empty`)."""
+    made = [q for q in (d, *d.parents) if not (q.exists() or q.is_symlink())]
+    d.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def _remove_empty(folders: List[Path]) -> None:
+    """Remove the folders this run made while they are empty (deepest first)."""
+    for q in sorted(folders, key=lambda q: len(q.parts), reverse=True):
+        try:
+            q.rmdir()
+        except OSError:  # not empty (or gone): leave it
+            pass
+
+
 def _save_atomic(img, dst: Path) -> None:
     """Write through a hidden temporary file in the same folder and rename it into place: a full
     disk or a crash leaves no partial image (and never half of an old one)."""
@@ -346,12 +363,6 @@ def run(args) -> int:
         if not args.quiet:
             print(f'nothing to fuse: all {len(pairs)} output(s) exist in {out} (pass --overwrite to replace them)')
         return 0
-    try:
-        (out.parent if single else out).mkdir(parents=True, exist_ok=True)
-        if preview is not None:
-            (preview.parent if pre_single else preview).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f'cannot create the output folder: {e}') from None
     model = _load_model(args)
     want_seg = preview is not None and model.has_segmentation
     if preview is not None and not model.has_segmentation:
@@ -365,6 +376,7 @@ def run(args) -> int:
 
     def skip(stem, e):
         if len(pairs) == 1:  # a single pair: an error with the reason, nothing claims to be written
+            _remove_empty(created)
             raise e
         msg = f'{type(e).__name__}: {e}' if not isinstance(e, ValueError) else str(e)
         bad.append(f'{stem}: {msg}')
@@ -374,6 +386,16 @@ def run(args) -> int:
         raise ValueError(f'--tile {args.tile} is smaller than {args.model}\'s pad multiple ({model.pad_multiple}); '
                          f'use --tile {model.pad_multiple} or more (with --overlap < tile / 2)')
     fuse_kw = dict(model=model, tile=args.tile, overlap=args.overlap, amp=amp, ir_range=ir_range)
+    # the folders are made only now, once the model and --tile are known good, and removed again
+    # (those this run made, while empty) when no pair is written
+    created: List[Path] = []
+    try:
+        created += _make_folder(out.parent if single else out)
+        if preview is not None:
+            created += _make_folder(preview.parent if pre_single else preview)
+    except OSError as e:
+        _remove_empty(created)
+        raise OutputError(f'cannot create the output folder: {e}') from None
 
     def fuse_pairs(v, i, **kw):  # the pair's own one-line note (check_swapped) replaces fuse()'s warning
         with warnings.catch_warnings():
@@ -434,11 +456,15 @@ def run(args) -> int:
                     _save_atomic(pic, pdst)
             except OSError as e:  # full disk, read-only file system...: the next pair would fail the same way
                 bar.close()
+                if not written:
+                    _remove_empty(created)
                 raise OutputError(f'cannot write {"preview " if target is pdst else ""}{str(target)!r}: '
                                   f'{e.strerror or e}; stopped after {len(written)} complete fused image(s), '
                                   'no partial file left') from None
         bar.update(len(chunk))
     bar.close()
+    if not written:
+        _remove_empty(created)
     if not args.quiet:
         where = written[0] if single and written else out
         print(f'fused {len(written)} pair(s) with {args.model} -> {where}'
