@@ -630,3 +630,17 @@ def test_trailing_slash_names_a_folder(pair_dirs, tmp_path, capsys):
     assert main(['fuse', str(tmp_path / 'v.mp4'), str(tmp_path / 'i.mp4'), '-o', f'{tmp_path}/x.mp4/'] + FAST) == 2
     assert 'ends with a slash (a folder) but has a video suffix' in capsys.readouterr().err
     assert not (tmp_path / 'x.mp4').exists()
+
+
+def test_video_output_that_is_an_input_under_another_name_is_refused(tmp_path, capsys):
+    """Video mode compared output and inputs with realpath only: a hard link to the visible video (or
+    another spelling on a case-insensitive file system) passed, and --overwrite would replace it."""
+    vis, ir = tmp_path / 'vis.mp4', tmp_path / 'ir.mp4'
+    vis.write_bytes(b'visible video bytes')
+    ir.write_bytes(b'infrared video bytes')
+    link = tmp_path / 'fused.mp4'
+    os.link(vis, link)
+    rc = main(['fuse', str(vis), str(ir), '-o', str(link), '--overwrite'] + FAST)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and 'refusing to overwrite it' in err[0] and str(vis) in err[0]
+    assert vis.read_bytes() == b'visible video bytes' and link.read_bytes() == b'visible video bytes'

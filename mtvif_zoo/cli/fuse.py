@@ -321,9 +321,15 @@ def _run_video(args) -> int:
                           f'{args.output.rstrip("/" + os.sep)!r} for a video file, or a folder name without a '
                           'video suffix for PNG frames')
     out = Path(args.output)
-    real = _real(out)
+    real, out_id = _real(out), _file_id(out)
     for src in (args.vis, args.ir):
-        if real == _real(Path(src)) or (out.suffix == '' and real == _real(Path(src)).parent):
+        # realpath, and the same device + inode as the image path checks (a hard link, another
+        # spelling on a case-insensitive file system)
+        sp = Path(src)
+        hit = real == _real(sp) or (out_id is not None and out_id == _file_id(sp))
+        if out.suffix == '' and not hit:
+            hit = real == _real(sp).parent or (out_id is not None and out_id == _file_id(_real(sp).parent))
+        if hit:
             raise OutputError(f'output {str(out)!r} is the input {str(src)!r} (or its folder); '
                               'refusing to overwrite it')
     if (out.is_file() or (out.is_dir() and any(out.iterdir()))) and not args.overwrite:
