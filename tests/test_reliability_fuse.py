@@ -644,3 +644,23 @@ def test_video_output_that_is_an_input_under_another_name_is_refused(tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and 'refusing to overwrite it' in err[0] and str(vis) in err[0]
     assert vis.read_bytes() == b'visible video bytes' and link.read_bytes() == b'visible video bytes'
+
+
+def test_pretrained_weight_errors_name_the_file(tmp_path):
+    """The dtype and missing / unexpected-key errors of pretrained loading (checkpoint_path=, a file
+    overlay) did not say which file they came from."""
+    from safetensors.torch import save_file
+    f, key = _int32_weights(tmp_path)
+    for kw in (dict(checkpoint_path=f), dict(pretrained_cfg_overlay=dict(file=str(f)))):
+        with pytest.raises(ValueError, match=f"pretrained weights {str(f)!r} have tensors of the wrong dtype.*{key}"):
+            create_model('seafusion', pretrained=True, **kw)
+    sd = {k: v.contiguous() for k, v in create_model('seafusion').state_dict().items()}
+    gone = next(k for k in sd if not k.startswith('head.seg_'))
+    del sd[gone]
+    sd['extra.weight'] = torch.zeros(1)
+    g = tmp_path / 'missing.safetensors'
+    save_file(sd, str(g))
+    for kw in (dict(checkpoint_path=g), dict(pretrained_cfg_overlay=dict(file=str(g)))):
+        with pytest.raises(ValueError, match=f"pretrained weights {str(g)!r} do not match") as e:
+            create_model('seafusion', pretrained=True, **kw)
+        assert gone in str(e.value) and 'extra.weight' in str(e.value)
