@@ -14,7 +14,9 @@ Folders of fused images (``fused_dirs``):
   by file stem; ``{image}`` only matches stems of the visible folder, so underscores are safe.
 
 Visible and infrared images are matched by file stem. Anything that does not match, cannot be
-decoded, or has the wrong size is **named** in ``result.problems`` (and warned about), never fatal.
+decoded, or has the wrong size is **named** in ``result.problems`` (and warned about), never fatal;
+the problems that left a pair or an image out (unreadable, wrong size, could not be fused or
+segmented) are also in ``result.skipped`` (``mtvif eval`` then exits with code 1).
 Metrics that cannot be computed for an image (MS-SSIM on images with a side <= 160 px) are NaN
 with the reason in ``result.notes``; method means skip them and say so.
 
@@ -64,6 +66,7 @@ class EvaluationResult:
     counts: Dict[str, int] = field(default_factory=dict)              # method -> images evaluated
     num_pairs: int = 0
     problems: List[str] = field(default_factory=list)                 # unmatched / unreadable / size
+    skipped: List[str] = field(default_factory=list)  # the problems that left a pair / image out (also in problems)
     notes: List[str] = field(default_factory=list)                    # NaN explanations
     segmentation: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # method -> mIoU report
     files: Dict[str, str] = field(default_factory=dict)               # what was written
@@ -114,6 +117,7 @@ class EvaluationResult:
     def to_dict(self) -> Dict[str, Any]:
         return {'convention': self.convention.as_dict(), 'metrics': list(self.metrics), 'num_pairs': self.num_pairs,
                 'summary': self.summary, 'counts': self.counts, 'rows': self.rows, 'problems': self.problems,
+                'skipped': self.skipped,
                 'notes': self.notes, 'segmentation': self.segmentation, 'table': self.table()}
 
     def write(self, out: PathLike) -> Dict[str, str]:
@@ -304,8 +308,11 @@ def _segment(model, vp: Path, ip: Path) -> torch.Tensor:
 
 def _read_label(p: Path) -> torch.Tensor:
     from PIL import Image
+
+    from ._png import check_png_data
     with Image.open(p) as im:
         a = np.asarray(im if im.mode in ('L', 'P', 'I', 'I;16') else im.convert('L'))
+    check_png_data(p, 'label')  # missing rows would be read as class 0
     return torch.from_numpy(a.astype(np.int64))
 
 
@@ -391,7 +398,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
              progress: bool = True, pretrained: bool = True, ignore_index: Optional[int] = None,
              class_names: Optional[Sequence[str]] = None, model_name: Optional[str] = None,
              workers: Optional[int] = None, references: Sequence[str] = (),
-             pool: Optional[str] = None, amp: Optional[bool] = None) -> EvaluationResult:
+             pool: Optional[str] = None, amp: Optional[bool] = None, warn: bool = True) -> EvaluationResult:
     """Evaluate folders of fused images against their visible / infrared pairs.
 
     Args:
@@ -424,6 +431,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
             (per-pixel maximum); a grey infrared image is broadcast over the visible channels.
         amp: the model's precision, as in :func:`mtvif_zoo.fuse` (``None``: autocast on CUDA and on
             CPUs with native bf16 units, fp32 elsewhere; ``True``: autocast; ``False``: fp32).
+        warn: issue each problem as a ``UserWarning`` too (``mtvif eval`` prints them itself).
 
     Returns:
         :class:`EvaluationResult` (``print(result.table())``).
@@ -432,6 +440,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
     conv = get_convention(convention)
     names = resolve_metrics(metrics)
     problems: List[str] = []
+    skipped: List[str] = []  # problems that left a pair / image out
     vis_dir, ir_dir = Path(vis_dir), Path(ir_dir)
     for what, d in (('visible', vis_dir), ('infrared', ir_dir)):
         if not d.is_dir():
@@ -464,7 +473,10 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         if mname in methods:
             mname = f'{mname} (model)'
         save = Path(out) / 'fused' / mname if out is not None else None
-        methods[mname] = _fuse_with_model(mdl, pairs, batch_size, save, progress, problems, amp)
+        failed: List[str] = []
+        methods[mname] = _fuse_with_model(mdl, pairs, batch_size, save, progress, failed, amp)
+        problems += failed
+        skipped += failed
         seg_model = (mname, mdl)
     for m, files in methods.items():
         for s, p in files.items():
@@ -521,6 +533,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
         for r in rows:
             per_method[r['method']].append(r)
         problems += probs
+        skipped += probs
         for k, why, items in nans:
             nan_reasons.setdefault(k, {}).setdefault(why, []).extend(items)
 
@@ -563,6 +576,7 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
                     scored += 1
                 except (OSError, ValueError) as e:
                     problems.append(f'segmentation of {stem!r} skipped: {e}')
+                    skipped.append(problems[-1])
             problems += [f'unmatched label {p} (no pair with stem {s!r})' for s, p in labels.items() if s not in pairs]
             rep = cm.compute().to_dict()
             rep['images'] = scored
@@ -571,8 +585,8 @@ def evaluate(fused_dirs: Optional[Union[PathLike, Sequence[PathLike]]], vis_dir:
                 res.notes.append(f'mIoU ({mname}): classes absent from both predictions and labels, excluded from '
                                  f'the mean: {", ".join(rep["absent_classes"])}')
 
-    res.problems = problems
-    for p in problems:
+    res.problems, res.skipped = problems, skipped
+    for p in problems if warn else ():
         warnings.warn(p, stacklevel=2)
     if out is not None:
         res.write(out)

@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from ._png import check_png_data
 from .color import rgb_to_gray, rgb_to_ycbcr, ycbcr_to_rgb
 
 __all__ = ['fuse', 'segment', 'load_image', 'to_tensor_image', 'check_fuse_args', 'DEFAULT_MODEL', 'tune_cpu_allocator',
@@ -74,7 +75,11 @@ Range = Union[str, Tuple[float, float]]
 # --------------------------------------------------------------------------------------------
 
 def load_image(path: Union[str, os.PathLike], role: str = 'image') -> np.ndarray:
-    """Read an image file into a numpy array (``HxW`` or ``HxWx3``; uint8 or uint16)."""
+    """Read an image file into a numpy array (``HxW`` or ``HxWx3``; uint8 or uint16).
+
+    An unreadable file, a folder, a decompression bomb and a PNG whose image data ends before its
+    last row (PIL fills the missing rows with black, silently: :func:`mtvif_zoo._png.check_png_data`)
+    are a ``ValueError`` naming the file."""
     p = Path(path)
     if p.is_dir():
         raise ValueError(f'{role} image {str(p)!r} is a folder, not an image file')
@@ -82,13 +87,15 @@ def load_image(path: Union[str, os.PathLike], role: str = 'image') -> np.ndarray
         raise FileNotFoundError(f'{role} image not found: {str(p)!r}')
     try:
         with Image.open(p) as im:
-            return _pil_to_array(im)
+            a = _pil_to_array(im)
     except Image.DecompressionBombError as e:  # not an OSError: PIL's guard against huge declared sizes
         raise ValueError(f'{role} image {str(p)!r} is too large to decode safely ({e}); raise '
                          'PIL.Image.MAX_IMAGE_PIXELS if the file is trusted') from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
         raise ValueError(f'{role} image {str(p)!r} is not a readable image file ({e}); '
                          'pass a PNG/JPEG/TIFF/BMP file or an array') from None
+    check_png_data(p, f'{role} image')  # PIL reads missing rows as black, without an error
+    return a
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:

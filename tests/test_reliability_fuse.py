@@ -306,7 +306,7 @@ def test_permission_denied_at_write_time_is_one_line(pair_dirs, tmp_path, capsys
     assert main(['fuse', str(vi), str(ir), '-o', str(out)] + FAST) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'cannot write' in err[0] and 'Permission denied' in err[0]
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # nothing written: the folder this run made is removed too
 
 
 def test_full_disk_leaves_no_partial_file(pair_dirs, tmp_path, capsys, monkeypatch):
@@ -321,7 +321,7 @@ def test_full_disk_leaves_no_partial_file(pair_dirs, tmp_path, capsys, monkeypat
     out = tmp_path / 'o'
     assert main(['fuse', str(vi), str(ir), '-o', str(out)] + FAST) == 2
     monkeypatch.setattr(Image.Image, 'save', real_save)
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # no partial file, and the folder this run made is removed
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'No space left' in err[0]
     assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(tmp_path / 'f.png')] + FAST) == 0
@@ -454,7 +454,28 @@ def test_cli_tile_below_the_pad_multiple_is_one_error(pair_dirs, tmp_path, capsy
                '--device', 'cpu', '--tile', '4', '--overlap', '0'])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and '--tile 8 or more' in err[0]
-    assert not list((tmp_path / 'o').glob('*'))
+    assert not (tmp_path / 'o').exists()  # no output folder either
+
+
+def test_a_run_that_writes_nothing_leaves_no_output_folder(pair_dirs, tmp_path, capsys):
+    """A run that failed before any pair (a --tile below the pad multiple) left the empty output folder
+    it had made: the folders are made after the model and --tile checks, and removed again (those this
+    run made, while empty) when no pair is written."""
+    vi, ir = pair_dirs
+    tile = ['--random-init', '-q', '--model', 'mtvif_i', '--device', 'cpu', '--tile', '4', '--overlap', '0']
+    new = tmp_path / 'new'
+    assert main(['fuse', str(vi), str(ir), '-o', str(new / 'o'), '--preview', str(new / 'p')] + tile) == 2
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', str(new / 'f.png')] + tile) == 2
+    assert not new.exists()
+    _short_png(vi / 'c.png')  # a single pair that cannot be read: an error, no folder
+    (ir / 'c.png').write_bytes((ir / 'a.png').read_bytes())
+    assert main(['fuse', str(vi / 'c.png'), str(ir / 'c.png'), '-o', str(new / 'c' / 'f.png')] + FAST) == 2
+    assert not new.exists()
+    mine = tmp_path / 'mine'  # a folder the user made is kept
+    mine.mkdir()
+    assert main(['fuse', str(vi), str(ir), '-o', str(mine)] + tile) == 2
+    assert mine.is_dir() and not list(mine.iterdir())
+    capsys.readouterr()
 
 
 def test_video_suffix_for_image_files_is_refused(pair_dirs, tmp_path, capsys):
@@ -520,3 +541,126 @@ def test_eight_bit_values_in_a_16_bit_input_warn(tiny, small_pair):
         fuse(vis.astype(np.uint16) * 257, ir, model=tiny)  # real 16-bit data
         fuse(vis, ir.astype(np.uint16), model=tiny)  # infrared: per-image min-max, no darkening
         fuse(vis.astype(np.uint16), ir, model=tiny, vis_range=(0, 255))  # the range given
+
+
+def _short_png(path: Path, channels: int = 3, colour_type: int = 2, fill: int = 200):
+    """A PNG whose (CRC-valid, complete) zlib stream holds 12 of the 24 rows its header declares:
+    PIL decodes it without an error, the missing rows black."""
+    a = np.full((24, 40, channels), fill, np.uint8)
+    rows = b''.join(b'\x00' + a[i].tobytes() for i in range(12))
+    ihdr = struct.pack('>IIBBBBB', 40, 24, 8, colour_type, 0, 0, 0)
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', ihdr) + _png_chunk(b'IDAT', zlib.compress(rows)) +
+                     _png_chunk(b'IEND', b''))
+    with Image.open(path) as im:  # what makes it dangerous
+        assert np.asarray(im)[-1].max() == 0 and np.asarray(im)[0].min() == fill
+
+
+def test_png_whose_data_ends_early_is_refused_by_every_image_reader(pair_dirs, tmp_path, tiny):
+    """The training pre-flight refused such a file, but fuse(), its loader and the metrics reader
+    (mtvif eval) read it with black rows: a silent wrong result."""
+    from mtvif_zoo.fusion import load_image
+    from mtvif_zoo.metrics.io import UnreadableImageError, to_metric_tensor
+    vi, ir = pair_dirs
+    bad = tmp_path / 'short.png'
+    _short_png(bad)
+    with pytest.raises(ValueError, match=f"visible image {str(bad)!r}.*ends early: 1452 of the 2904 bytes"):
+        load_image(bad, 'visible')
+    with pytest.raises(ValueError, match='short.png.*ends early'):
+        fuse(str(bad), str(ir / 'a.png'), model=tiny)
+    with pytest.raises(UnreadableImageError, match=f"fused image {str(bad)!r}.*ends early"):
+        to_metric_tensor(bad, name='fused')
+    load_image(vi / 'a.png', 'visible'), to_metric_tensor(vi / 'a.png')  # a whole PNG passes
+
+
+def test_folder_mode_skips_a_png_whose_data_ends_early(pair_dirs, tmp_path, capsys):
+    vi, ir = pair_dirs
+    _short_png(vi / 'c.png')
+    (ir / 'c.png').write_bytes((ir / 'a.png').read_bytes())
+    rc = main(['fuse', str(vi), str(ir), '-o', str(tmp_path / 'o'), '--batch-size', '1'] + FAST)
+    assert rc == 1
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['a.png', 'b.png']
+    err = capsys.readouterr().err
+    assert 'skipped c: ' in err and 'ends early' in err and str(vi / 'c.png') in err
+
+
+def test_eval_reports_every_skipped_image_and_exits_1(pair_dirs, tmp_path, capsys):
+    """``mtvif eval`` skipped unreadable images with warnings only and exited 0; like ``mtvif fuse``
+    folder mode, every skipped pair / image is reported, the others evaluated, exit code 1."""
+    import csv
+    vi, ir = pair_dirs
+    (vi / 'c.png').write_bytes(b'not a png')  # an unreadable source: pair c skipped
+    (ir / 'c.png').write_bytes((ir / 'a.png').read_bytes())
+    fused = tmp_path / 'fused' / 'm'
+    fused.mkdir(parents=True)
+    for s in ('a', 'c'):
+        (fused / f'{s}.png').write_bytes((vi / 'a.png').read_bytes())
+    _short_png(fused / 'b.png')  # an unreadable fused image (its data ends early)
+    out = tmp_path / 'ev'
+    rc = main(['eval', '--fused', str(fused), '--vis', str(vi), '--ir', str(ir), '--metrics', 'EN,SD', '-o', str(out),
+               '--workers', '1', '-q'])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "warning: pair 'c' skipped" in err and str(vi / 'c.png') in err
+    assert 'warning: unreadable' in err and str(fused / 'b.png') in err and 'ends early' in err
+    assert '2 pair(s) / image(s) skipped' in err
+    with open(out / 'per_image.csv') as f:
+        assert [r['image'] for r in csv.DictReader(f)] == ['a']
+    for p in (vi / 'c.png', fused / 'b.png', fused / 'c.png', ir / 'c.png'):
+        p.unlink()
+    (fused / 'b.png').write_bytes((vi / 'b.png').read_bytes())
+    assert main(['eval', '--fused', str(fused), '--vis', str(vi), '--ir', str(ir), '--metrics', 'EN', '-o', str(out),
+                 '--workers', '1', '-q']) == 0
+
+
+def test_trailing_slash_names_a_folder(pair_dirs, tmp_path, capsys):
+    """``-o out.png/`` wrote a file ``out.png`` (Path drops the slash): a trailing slash names a folder."""
+    vi, ir = pair_dirs
+    out = tmp_path / 'out.png'
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', f'{out}/', '--preview', f'{tmp_path}/p.png/']
+                + FAST) == 0
+    assert out.is_dir() and sorted(p.name for p in out.iterdir()) == ['a.png']
+    assert Image.open(out / 'a.png').size == (40, 24) and (tmp_path / 'p.png' / 'a.png').is_file()
+    f = tmp_path / 'f.png'
+    f.write_bytes(b'x')
+    assert main(['fuse', str(vi / 'a.png'), str(ir / 'a.png'), '-o', f'{f}/'] + FAST) == 2
+    assert 'ends with a slash (a folder)' in capsys.readouterr().err and f.read_bytes() == b'x'
+    assert main(['fuse', str(vi), str(ir), '-o', f'{tmp_path}/o.mp4/'] + FAST) == 0  # frame folders -> PNG folder
+    assert sorted(p.name for p in (tmp_path / 'o.mp4').iterdir()) == ['a.png', 'b.png']
+    capsys.readouterr()
+    assert main(['fuse', str(tmp_path / 'v.mp4'), str(tmp_path / 'i.mp4'), '-o', f'{tmp_path}/x.mp4/'] + FAST) == 2
+    assert 'ends with a slash (a folder) but has a video suffix' in capsys.readouterr().err
+    assert not (tmp_path / 'x.mp4').exists()
+
+
+def test_video_output_that_is_an_input_under_another_name_is_refused(tmp_path, capsys):
+    """Video mode compared output and inputs with realpath only: a hard link to the visible video (or
+    another spelling on a case-insensitive file system) passed, and --overwrite would replace it."""
+    vis, ir = tmp_path / 'vis.mp4', tmp_path / 'ir.mp4'
+    vis.write_bytes(b'visible video bytes')
+    ir.write_bytes(b'infrared video bytes')
+    link = tmp_path / 'fused.mp4'
+    os.link(vis, link)
+    rc = main(['fuse', str(vis), str(ir), '-o', str(link), '--overwrite'] + FAST)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and 'refusing to overwrite it' in err[0] and str(vis) in err[0]
+    assert vis.read_bytes() == b'visible video bytes' and link.read_bytes() == b'visible video bytes'
+
+
+def test_pretrained_weight_errors_name_the_file(tmp_path):
+    """The dtype and missing / unexpected-key errors of pretrained loading (checkpoint_path=, a file
+    overlay) did not say which file they came from."""
+    from safetensors.torch import save_file
+    f, key = _int32_weights(tmp_path)
+    for kw in (dict(checkpoint_path=f), dict(pretrained_cfg_overlay=dict(file=str(f)))):
+        with pytest.raises(ValueError, match=f"pretrained weights {str(f)!r} have tensors of the wrong dtype.*{key}"):
+            create_model('seafusion', pretrained=True, **kw)
+    sd = {k: v.contiguous() for k, v in create_model('seafusion').state_dict().items()}
+    gone = next(k for k in sd if not k.startswith('head.seg_'))
+    del sd[gone]
+    sd['extra.weight'] = torch.zeros(1)
+    g = tmp_path / 'missing.safetensors'
+    save_file(sd, str(g))
+    for kw in (dict(checkpoint_path=g), dict(pretrained_cfg_overlay=dict(file=str(g)))):
+        with pytest.raises(ValueError, match=f"pretrained weights {str(g)!r} do not match") as e:
+            create_model('seafusion', pretrained=True, **kw)
+        assert gone in str(e.value) and 'extra.weight' in str(e.value)

@@ -7,7 +7,9 @@
 
 Rows = methods, columns = metrics (``--metrics EN,MI,SSIM`` for a subset), the convention named in
 the header (``paper``: CDDFuse Evaluator definitions, the paper's scale; ``vifb``: VIFB's MATLAB
-code). Files that do not match, cannot be read or have the wrong size are named, not fatal.
+code). Files that do not match, cannot be read or have the wrong size are named (one warning line
+each), not fatal; the other pairs are evaluated. As in ``mtvif fuse`` folder mode, the exit code is 1
+when a pair or an image was skipped (unreadable, wrong size, could not be fused or segmented).
 """
 import sys
 from pathlib import Path
@@ -83,7 +85,9 @@ def run(args) -> int:
                    batch_size=args.batch_size, pattern=args.pattern, progress=not args.quiet,
                    ignore_index=args.ignore_index, workers=args.workers, pool=args.pool,
                    references=[r.strip() for r in args.references.split(',') if r.strip()],
-                   amp={'auto': None, 'on': True, 'off': False}[args.amp])
+                   amp={'auto': None, 'on': True, 'off': False}[args.amp], warn=False)
+    for p in res.problems:
+        print(f'warning: {p}', file=sys.stderr)
     print(res.table(digits=args.digits))
     if res.segmentation:
         for name, seg in res.segmentation.items():
@@ -92,4 +96,8 @@ def run(args) -> int:
             if seg['absent_classes']:
                 print(f'  absent from predictions and labels (excluded): {", ".join(seg["absent_classes"])}')
     print(f'\nwrote {", ".join(res.files.values())}', file=sys.stderr)
+    if res.skipped:
+        print(f'{len(res.skipped)} pair(s) / image(s) skipped (listed above and in results.json); '
+              'the others were evaluated', file=sys.stderr)
+        return 1
     return 0

@@ -15,9 +15,12 @@ Output safety: every path is checked before the model is loaded. An output (or p
 one of the inputs or an input folder, after resolving links, is refused; an existing output is
 replaced only with ``--overwrite`` (otherwise an error for one pair, skipped with a note in folder
 mode); ``-o`` with an image suffix is a file (an unsupported image suffix such as ``.gif``, or a
-video suffix such as ``.mp4`` for image inputs, is an error). ``--device`` and ``--tile`` (against
-the model's pad multiple) are checked once, before any pair is fused. A pair whose infrared image
-has colour and whose visible image is grey gets a one-line warning naming both files (swapped?).
+video suffix such as ``.mp4`` for image inputs, is an error); a trailing slash always names a
+folder (``-o out.png/`` writes ``out.png/<stem>.png``; for video inputs it is an error).
+``--device`` and ``--tile`` (against the model's pad multiple) are checked once, before any pair
+is fused or any output folder made (a run that writes no image removes the empty folders it made).
+A pair whose infrared image has colour and whose visible image is grey gets a one-line warning
+naming both files (swapped?).
 Images are written to a temporary file and renamed into place, so a full disk leaves no
 partial file. In folder mode a pair that fails (unreadable, too large, model error) is reported
 and skipped, the rest are fused, and the exit code is 1.
@@ -178,11 +181,24 @@ def _check_folder(d: Path, what: str) -> None:
                           'read-only file system)')
 
 
-def _output_kind(p: Path, n_pairs: int, what: str) -> bool:
-    """True when ``p`` names a file: an image suffix (supported: a file; other image formats such as
-    .gif: an error), unless it is an existing folder. A file name with several pairs is an error."""
+def _names_folder(raw: str) -> bool:
+    """A path typed with a trailing slash (``out.png/``) names a folder, whatever its suffix
+    (``Path`` drops the slash)."""
+    return raw.endswith('/') or raw.endswith(os.sep) or bool(os.altsep and raw.endswith(os.altsep))
+
+
+def _output_kind(raw: str, n_pairs: int, what: str) -> bool:
+    """True when ``raw`` names a file: an image suffix (supported: a file; other image formats such as
+    .gif: an error), unless it is an existing folder or ends with a slash (a folder, as in ``cp``).
+    A file name with several pairs is an error."""
     from PIL import Image
+    p = Path(raw)
     if p.is_dir():
+        return False
+    if _names_folder(raw):
+        if p.exists():
+            raise OutputError(f'{what} {raw!r} ends with a slash (a folder) but {str(p)!r} is a file; '
+                              'choose another path')
         return False
     suffix = p.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
@@ -222,9 +238,9 @@ def _plan_outputs(args, pairs):
     unwritable folder, an unsupported suffix, and (single pair) an existing file without
     ``--overwrite``; in folder mode existing outputs are skipped without ``--overwrite``."""
     out = Path(args.output)
-    single = _output_kind(out, len(pairs), 'output')
+    single = _output_kind(args.output, len(pairs), 'output')
     preview = Path(args.preview) if args.preview else None
-    pre_single = preview is not None and _output_kind(preview, len(pairs), 'preview')
+    pre_single = preview is not None and _output_kind(args.preview, len(pairs), 'preview')
     inputs = {_real(p) for _, vp, ip in pairs for p in (vp, ip)}
     in_dirs = {q.parent for q in inputs}
     # the same file under another name: a hard link, or another spelling on a case-insensitive file
@@ -261,6 +277,22 @@ def _plan_outputs(args, pairs):
     return out, single, preview, pre_single, plan, skipped
 
 
+def _make_folder(d: Path) -> List[Path]:
+    """``mkdir -p d``; -> the folders it made, innermost first (for :func:`_remove_empty`)."""
+    made = [q for q in (d, *d.parents) if not (q.exists() or q.is_symlink())]
+    d.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def _remove_empty(folders: List[Path]) -> None:
+    """Remove the folders this run made while they are empty (deepest first)."""
+    for q in sorted(folders, key=lambda q: len(q.parts), reverse=True):
+        try:
+            q.rmdir()
+        except OSError:  # not empty (or gone): leave it
+            pass
+
+
 def _save_atomic(img, dst: Path) -> None:
     """Write through a hidden temporary file in the same folder and rename it into place: a full
     disk or a crash leaves no partial image (and never half of an old one)."""
@@ -280,14 +312,24 @@ def _save_atomic(img, dst: Path) -> None:
 
 def _run_video(args) -> int:
     from ..fusion import check_fuse_args
-    from ..video import fuse_video
+    from ..video import fuse_video, is_video
     if args.preview:
         raise ValueError('--preview is for image pairs; for videos write frames (-o FOLDER/) and preview those')
     check_fuse_args(args.batch_size, args.tile, args.overlap)
+    if _names_folder(args.output) and is_video(args.output):
+        raise OutputError(f'output {args.output!r} ends with a slash (a folder) but has a video suffix; give '
+                          f'{args.output.rstrip("/" + os.sep)!r} for a video file, or a folder name without a '
+                          'video suffix for PNG frames')
     out = Path(args.output)
-    real = _real(out)
+    real, out_id = _real(out), _file_id(out)
     for src in (args.vis, args.ir):
-        if real == _real(Path(src)) or (out.suffix == '' and real == _real(Path(src)).parent):
+        # realpath, and the same device + inode as the image path checks (a hard link, another
+        # spelling on a case-insensitive file system)
+        sp = Path(src)
+        hit = real == _real(sp) or (out_id is not None and out_id == _file_id(sp))
+        if out.suffix == '' and not hit:
+            hit = real == _real(sp).parent or (out_id is not None and out_id == _file_id(_real(sp).parent))
+        if hit:
             raise OutputError(f'output {str(out)!r} is the input {str(src)!r} (or its folder); '
                               'refusing to overwrite it')
     if (out.is_file() or (out.is_dir() and any(out.iterdir()))) and not args.overwrite:
@@ -307,7 +349,8 @@ def _run_video(args) -> int:
 def run(args) -> int:
     from ..video import is_video
     # video mode: a video input, or frame folders written to a video file (image files in, .gif out: an error below)
-    if is_video(args.vis) or is_video(args.ir) or (is_video(args.output) and Path(args.vis).is_dir()):
+    if is_video(args.vis) or is_video(args.ir) or (is_video(args.output) and not _names_folder(args.output)
+                                                   and Path(args.vis).is_dir()):
         return _run_video(args)
     from PIL import Image
     from tqdm.auto import tqdm
@@ -326,12 +369,6 @@ def run(args) -> int:
         if not args.quiet:
             print(f'nothing to fuse: all {len(pairs)} output(s) exist in {out} (pass --overwrite to replace them)')
         return 0
-    try:
-        (out.parent if single else out).mkdir(parents=True, exist_ok=True)
-        if preview is not None:
-            (preview.parent if pre_single else preview).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f'cannot create the output folder: {e}') from None
     model = _load_model(args)
     want_seg = preview is not None and model.has_segmentation
     if preview is not None and not model.has_segmentation:
@@ -345,6 +382,7 @@ def run(args) -> int:
 
     def skip(stem, e):
         if len(pairs) == 1:  # a single pair: an error with the reason, nothing claims to be written
+            _remove_empty(created)
             raise e
         msg = f'{type(e).__name__}: {e}' if not isinstance(e, ValueError) else str(e)
         bad.append(f'{stem}: {msg}')
@@ -354,6 +392,16 @@ def run(args) -> int:
         raise ValueError(f'--tile {args.tile} is smaller than {args.model}\'s pad multiple ({model.pad_multiple}); '
                          f'use --tile {model.pad_multiple} or more (with --overlap < tile / 2)')
     fuse_kw = dict(model=model, tile=args.tile, overlap=args.overlap, amp=amp, ir_range=ir_range)
+    # the folders are made only now, once the model and --tile are known good, and removed again
+    # (those this run made, while empty) when no pair is written
+    created: List[Path] = []
+    try:
+        created += _make_folder(out.parent if single else out)
+        if preview is not None:
+            created += _make_folder(preview.parent if pre_single else preview)
+    except OSError as e:
+        _remove_empty(created)
+        raise OutputError(f'cannot create the output folder: {e}') from None
 
     def fuse_pairs(v, i, **kw):  # the pair's own one-line note (check_swapped) replaces fuse()'s warning
         with warnings.catch_warnings():
@@ -414,11 +462,15 @@ def run(args) -> int:
                     _save_atomic(pic, pdst)
             except OSError as e:  # full disk, read-only file system...: the next pair would fail the same way
                 bar.close()
+                if not written:
+                    _remove_empty(created)
                 raise OutputError(f'cannot write {"preview " if target is pdst else ""}{str(target)!r}: '
                                   f'{e.strerror or e}; stopped after {len(written)} complete fused image(s), '
                                   'no partial file left') from None
         bar.update(len(chunk))
     bar.close()
+    if not written:
+        _remove_empty(created)
     if not args.quiet:
         where = written[0] if single and written else out
         print(f'fused {len(written)} pair(s) with {args.model} -> {where}'

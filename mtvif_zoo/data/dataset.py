@@ -35,6 +35,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from .._png import check_png_data
 from ..color import rgb_to_gray
 from ..fusion import load_image, to_tensor_image
 from .layouts import DatasetError, PairRecord
@@ -56,65 +57,19 @@ def load_label(path: Union[str, os.PathLike]) -> np.ndarray:
     return a.astype(np.int64)
 
 
-#: PNG colour type -> samples per pixel (PNG spec 11.2.2)
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
-#: Adam7 passes: (x0, y0, dx, dy) (PNG spec 8.2)
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-
-
-def _check_png_data(path: Path) -> None:
-    """Raise ``ValueError`` when a PNG's image data ends before its last row.
-
-    PIL decodes a PNG whose zlib stream is complete and CRC-valid but holds fewer rows than the
-    header declares without an error, the missing rows black (a label: class 0): a silent wrong
-    sample. This counts the inflated bytes against what IHDR implies (one filter byte + the packed
-    samples per row, per Adam7 pass when interlaced). Other formats are left to PIL.
-    """
-    with open(path, 'rb') as f:
-        if f.read(8) != b'\x89PNG\r\n\x1a\n':
-            return
-        idat, ihdr = [], None
-        while True:
-            head = f.read(8)
-            if len(head) < 8:
-                break
-            n, kind = struct.unpack('>I4s', head)
-            body = f.read(n)
-            f.seek(4, os.SEEK_CUR)  # CRC: verify() checked it
-            if kind == b'IHDR':
-                ihdr = body
-            elif kind == b'IDAT':
-                idat.append(body)
-            elif kind == b'IEND':
-                break
-    if ihdr is None or len(ihdr) < 13:
-        return
-    w, h, depth, colour, _, _, interlace = struct.unpack('>IIBBBBB', ihdr[:13])
-    bits = depth * _PNG_CHANNELS.get(colour, 1)
-    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
-    expected = 0
-    for x0, y0, dx, dy in passes:
-        pw, ph = -(-(w - x0) // dx) if w > x0 else 0, -(-(h - y0) // dy) if h > y0 else 0
-        if pw and ph:
-            expected += ph * (1 + (pw * bits + 7) // 8)
-    got = len(zlib.decompressobj().decompress(b''.join(idat), expected))
-    if got < expected:
-        raise ValueError(f'PNG image data ends early: {got} of the {expected} bytes its {w}x{h} header declares '
-                         '(rows missing; they would be read as black)')
-
-
 def _header(path: Path, decode: bool = True) -> Tuple[int, int]:
     """``(H, W)`` of a checked image: ``verify()`` checks the file's structure (PNG chunk CRCs,
     truncation), then (``decode``) every pixel is decoded, because a file can pass ``verify()`` with
     garbage compressed data (valid CRCs) and would then stop training in epoch 1; a PNG whose data
-    ends before its last row (which PIL reads as black rows) is refused too (:func:`_check_png_data`)."""
+    ends before its last row (which PIL reads as black rows) is refused too
+    (:func:`mtvif_zoo._png.check_png_data`, the check the image readers share)."""
     with Image.open(path) as im:
         size = im.size[1], im.size[0]
         im.verify()
     if decode:
         with Image.open(path) as im:
             im.load()
-    _check_png_data(path)
+    check_png_data(path)
     return size
 
 

@@ -3,7 +3,8 @@
 Accepted inputs and their documented conversions:
 
 * **path** (``str`` / ``os.PathLike``): decoded with Pillow (JPEG with Pillow's libjpeg, as the VIFB
-  check requires). A missing file raises ``FileNotFoundError``; an undecodable one raises
+  check requires). A missing file raises ``FileNotFoundError``; an undecodable one (or a PNG whose
+  image data ends before its last row, which PIL reads as black rows) raises
   :class:`UnreadableImageError` naming the file.
 * **PIL image**: ``L`` / ``1`` -> 1 channel; ``RGB`` -> 3; ``RGBA`` / ``LA`` drop alpha; ``P``,
   ``CMYK``, ``YCbCr`` ... are converted to RGB; 16-bit modes (``I;16*``, and ``I`` with values in
@@ -29,6 +30,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
+
+from .._png import check_png_data
 
 __all__ = ['to_metric_tensor', 'UnreadableImageError', 'IMAGE_EXTENSIONS']
 
@@ -65,12 +68,17 @@ def _read_path(path, name: str):
     try:
         with Image.open(p) as im:
             im.load()
-            return _from_pil(im, f'{name} {p}')
+            out = _from_pil(im, f'{name} {p}')
     except Image.DecompressionBombError as e:  # not an OSError: PIL's guard against huge declared sizes
         raise UnreadableImageError(f'cannot read {name} image {str(p)!r}: too large to decode safely ({e}); raise '
                                    'PIL.Image.MAX_IMAGE_PIXELS if the file is trusted') from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise UnreadableImageError(f'cannot read {name} image {str(p)!r}: {e}') from e
+    try:
+        check_png_data(p, f'{name} image')  # PIL reads missing rows as black, without an error
+    except ValueError as e:
+        raise UnreadableImageError(f'cannot read {e}') from None
+    return out
 
 
 def to_metric_tensor(img: Any, *, data_range: Optional[float] = None, name: str = 'image',

@@ -289,7 +289,8 @@ def _classifier_keys(model: MultiTaskVIF) -> set:
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: MultiTaskVIF,
                          pretrained_num_classes: Optional[int] = None,
-                         full_state: Optional[Callable[[], Dict[str, torch.Tensor]]] = None) -> Dict[str, torch.Tensor]:
+                         full_state: Optional[Callable[[], Dict[str, torch.Tensor]]] = None,
+                         source_file: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """timm ``pretrained_filter_fn`` of the zoo's models (runs before timm's classifier / input-conv
     handling in ``load_pretrained``):
 
@@ -302,7 +303,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: MultiTaskVI
     * ``in_chans=1`` from 3-channel weights: see :func:`_adapt_in_chans`;
     * anything else missing or unexpected raises a :class:`ValueError` naming the keys (timm loads
       non-strictly once the classifier is adapted).
+
+    ``source_file``: the file the weights came from (the zoo's resolver passes it), named in every
+    error so that a user with several weight files knows which one to replace.
     """
+    weights = f'pretrained weights {source_file!r}' if source_file else 'pretrained weights'
     state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state_dict.items()}
     own = model.state_dict()
     seg_keys = _classifier_keys(model)
@@ -316,8 +321,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: MultiTaskVI
     elif missing_seg and same_classes:
         if full is None or any(k not in full for k in missing_seg):
             raise ValueError(
-                f'these weights are fusion-only (no {", ".join(missing_seg[:3])}, ...) and no full multi-task copy '
-                f'was found: pass num_classes=0 for the fusion-only model, or num_classes=N for a fresh '
+                f'{weights} are fusion-only (no {", ".join(missing_seg[:3])}, ...) and no full multi-task copy was '
+                f'found: pass num_classes=0 for the fusion-only model, or num_classes=N for a fresh '
                 f'{model.num_classes}-class classifier')
         state.update({k: full[k] for k in missing_seg})
     state = _adapt_in_chans(state, model)
@@ -325,12 +330,12 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: MultiTaskVI
     missing = sorted(set(own) - set(state) - allowed_missing)
     unexpected = sorted(k for k in set(state) - set(own) if not (k.startswith('head.seg_') and not same_classes))
     if missing or unexpected:
-        raise ValueError(f'pretrained weights do not match {type(model).__name__}({model.backbone_name!r}, '
+        raise ValueError(f'{weights} do not match {type(model).__name__}({model.backbone_name!r}, '
                          f'{model.head_name!r}, in_chans={model.in_chans}, num_classes={model.num_classes}): '
                          f'missing {missing[:10]}, unexpected {unexpected[:10]}')
     dtypes = lossy_dtypes(own, state)
     if dtypes:  # load_state_dict would cast them (int / bool / complex into float: truncated values)
-        raise ValueError(f'pretrained weights have tensors of the wrong dtype (weights must be floating point): '
+        raise ValueError(f'{weights} have tensors of the wrong dtype (weights must be floating point): '
                          f'{", ".join(dtypes[:10])}{f" ... ({len(dtypes)} in all)" if len(dtypes) > 10 else ""}')
     return state
 
@@ -551,14 +556,14 @@ def _create_mtvif(variant: str, pretrained: bool = False, **kwargs) -> MultiTask
         kwargs.setdefault('out_indices', tuple(range(get_backbone_cls(backbone).num_feature_levels)))
     overlay, filter_fn, source = {}, kwargs.pop('pretrained_filter_fn', None), None
     if pretrained:
-        full_state = None
+        full_state, path = None, None
         if cfg.get('state_dict') is None and WeightsHook.resolve is not None:
             # the zoo's sources and sha256 check; timm's load_pretrained then reads the verified file
             path, full_state, source = WeightsHook.resolve(cfg, kwargs.get('cache_dir'))
             overlay = dict(file=path, source='')
         pretrained_classes = cfg.get('num_classes')
         filter_fn = filter_fn or partial(checkpoint_filter_fn, pretrained_num_classes=pretrained_classes,
-                                         full_state=full_state)
+                                         full_state=full_state, source_file=path and str(path))
     model = build_model_with_cfg(
         MultiTaskVIF, variant, pretrained, pretrained_cfg={**cfg, **overlay}, backbone=backbone, head=head,
         pretrained_filter_fn=filter_fn, feature_cfg=dict(feature_cls=FusionFeatures), **kwargs)
