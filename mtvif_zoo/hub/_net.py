@@ -1,7 +1,8 @@
 """Bounds on every network step of weight resolution: timeouts, retries, a deadline, clean failures.
 
 Used by :mod:`mtvif_zoo.hub.pretrained` at three places (the Hub metadata probe, the Hub
-download, the URL download); self-contained so that the loaders stay as they are.
+download, the URL download) and by :mod:`mtvif_zoo.hub.cards` (a model card from a URL);
+self-contained so that the loaders stay as they are.
 
 Options (:class:`NetOptions`; environment variables read at call time, or
 :func:`network_options` / ``NetOptions(...)`` passed as an argument):
@@ -309,10 +310,11 @@ def check_size(size: Optional[int], expected: Optional[int], what: str, record: 
 
 
 def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None,
-             opts: Optional[NetOptions] = None) -> Path:
+             opts: Optional[NetOptions] = None, cap: Optional[str] = None) -> Path:
     """Download ``url`` to ``dst`` within the bounds of ``opts``: connect / read timeouts, retries,
-    the deadline, and at most ``expected_size`` bytes. On any failure ``dst`` is removed (no partial
-    file is left); the caller renames it into place after checking it."""
+    the deadline, and at most ``expected_size`` bytes (the size the registry entry records; with
+    ``cap``, e.g. ``'a model card'``, a limit for that kind of file instead). On any failure ``dst`` is
+    removed (no partial file is left); the caller renames it into place after checking it."""
     opts = opts or current_options()
     deadline = Deadline(opts.deadline, what)
     part = Path(dst)
@@ -322,7 +324,11 @@ def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None
         resp = _request(url, 'GET', opts, deadline, what)
         try:
             with resp:
-                check_size(announced_size(dict(resp.headers)), expected_size, what)
+                size = announced_size(dict(resp.headers))
+                if cap is not None and size is not None and expected_size is not None and size > expected_size:
+                    raise OversizeError(f'{what}: the server announces {size:,} bytes, more than the {expected_size:,} '
+                                        f'bytes {cap} may have: not downloaded')
+                check_size(size, expected_size, what)
                 n = 0
                 with open(part, 'wb') as f:
                     while True:
@@ -343,8 +349,11 @@ def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None
                             break
                         n += len(chunk)
                         if expected_size is not None and n > expected_size:
-                            raise OversizeError(f'{what}: the server sent more than the {expected_size:,} bytes the '
-                                                'registry entry records; the file is larger than its registry entry')
+                            raise OversizeError(
+                                f'{what}: the server sent more than the {expected_size:,} bytes {cap} may have'
+                                if cap is not None else
+                                f'{what}: the server sent more than the {expected_size:,} bytes the registry entry '
+                                'records; the file is larger than its registry entry')
                         f.write(chunk)
                 length = announced_size(dict(resp.headers))
                 if length is not None and n < length and urllib.parse.urlparse(url).scheme != 'file':

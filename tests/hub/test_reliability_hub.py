@@ -458,3 +458,68 @@ def test_one_http_500_then_healthy_is_retried_and_loads(published, loopback, hub
     assert src['source'] == ('url' if where == 'url' else 'hf-hub') and src['verified'] and box['elapsed'] < 5
     assert not any(p.endswith('.partial') for p in _partials(hub_env))
     assert _incomplete(hub_env) == []
+
+
+# ------------------------------------------------------------------ 9/12. model cards from URLs: the same bounds
+CARD = '---\nlicense: mit\n---\n# a card\n' + 'text ' * 200
+
+
+@pytest.mark.parametrize('mode', ['silent', 'drip_headers'])
+def test_card_url_that_never_answers_is_bounded(hub_env, fast_net, mode):
+    from mtvif_zoo.hub import model_card
+    with StallServer(mode) as srv:
+        url = f'{srv.url}/card.md'
+        box = _bounded(lambda: model_card(url), limit=12)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box  # `mtvif card` prints it as one line
+    msg = str(box['error'])
+    if mode == 'silent':
+        assert msg.startswith(f'model card {url}: no answer within 1 s (MTVIF_CONNECT_TIMEOUT)'), msg
+        assert '(after 2 attempts)' in msg and box['elapsed'] < 5
+    else:
+        assert 'gave up after the 4 s deadline (MTVIF_RESOLVE_DEADLINE), waiting for the response headers' in msg, msg
+        assert 4 <= box['elapsed'] < 7
+
+
+def test_card_url_that_drips_is_cut_off_by_the_deadline(loopback, fast_net):
+    from mtvif_zoo.hub import model_card
+    url = loopback.add_file('card.md', CARD.encode())
+    fault = loopback.fault(method='GET', path_endswith='card.md', drip=0.1, times=-1)
+    box = _bounded(lambda: model_card(url), limit=12)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    msg = str(box['error'])
+    assert msg.startswith(f'model card {url}: gave up after the 4 s deadline (MTVIF_RESOLVE_DEADLINE)'), msg
+    assert 'bytes received' in msg and 4 <= box['elapsed'] < 7
+    fault.times = 0
+    assert model_card(url) == CARD
+
+
+@pytest.mark.parametrize('times', [1, -1], ids=['once', 'always'])
+def test_card_url_500_is_retried_then_reported(loopback, fast_net, times):
+    from mtvif_zoo.hub import model_card
+    url = loopback.add_file('card.md', CARD.encode())
+    loopback.fault(path_endswith='card.md', status=500, times=times)
+    box = _bounded(lambda: model_card(url), limit=12)
+    if times == 1:  # one retry, 1 s later, gets the card
+        assert box.get('value') == CARD, box
+    else:
+        assert isinstance(box.get('error'), WeightsNotFoundError), box
+        assert str(box['error']) == (f'model card {url}: the server answered HTTP 500 (Internal Server Error) '
+                                     '(after 2 attempts)')
+    assert box['elapsed'] < 5
+    assert [m for m, p in loopback.requests if p.endswith('card.md')] == ['GET', 'GET']
+
+
+def test_card_url_larger_than_a_card_is_refused(loopback, fast_net):
+    from mtvif_zoo.hub import model_card
+    from mtvif_zoo.hub.cards import CARD_MAX_BYTES
+    url = loopback.add_file('card.md', CARD.encode())
+    loopback.fault(path_endswith='card.md', announce_length=10 * 10 ** 12, times=-1)
+    box = _bounded(lambda: model_card(url), limit=12)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    assert str(box['error']) == (f'model card {url}: the server announces 10,000,000,000,000 bytes, more than the '
+                                 f'{CARD_MAX_BYTES:,} bytes a model card may have: not downloaded')
+    big = loopback.add_file('big.md', b'x' * (CARD_MAX_BYTES + 1))
+    box = _bounded(lambda: model_card(big), limit=12)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    assert str(box['error']) == f'model card {big}: the server announces {CARD_MAX_BYTES + 1:,} bytes, more than ' \
+                                f'the {CARD_MAX_BYTES:,} bytes a model card may have: not downloaded'
