@@ -258,11 +258,17 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
     except _hf_errors() as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ''
         status = _http_status(e)
+        answered = None  # what the server said, when it answered with an HTTP status
         if status is not None and status >= 500:
-            msg = f'the server answered HTTP {status}; {msg}'
+            answered = f'HTTP {status}'
         elif head_status is not None and 'HTTP' not in msg and 'Client Error' not in msg:
-            # e.g. LocalEntryNotFoundError's 'check your connection' after a plain 404: say what the server said
-            msg = f'the server answered {str(head_status).split(": ", 1)[-1]}; {msg}'
+            answered = str(head_status).split(': ', 1)[-1]  # e.g. 'HTTP 404 (Not Found)'
+        if answered is not None and 'connection' in msg.lower():
+            # huggingface_hub's 'Please check your connection' (LocalEntryNotFoundError) would mislead: the
+            # server was reached and answered; its text is kept only where there was no answer at all
+            raise _Unavailable(f'{what}: the server answered {answered}') from e
+        if answered is not None:
+            msg = f'the server answered {answered}; {msg}'
         raise _Unavailable(f'{what}: {type(e).__name__}: {msg}') from e
 
 

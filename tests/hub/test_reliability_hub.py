@@ -379,6 +379,9 @@ def test_hub_404_says_the_server_answered_404(published, loopback, hub_env, fast
     msg = str(box['error'])
     assert isinstance(box['error'], WeightsNotFoundError) and 'the server answered HTTP 404 (Not Found)' in msg, msg
     assert box['elapsed'] < 3
+    # the server answered: huggingface_hub's 'Please check your connection' after it would mislead
+    assert 'connection' not in msg.lower(), msg
+    assert '/model.safetensors: the server answered HTTP 404 (Not Found)' in msg and 'LocalEntryNotFound' not in msg
 
 
 def test_timm_create_model_hub_config_naming_a_pickle_is_refused(loopback, tiny_folder, no_pickle):
