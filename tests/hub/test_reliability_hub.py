@@ -175,6 +175,11 @@ def test_url_that_never_answers_or_stalls_is_bounded(published, loopback, hub_en
     assert 'MTVIF_' in msg and '2 attempts' in msg and accepted == 2  # one retry, then the next source
     assert box['elapsed'] < 8  # 2 x 1 s timeouts + a 1 s pause before the retry
     assert _partials(hub_env) == []
+    assert msg.endswith('. What to do: retry later, or give each source more time (MTVIF_RESOLVE_DEADLINE, now 4 s; '
+                        'MTVIF_DOWNLOAD_TIMEOUT for a slow transfer); or use a local copy: '
+                        "pretrained_cfg_overlay=dict(file='path/model.safetensors') or MTVIF_WEIGHTS=DIR (a folder of "
+                        'mtvif_iii.testonly/model.safetensors), sha256-checked against the registry; a file '
+                        'downloaded before loads from the cache with HF_HUB_OFFLINE=1, without asking the server.'), msg
 
 
 def test_stale_partial_of_a_killed_download_is_removed(published, loopback, hub_env):
@@ -206,6 +211,7 @@ def test_url_500_says_the_server_answered_500(published, loopback, hub_env, fast
     box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
     assert isinstance(box.get('error'), WeightsNotFoundError), box
     assert 'the server answered HTTP 500 (Internal Server Error) (after 2 attempts)' in str(box['error'])
+    assert '. What to do: the server failed (HTTP 5xx): retry later; or use a local copy: ' in str(box['error'])
     assert box['elapsed'] < 5 and _partials(hub_env) == []
 
 
@@ -219,6 +225,8 @@ def test_url_announcing_10_tb_is_refused_as_larger_than_registered(published, lo
     msg = str(box['error'])
     assert 'larger than its registry entry' in msg and '10,000,000,000,000' in msg and 'hf_xet' not in msg
     assert box['elapsed'] < 3 and _partials(hub_env) == []
+    assert '. What to do: the server offers another file than the one recorded (a broken server or mirror): use ' \
+           'another source; or use a local copy: ' in msg, msg
 
 
 def _hub_only(published, loopback):
@@ -324,6 +332,7 @@ def test_hub_download_past_the_deadline_stops_cleans_up_and_the_next_load_works(
     assert isinstance(box.get('error'), WeightsNotFoundError), box
     msg = str(box['error'])
     assert 'Hugging Face Hub test-org/mtvif_iii-testonly@' in msg and '4 s deadline (MTVIF_RESOLVE_DEADLINE)' in msg
+    assert '. What to do: retry later, or give each source more time (MTVIF_RESOLVE_DEADLINE, now 4 s' in msg, msg
     assert 4 <= box['elapsed'] < 7
     end = time.monotonic() + 3  # one read timeout (1 s) and huggingface_hub's 1 s pause before a retry
     while (_net_threads() or _incomplete(hub_env)) and time.monotonic() < end:
@@ -368,6 +377,10 @@ def test_hf_hub_repo_announcing_10_tb_is_refused_as_larger_than_its_config(loopb
     msg = str(box['error'])
     assert msg.startswith('Hugging Face Hub test-org/tiny@main/model.safetensors: the server announces '
                           "10,000,000,000,000 bytes but the repo's config.json records "), msg
+    assert msg.endswith('. What to do: the server offers another file than the one recorded (a broken server or '
+                        'mirror): use another source; or use a local copy: the downloaded repo folder as '
+                        '"local-dir:PATH"; a file downloaded before loads from the cache with HF_HUB_OFFLINE=1, '
+                        'without asking the server.'), msg
     assert 'hf_xet' not in msg and box['elapsed'] < 3 and _incomplete(hub_env) == []
     assert not any(m == 'GET' and p.endswith('model.safetensors') for m, p in loopback.requests)
 
@@ -382,6 +395,8 @@ def test_hub_404_says_the_server_answered_404(published, loopback, hub_env, fast
     # the server answered: huggingface_hub's 'Please check your connection' after it would mislead
     assert 'connection' not in msg.lower(), msg
     assert '/model.safetensors: the server answered HTTP 404 (Not Found)' in msg and 'LocalEntryNotFound' not in msg
+    assert '. What to do: the server does not have the file: check HF_ENDPOINT (a mirror may lack the repo) and ' \
+           'the name / revision; or use a local copy: ' in msg, msg
 
 
 def test_timm_create_model_hub_config_naming_a_pickle_is_refused(loopback, tiny_folder, no_pickle):
