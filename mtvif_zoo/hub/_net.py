@@ -21,7 +21,8 @@ terms: :class:`ServerError` (the server answered HTTP 5xx, with the status), :cl
 (no answer / stalled, with the bound that fired and its variable), :class:`OversizeError` (the
 server announces or sends more bytes than the registry entry records). A download writes to a
 ``.partial`` file that is removed on every failure; :func:`remove_stale_partials` removes those
-left by processes that were killed. Every read and the wait for response headers end at the
+left by processes that were killed, :func:`remove_stale_incomplete` huggingface_hub's ``.incomplete``
+files of killed Hub downloads. Every read and the wait for response headers end at the
 deadline (a server dripping bytes within the timeouts included). ``hf_hub_download`` runs as a
 :class:`HubCall`: the same bounds inside huggingface_hub's client, stopped at the deadline.
 """
@@ -39,7 +40,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 __all__ = ['NetOptions', 'network_options', 'NetworkError', 'NetTimeout', 'ServerError', 'ClientError', 'OversizeError',
-           'head', 'download', 'run_with_deadline', 'remove_stale_partials', 'Deadline', 'HubCall']
+           'head', 'download', 'run_with_deadline', 'remove_stale_partials', 'remove_stale_incomplete', 'Deadline',
+           'HubCall']
 
 ENV = {'connect_timeout': 'MTVIF_CONNECT_TIMEOUT', 'read_timeout': 'MTVIF_DOWNLOAD_TIMEOUT',
        'retries': 'MTVIF_DOWNLOAD_RETRIES', 'deadline': 'MTVIF_RESOLVE_DEADLINE'}
@@ -389,6 +391,51 @@ def remove_stale_partials(folder: Path, prefix: str) -> None:
         except PermissionError:
             pass
 
+
+#: an ``.incomplete`` Hub download untouched this long (and whose lock is free) is stale
+STALE_INCOMPLETE_S = 600.0
+
+
+def remove_stale_incomplete(repo_id: str, cache_dir=None, min_age: float = STALE_INCOMPLETE_S) -> List[Path]:
+    """Remove the ``*.incomplete`` blobs of the Hub repo ``repo_id`` left by downloads that were killed.
+
+    huggingface_hub downloads a blob to ``blobs/<etag>.incomplete`` (1.0 - 1.10 checked: resumed by the
+    next download of that blob) or ``blobs/<etag>.<random>.incomplete`` (1.20 and 2.4 checked: never
+    reused, so a killed download leaves it for good), holding the file lock
+    ``.locks/<repo folder>/<etag>.lock`` for the whole download. A file is removed only when that lock can be taken at once (no live process, this one
+    included, is downloading the blob; the lock is held while the file is removed) *and* it has not
+    been written for ``min_age`` s (a live download writes at least every read timeout; this also covers
+    file systems where the lock is not enforced). Returns the removed files; never raises."""
+    removed: List[Path] = []
+    try:
+        from huggingface_hub import constants
+        from huggingface_hub.file_download import repo_folder_name
+        from huggingface_hub.utils import WeakFileLock
+        cache = Path(cache_dir or constants.HF_HUB_CACHE)
+        folder = repo_folder_name(repo_id=repo_id, repo_type='model')
+        blobs = cache / folder / 'blobs'
+        if not blobs.is_dir():
+            return removed
+        now = time.time()
+        for p in sorted(blobs.glob('*.incomplete')):
+            try:
+                if now - p.stat().st_mtime < min_age:
+                    continue
+            except FileNotFoundError:
+                continue
+            lock = cache / '.locks' / folder / f'{p.name.split(".")[0]}.lock'
+            if not lock.parent.is_dir():
+                continue
+            try:
+                with WeakFileLock(lock, timeout=0.05):
+                    if now - p.stat().st_mtime >= min_age:
+                        p.unlink()
+                        removed.append(p)
+            except Exception:  # noqa: BLE001 - lock held (Timeout), file gone, no permission: leave it
+                continue
+    except Exception:  # noqa: BLE001 - housekeeping must never stop a load
+        pass
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -248,6 +248,7 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
                                              f'and than a plain HTTP download takes ({limit:,}): not downloaded')
             except _net.ClientError as e:
                 head_status = e  # 401 / 404 ...: hf_hub_download raises the precise error (RepoNotFound ...)
+        _net.remove_stale_incomplete(repo_id, cache_dir)  # left by Hub downloads that were killed
         call = _net.HubCall(opts, deadline)  # the zoo's timeouts inside the client; stopped at the deadline
         return Path(_net.run_with_deadline(
             lambda: call.run(lambda: _hf_download_unbounded(repo_id, filename, revision, cache_dir,

@@ -541,3 +541,40 @@ def test_card_url_larger_than_a_card_is_refused(loopback, fast_net):
     assert isinstance(box.get('error'), WeightsNotFoundError), box
     assert str(box['error']) == f'model card {big}: the server announces {CARD_MAX_BYTES + 1:,} bytes, more than ' \
                                 f'the {CARD_MAX_BYTES:,} bytes a model card may have: not downloaded'
+
+
+# ------------------------------------------------------------------ 9. .incomplete files of killed Hub downloads
+def test_stale_incomplete_of_a_killed_hub_download_is_removed(published, loopback, hub_env, tmp_path):
+    """huggingface_hub leaves ``blobs/<etag>.<random>.incomplete`` when its process is killed and never
+    reuses it. The next load of the repo removes such a file when no process holds the blob's lock and
+    it is older than 10 minutes; a file whose lock a live process holds, or a recent one, stays."""
+    import os
+    import subprocess
+    import sys
+
+    from huggingface_hub.file_download import repo_folder_name
+    _hub_only(published, loopback)
+    folder = repo_folder_name(repo_id=REPO, repo_type='model')
+    blobs, locks = hub_env['hf_cache'] / folder / 'blobs', hub_env['hf_cache'] / '.locks' / folder
+    blobs.mkdir(parents=True)
+    locks.mkdir(parents=True)
+    old = time.time() - 3600
+    files = {}
+    for kind, etag in (('stale', 'a' * 64), ('held', 'b' * 64), ('recent', 'c' * 64), ('old_style', 'd' * 64)):
+        files[kind] = blobs / (f'{etag}.incomplete' if kind == 'old_style' else f'{etag}.1a2b3c4d.incomplete')
+        files[kind].write_bytes(b'half a download')
+        if kind != 'recent':
+            os.utime(files[kind], (old, old))
+    holder = subprocess.Popen(  # a live download of the 'held' blob: another process holds its lock
+        [sys.executable, '-c', 'import sys, time, filelock\n'
+         'with filelock.FileLock(sys.argv[1]):\n    print("locked", flush=True)\n    time.sleep(60)',
+         str(locks / f'{"b" * 64}.lock')], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        m = mtvif_zoo.create_model(NAME, pretrained=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert m.pretrained_source['source'] == 'hf-hub' and m.pretrained_source['verified']
+    assert {k: p.exists() for k, p in files.items()} == {'stale': False, 'held': True, 'recent': True,
+                                                         'old_style': False}
