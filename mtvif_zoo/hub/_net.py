@@ -402,10 +402,11 @@ def remove_stale_incomplete(repo_id: str, cache_dir=None, min_age: float = STALE
     huggingface_hub downloads a blob to ``blobs/<etag>.incomplete`` (1.0 - 1.10 checked: resumed by the
     next download of that blob) or ``blobs/<etag>.<random>.incomplete`` (1.20 and 2.4 checked: never
     reused, so a killed download leaves it for good), holding the file lock
-    ``.locks/<repo folder>/<etag>.lock`` for the whole download. A file is removed only when that lock can be taken at once (no live process, this one
-    included, is downloading the blob; the lock is held while the file is removed) *and* it has not
-    been written for ``min_age`` s (a live download writes at least every read timeout; this also covers
-    file systems where the lock is not enforced). Returns the removed files; never raises."""
+    ``.locks/<repo folder>/<etag>.lock`` for the whole download. A file is removed only when that lock
+    can be taken at once (no live process, this one included, is downloading the blob; the lock is
+    held while the file is removed) *and* it has not been written for ``min_age`` s (a live download
+    writes at least every read timeout; this also covers file systems where the lock is not
+    enforced). Returns the removed files; never raises."""
     removed: List[Path] = []
     try:
         from huggingface_hub import constants
