@@ -454,7 +454,8 @@ _hooks_lock = threading.Lock()
 class HubCall:
     """One ``hf_hub_download`` run under the zoo's bounds, in the thread :func:`run_with_deadline` starts.
 
-    huggingface_hub's HTTP client (httpx, huggingface_hub >= 1.0) is shared by the process; the zoo
+    huggingface_hub's HTTP client (httpx, huggingface_hub >= 1.0; setup.cfg asks for >= 1.20, see the
+    README's "Slow or broken networks") is shared by the process; the zoo
     adds two event hooks to it that act only on threads running a :class:`HubCall` (every other use
     of huggingface_hub is untouched): each request gets the zoo's connect / read timeouts, capped by
     the time left of the deadline (``MTVIF_CONNECT_TIMEOUT`` / ``MTVIF_DOWNLOAD_TIMEOUT`` instead of
