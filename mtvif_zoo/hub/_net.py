@@ -1,7 +1,8 @@
 """Bounds on every network step of weight resolution: timeouts, retries, a deadline, clean failures.
 
 Used by :mod:`mtvif_zoo.hub.pretrained` at three places (the Hub metadata probe, the Hub
-download, the URL download); self-contained so that the loaders stay as they are.
+download, the URL download) and by :mod:`mtvif_zoo.hub.cards` (a model card from a URL);
+self-contained so that the loaders stay as they are.
 
 Options (:class:`NetOptions`; environment variables read at call time, or
 :func:`network_options` / ``NetOptions(...)`` passed as an argument):
@@ -20,7 +21,8 @@ terms: :class:`ServerError` (the server answered HTTP 5xx, with the status), :cl
 (no answer / stalled, with the bound that fired and its variable), :class:`OversizeError` (the
 server announces or sends more bytes than the registry entry records). A download writes to a
 ``.partial`` file that is removed on every failure; :func:`remove_stale_partials` removes those
-left by processes that were killed. Every read and the wait for response headers end at the
+left by processes that were killed, :func:`remove_stale_incomplete` huggingface_hub's ``.incomplete``
+files of killed Hub downloads. Every read and the wait for response headers end at the
 deadline (a server dripping bytes within the timeouts included). ``hf_hub_download`` runs as a
 :class:`HubCall`: the same bounds inside huggingface_hub's client, stopped at the deadline.
 """
@@ -38,7 +40,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 __all__ = ['NetOptions', 'network_options', 'NetworkError', 'NetTimeout', 'ServerError', 'ClientError', 'OversizeError',
-           'head', 'download', 'run_with_deadline', 'remove_stale_partials', 'Deadline', 'HubCall']
+           'head', 'download', 'run_with_deadline', 'remove_stale_partials', 'remove_stale_incomplete', 'Deadline',
+           'HubCall']
 
 ENV = {'connect_timeout': 'MTVIF_CONNECT_TIMEOUT', 'read_timeout': 'MTVIF_DOWNLOAD_TIMEOUT',
        'retries': 'MTVIF_DOWNLOAD_RETRIES', 'deadline': 'MTVIF_RESOLVE_DEADLINE'}
@@ -309,10 +312,11 @@ def check_size(size: Optional[int], expected: Optional[int], what: str, record: 
 
 
 def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None,
-             opts: Optional[NetOptions] = None) -> Path:
+             opts: Optional[NetOptions] = None, cap: Optional[str] = None) -> Path:
     """Download ``url`` to ``dst`` within the bounds of ``opts``: connect / read timeouts, retries,
-    the deadline, and at most ``expected_size`` bytes. On any failure ``dst`` is removed (no partial
-    file is left); the caller renames it into place after checking it."""
+    the deadline, and at most ``expected_size`` bytes (the size the registry entry records; with
+    ``cap``, e.g. ``'a model card'``, a limit for that kind of file instead). On any failure ``dst`` is
+    removed (no partial file is left); the caller renames it into place after checking it."""
     opts = opts or current_options()
     deadline = Deadline(opts.deadline, what)
     part = Path(dst)
@@ -322,7 +326,11 @@ def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None
         resp = _request(url, 'GET', opts, deadline, what)
         try:
             with resp:
-                check_size(announced_size(dict(resp.headers)), expected_size, what)
+                size = announced_size(dict(resp.headers))
+                if cap is not None and size is not None and expected_size is not None and size > expected_size:
+                    raise OversizeError(f'{what}: the server announces {size:,} bytes, more than the {expected_size:,} '
+                                        f'bytes {cap} may have: not downloaded')
+                check_size(size, expected_size, what)
                 n = 0
                 with open(part, 'wb') as f:
                     while True:
@@ -343,8 +351,11 @@ def download(url: str, dst: Path, what: str, expected_size: Optional[int] = None
                             break
                         n += len(chunk)
                         if expected_size is not None and n > expected_size:
-                            raise OversizeError(f'{what}: the server sent more than the {expected_size:,} bytes the '
-                                                'registry entry records; the file is larger than its registry entry')
+                            raise OversizeError(
+                                f'{what}: the server sent more than the {expected_size:,} bytes {cap} may have'
+                                if cap is not None else
+                                f'{what}: the server sent more than the {expected_size:,} bytes the registry entry '
+                                'records; the file is larger than its registry entry')
                         f.write(chunk)
                 length = announced_size(dict(resp.headers))
                 if length is not None and n < length and urllib.parse.urlparse(url).scheme != 'file':
@@ -381,6 +392,52 @@ def remove_stale_partials(folder: Path, prefix: str) -> None:
             pass
 
 
+#: an ``.incomplete`` Hub download untouched this long (and whose lock is free) is stale
+STALE_INCOMPLETE_S = 600.0
+
+
+def remove_stale_incomplete(repo_id: str, cache_dir=None, min_age: float = STALE_INCOMPLETE_S) -> List[Path]:
+    """Remove the ``*.incomplete`` blobs of the Hub repo ``repo_id`` left by downloads that were killed.
+
+    huggingface_hub downloads a blob to ``blobs/<etag>.incomplete`` (1.0 - 1.10 checked: resumed by the
+    next download of that blob) or ``blobs/<etag>.<random>.incomplete`` (1.20 and 2.4 checked: never
+    reused, so a killed download leaves it for good), holding the file lock
+    ``.locks/<repo folder>/<etag>.lock`` for the whole download. A file is removed only when that lock
+    can be taken at once (no live process, this one included, is downloading the blob; the lock is
+    held while the file is removed) *and* it has not been written for ``min_age`` s (a live download
+    writes at least every read timeout; this also covers file systems where the lock is not
+    enforced). Returns the removed files; never raises."""
+    removed: List[Path] = []
+    try:
+        from huggingface_hub import constants
+        from huggingface_hub.file_download import repo_folder_name
+        from huggingface_hub.utils import WeakFileLock
+        cache = Path(cache_dir or constants.HF_HUB_CACHE)
+        folder = repo_folder_name(repo_id=repo_id, repo_type='model')
+        blobs = cache / folder / 'blobs'
+        if not blobs.is_dir():
+            return removed
+        now = time.time()
+        for p in sorted(blobs.glob('*.incomplete')):
+            try:
+                if now - p.stat().st_mtime < min_age:
+                    continue
+            except FileNotFoundError:
+                continue
+            lock = cache / '.locks' / folder / f'{p.name.split(".")[0]}.lock'
+            if not lock.parent.is_dir():
+                continue
+            try:
+                with WeakFileLock(lock, timeout=0.05):
+                    if now - p.stat().st_mtime >= min_age:
+                        p.unlink()
+                        removed.append(p)
+            except Exception:  # noqa: BLE001 - lock held (Timeout), file gone, no permission: leave it
+                continue
+    except Exception:  # noqa: BLE001 - housekeeping must never stop a load
+        pass
+    return removed
+
 
 # ---------------------------------------------------------------------------------------------
 # the zoo's bounds inside huggingface_hub's own HTTP client
@@ -397,7 +454,8 @@ _hooks_lock = threading.Lock()
 class HubCall:
     """One ``hf_hub_download`` run under the zoo's bounds, in the thread :func:`run_with_deadline` starts.
 
-    huggingface_hub's HTTP client (httpx, huggingface_hub >= 1.0) is shared by the process; the zoo
+    huggingface_hub's HTTP client (httpx, huggingface_hub >= 1.0; setup.cfg asks for >= 1.20, see the
+    README's "Slow or broken networks") is shared by the process; the zoo
     adds two event hooks to it that act only on threads running a :class:`HubCall` (every other use
     of huggingface_hub is untouched): each request gets the zoo's connect / read timeouts, capped by
     the time left of the deadline (``MTVIF_CONNECT_TIMEOUT`` / ``MTVIF_DOWNLOAD_TIMEOUT`` instead of

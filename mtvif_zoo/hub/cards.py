@@ -17,7 +17,6 @@ a file, or a URL.
 import json
 import math
 import numbers
-import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -384,9 +383,30 @@ def _read_verified(path: Path, sha256: Optional[str], what: str) -> str:
     return path.read_text(encoding='utf-8')
 
 
-def _fetch_url(url: str, timeout: float = 30.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (http(s)/file URLs only)
-        return r.read().decode('utf-8')
+#: the most bytes a model card fetched from a URL may have (the zoo's cards are a few kB)
+CARD_MAX_BYTES = 4 << 20
+
+
+def _fetch_url(url: str) -> str:
+    """A card from an ``http(s)://`` / ``file://`` URL, with the bounds of weight downloads
+    (:mod:`._net`: connect / read timeouts, retries after timeouts and HTTP 5xx, the
+    ``MTVIF_RESOLVE_DEADLINE`` deadline) and at most :data:`CARD_MAX_BYTES`;
+    :class:`~mtvif_zoo.hub.WeightsNotFoundError` saying what happened otherwise."""
+    import tempfile
+
+    from . import _net
+    from .pretrained import WeightsNotFoundError
+    what = f'model card {url}'
+    with tempfile.TemporaryDirectory(prefix='mtvif-card-') as tmp:
+        try:
+            path = _net.download(url, Path(tmp) / 'README.md', what, CARD_MAX_BYTES, cap='a model card')
+        except _net.NetworkError as e:
+            raise WeightsNotFoundError(str(e)) from None
+        data = path.read_bytes()
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{what}: not UTF-8 text ({e}); is it a model card?') from None
 
 
 def model_card(name: str, revision: Optional[str] = None, cache_dir=None) -> str:

@@ -248,6 +248,7 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
                                              f'and than a plain HTTP download takes ({limit:,}): not downloaded')
             except _net.ClientError as e:
                 head_status = e  # 401 / 404 ...: hf_hub_download raises the precise error (RepoNotFound ...)
+        _net.remove_stale_incomplete(repo_id, cache_dir)  # left by Hub downloads that were killed
         call = _net.HubCall(opts, deadline)  # the zoo's timeouts inside the client; stopped at the deadline
         return Path(_net.run_with_deadline(
             lambda: call.run(lambda: _hf_download_unbounded(repo_id, filename, revision, cache_dir,
@@ -258,11 +259,17 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
     except _hf_errors() as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ''
         status = _http_status(e)
+        answered = None  # what the server said, when it answered with an HTTP status
         if status is not None and status >= 500:
-            msg = f'the server answered HTTP {status}; {msg}'
+            answered = f'HTTP {status}'
         elif head_status is not None and 'HTTP' not in msg and 'Client Error' not in msg:
-            # e.g. LocalEntryNotFoundError's 'check your connection' after a plain 404: say what the server said
-            msg = f'the server answered {str(head_status).split(": ", 1)[-1]}; {msg}'
+            answered = str(head_status).split(': ', 1)[-1]  # e.g. 'HTTP 404 (Not Found)'
+        if answered is not None and 'connection' in msg.lower():
+            # huggingface_hub's 'Please check your connection' (LocalEntryNotFoundError) would mislead: the
+            # server was reached and answered; its text is kept only where there was no answer at all
+            raise _Unavailable(f'{what}: the server answered {answered}') from e
+        if answered is not None:
+            msg = f'the server answered {answered}; {msg}'
         raise _Unavailable(f'{what}: {type(e).__name__}: {msg}') from e
 
 
@@ -354,6 +361,48 @@ def _from_url(url: str, expected: str, cache_dir, name: str, expected_size: Opti
     return ResolvedWeights(str(dst), 'url', expected, True, name, url)
 
 
+def _what_to_do(failures, local: str) -> str:
+    """The "what to do" sentence of the final :class:`WeightsNotFoundError`, fitting what happened at
+    the remote sources (``failures``: their :class:`_Unavailable` errors); ``local`` names how to give
+    a local copy instead."""
+    from . import _net
+    kinds = []
+    for f in failures:
+        cause = f.__cause__
+        status = _http_status(cause) if cause is not None else None
+        if isinstance(cause, _net.OversizeError):
+            kind = 'oversize'
+        elif isinstance(cause, (_net.NetTimeout, _net.Cancelled)) or 'deadline' in str(f):
+            kind = 'timeout'
+        elif isinstance(cause, _net.ServerError) or (status or 0) >= 500:
+            kind = 'server'
+        elif isinstance(cause, _net.ClientError) or status is not None or 'the server answered HTTP 4' in str(f):
+            kind = 'missing'
+        elif _offline():
+            kind = 'offline'
+        else:
+            kind = 'network'
+        if kind not in kinds:
+            kinds.append(kind)
+    advice = {
+        'timeout': f'retry later, or give each source more time ({_net.ENV["deadline"]}, now '
+                   f'{_net.current_options().deadline:g} s; {_net.ENV["read_timeout"]} for a slow transfer)',
+        'server': 'the server failed (HTTP 5xx): retry later',
+        'network': 'check the network connection (proxy, HF_ENDPOINT), then retry',
+        'missing': 'the server does not have the file: check HF_ENDPOINT (a mirror may lack the repo) and the '
+                   'name / revision',
+        'oversize': 'the server offers another file than the one recorded (a broken server or mirror): use '
+                    'another source',
+        'offline': 'HF_HUB_OFFLINE=1 and not in the cache: unset it once to download',
+    }
+    steps = [advice[k] for k in kinds]
+    steps.append(f'{"or " if steps else ""}use a local copy: {local}')
+    if kinds and not _offline():
+        steps.append('a file downloaded before loads from the cache with HF_HUB_OFFLINE=1, without asking the '
+                     'server')
+    return '. What to do: ' + '; '.join(steps) + '.'
+
+
 def _cfg_name(cfg: Dict[str, Any]) -> str:
     arch, tag = cfg.get('architecture') or '?', cfg.get('tag')
     return f'{arch}.{tag}' if tag else arch
@@ -382,7 +431,8 @@ def resolve_pretrained(pretrained_cfg: Dict[str, Any], cache_dir=None) -> Resolv
         try:
             return _from_hf(cfg['hf_hub_id'], filename, None, cache_dir, name)
         except _Unavailable as e:
-            raise WeightsNotFoundError(str(e)) from e
+            raise WeightsNotFoundError(str(e) + _what_to_do(
+                [e], 'the downloaded repo folder as "local-dir:PATH"')) from e
 
     entry = registry.find_weight(arch, tag)
     shipped = registry.shipped_dir() / name / filename
@@ -394,7 +444,7 @@ def resolve_pretrained(pretrained_cfg: Dict[str, Any], cache_dir=None) -> Resolv
     if file and not (entry and Path(file).resolve() == (registry.shipped_dir() / name / WEIGHTS_FILE).resolve()):
         return _user_path(file, filename, 'file', name)
 
-    tried = []
+    tried, failures = [], []
     env = os.environ.get(ENV_WEIGHTS)
     if env:
         found = _from_env(env, name, filename, expected)
@@ -423,6 +473,7 @@ def resolve_pretrained(pretrained_cfg: Dict[str, Any], cache_dir=None) -> Resolv
         except _Unavailable as e:
             _logger.warning('%s', e)
             tried.append(str(e))
+            failures.append(e)
 
     url = cfg.get('url') if filename == WEIGHTS_FILE else entry['files'][filename].get('url')
     if url:
@@ -431,7 +482,10 @@ def resolve_pretrained(pretrained_cfg: Dict[str, Any], cache_dir=None) -> Resolv
         except _Unavailable as e:
             _logger.warning('%s', e)
             tried.append(str(e))
-    raise WeightsNotFoundError(f'could not get {name}/{filename} from any source: ' + '; '.join(tried))
+            failures.append(e)
+    raise WeightsNotFoundError(f'could not get {name}/{filename} from any source: ' + '; '.join(tried) + _what_to_do(
+        failures, f"pretrained_cfg_overlay=dict(file='path/{filename}') or {ENV_WEIGHTS}=DIR (a folder of "
+                  f"{name}/{filename}), sha256-checked against the registry"))
 
 
 # ---------------------------------------------------------------------------------------------

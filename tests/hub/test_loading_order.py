@@ -168,6 +168,9 @@ def test_offline_skips_remote_urls_and_lists_what_it_tried(published, monkeypatc
         mtvif_zoo.create_model(NAME, pretrained=True)
     msg = str(e.value)
     assert 'shipped copy' in msg and 'Hugging Face Hub test-org/mtvif_iii-testonly' in msg and 'offline' in msg
+    assert msg.endswith('. What to do: HF_HUB_OFFLINE=1 and not in the cache: unset it once to download; or use a '
+                        "local copy: pretrained_cfg_overlay=dict(file='path/model.safetensors') or MTVIF_WEIGHTS=DIR "
+                        '(a folder of mtvif_iii.testonly/model.safetensors), sha256-checked against the registry.'), msg
 
 
 def test_no_weights_published_for_architecture():

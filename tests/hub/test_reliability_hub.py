@@ -175,6 +175,11 @@ def test_url_that_never_answers_or_stalls_is_bounded(published, loopback, hub_en
     assert 'MTVIF_' in msg and '2 attempts' in msg and accepted == 2  # one retry, then the next source
     assert box['elapsed'] < 8  # 2 x 1 s timeouts + a 1 s pause before the retry
     assert _partials(hub_env) == []
+    assert msg.endswith('. What to do: retry later, or give each source more time (MTVIF_RESOLVE_DEADLINE, now 4 s; '
+                        'MTVIF_DOWNLOAD_TIMEOUT for a slow transfer); or use a local copy: '
+                        "pretrained_cfg_overlay=dict(file='path/model.safetensors') or MTVIF_WEIGHTS=DIR (a folder of "
+                        'mtvif_iii.testonly/model.safetensors), sha256-checked against the registry; a file '
+                        'downloaded before loads from the cache with HF_HUB_OFFLINE=1, without asking the server.'), msg
 
 
 def test_stale_partial_of_a_killed_download_is_removed(published, loopback, hub_env):
@@ -206,6 +211,7 @@ def test_url_500_says_the_server_answered_500(published, loopback, hub_env, fast
     box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
     assert isinstance(box.get('error'), WeightsNotFoundError), box
     assert 'the server answered HTTP 500 (Internal Server Error) (after 2 attempts)' in str(box['error'])
+    assert '. What to do: the server failed (HTTP 5xx): retry later; or use a local copy: ' in str(box['error'])
     assert box['elapsed'] < 5 and _partials(hub_env) == []
 
 
@@ -219,6 +225,8 @@ def test_url_announcing_10_tb_is_refused_as_larger_than_registered(published, lo
     msg = str(box['error'])
     assert 'larger than its registry entry' in msg and '10,000,000,000,000' in msg and 'hf_xet' not in msg
     assert box['elapsed'] < 3 and _partials(hub_env) == []
+    assert '. What to do: the server offers another file than the one recorded (a broken server or mirror): use ' \
+           'another source; or use a local copy: ' in msg, msg
 
 
 def _hub_only(published, loopback):
@@ -324,6 +332,7 @@ def test_hub_download_past_the_deadline_stops_cleans_up_and_the_next_load_works(
     assert isinstance(box.get('error'), WeightsNotFoundError), box
     msg = str(box['error'])
     assert 'Hugging Face Hub test-org/mtvif_iii-testonly@' in msg and '4 s deadline (MTVIF_RESOLVE_DEADLINE)' in msg
+    assert '. What to do: retry later, or give each source more time (MTVIF_RESOLVE_DEADLINE, now 4 s' in msg, msg
     assert 4 <= box['elapsed'] < 7
     end = time.monotonic() + 3  # one read timeout (1 s) and huggingface_hub's 1 s pause before a retry
     while (_net_threads() or _incomplete(hub_env)) and time.monotonic() < end:
@@ -368,6 +377,10 @@ def test_hf_hub_repo_announcing_10_tb_is_refused_as_larger_than_its_config(loopb
     msg = str(box['error'])
     assert msg.startswith('Hugging Face Hub test-org/tiny@main/model.safetensors: the server announces '
                           "10,000,000,000,000 bytes but the repo's config.json records "), msg
+    assert msg.endswith('. What to do: the server offers another file than the one recorded (a broken server or '
+                        'mirror): use another source; or use a local copy: the downloaded repo folder as '
+                        '"local-dir:PATH"; a file downloaded before loads from the cache with HF_HUB_OFFLINE=1, '
+                        'without asking the server.'), msg
     assert 'hf_xet' not in msg and box['elapsed'] < 3 and _incomplete(hub_env) == []
     assert not any(m == 'GET' and p.endswith('model.safetensors') for m, p in loopback.requests)
 
@@ -379,6 +392,11 @@ def test_hub_404_says_the_server_answered_404(published, loopback, hub_env, fast
     msg = str(box['error'])
     assert isinstance(box['error'], WeightsNotFoundError) and 'the server answered HTTP 404 (Not Found)' in msg, msg
     assert box['elapsed'] < 3
+    # the server answered: huggingface_hub's 'Please check your connection' after it would mislead
+    assert 'connection' not in msg.lower(), msg
+    assert '/model.safetensors: the server answered HTTP 404 (Not Found)' in msg and 'LocalEntryNotFound' not in msg
+    assert '. What to do: the server does not have the file: check HF_ENDPOINT (a mirror may lack the repo) and ' \
+           'the name / revision; or use a local copy: ' in msg, msg
 
 
 def test_timm_create_model_hub_config_naming_a_pickle_is_refused(loopback, tiny_folder, no_pickle):
@@ -458,3 +476,105 @@ def test_one_http_500_then_healthy_is_retried_and_loads(published, loopback, hub
     assert src['source'] == ('url' if where == 'url' else 'hf-hub') and src['verified'] and box['elapsed'] < 5
     assert not any(p.endswith('.partial') for p in _partials(hub_env))
     assert _incomplete(hub_env) == []
+
+
+# ------------------------------------------------------------------ 9/12. model cards from URLs: the same bounds
+CARD = '---\nlicense: mit\n---\n# a card\n' + 'text ' * 200
+
+
+@pytest.mark.parametrize('mode', ['silent', 'drip_headers'])
+def test_card_url_that_never_answers_is_bounded(hub_env, fast_net, mode):
+    from mtvif_zoo.hub import model_card
+    with StallServer(mode) as srv:
+        url = f'{srv.url}/card.md'
+        box = _bounded(lambda: model_card(url), limit=12)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box  # `mtvif card` prints it as one line
+    msg = str(box['error'])
+    if mode == 'silent':
+        assert msg.startswith(f'model card {url}: no answer within 1 s (MTVIF_CONNECT_TIMEOUT)'), msg
+        assert '(after 2 attempts)' in msg and box['elapsed'] < 5
+    else:
+        assert 'gave up after the 4 s deadline (MTVIF_RESOLVE_DEADLINE), waiting for the response headers' in msg, msg
+        assert 4 <= box['elapsed'] < 7
+
+
+def test_card_url_that_drips_is_cut_off_by_the_deadline(loopback, fast_net):
+    from mtvif_zoo.hub import model_card
+    url = loopback.add_file('card.md', CARD.encode())
+    fault = loopback.fault(method='GET', path_endswith='card.md', drip=0.1, times=-1)
+    box = _bounded(lambda: model_card(url), limit=12)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    msg = str(box['error'])
+    assert msg.startswith(f'model card {url}: gave up after the 4 s deadline (MTVIF_RESOLVE_DEADLINE)'), msg
+    assert 'bytes received' in msg and 4 <= box['elapsed'] < 7
+    fault.times = 0
+    assert model_card(url) == CARD
+
+
+@pytest.mark.parametrize('times', [1, -1], ids=['once', 'always'])
+def test_card_url_500_is_retried_then_reported(loopback, fast_net, times):
+    from mtvif_zoo.hub import model_card
+    url = loopback.add_file('card.md', CARD.encode())
+    loopback.fault(path_endswith='card.md', status=500, times=times)
+    box = _bounded(lambda: model_card(url), limit=12)
+    if times == 1:  # one retry, 1 s later, gets the card
+        assert box.get('value') == CARD, box
+    else:
+        assert isinstance(box.get('error'), WeightsNotFoundError), box
+        assert str(box['error']) == (f'model card {url}: the server answered HTTP 500 (Internal Server Error) '
+                                     '(after 2 attempts)')
+    assert box['elapsed'] < 5
+    assert [m for m, p in loopback.requests if p.endswith('card.md')] == ['GET', 'GET']
+
+
+def test_card_url_larger_than_a_card_is_refused(loopback, fast_net):
+    from mtvif_zoo.hub import model_card
+    from mtvif_zoo.hub.cards import CARD_MAX_BYTES
+    url = loopback.add_file('card.md', CARD.encode())
+    loopback.fault(path_endswith='card.md', announce_length=10 * 10 ** 12, times=-1)
+    box = _bounded(lambda: model_card(url), limit=12)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    assert str(box['error']) == (f'model card {url}: the server announces 10,000,000,000,000 bytes, more than the '
+                                 f'{CARD_MAX_BYTES:,} bytes a model card may have: not downloaded')
+    big = loopback.add_file('big.md', b'x' * (CARD_MAX_BYTES + 1))
+    box = _bounded(lambda: model_card(big), limit=12)
+    assert isinstance(box.get('error'), WeightsNotFoundError), box
+    assert str(box['error']) == f'model card {big}: the server announces {CARD_MAX_BYTES + 1:,} bytes, more than ' \
+                                f'the {CARD_MAX_BYTES:,} bytes a model card may have: not downloaded'
+
+
+# ------------------------------------------------------------------ 9. .incomplete files of killed Hub downloads
+def test_stale_incomplete_of_a_killed_hub_download_is_removed(published, loopback, hub_env, tmp_path):
+    """huggingface_hub leaves ``blobs/<etag>.<random>.incomplete`` when its process is killed and never
+    reuses it. The next load of the repo removes such a file when no process holds the blob's lock and
+    it is older than 10 minutes; a file whose lock a live process holds, or a recent one, stays."""
+    import os
+    import subprocess
+    import sys
+
+    from huggingface_hub.file_download import repo_folder_name
+    _hub_only(published, loopback)
+    folder = repo_folder_name(repo_id=REPO, repo_type='model')
+    blobs, locks = hub_env['hf_cache'] / folder / 'blobs', hub_env['hf_cache'] / '.locks' / folder
+    blobs.mkdir(parents=True)
+    locks.mkdir(parents=True)
+    old = time.time() - 3600
+    files = {}
+    for kind, etag in (('stale', 'a' * 64), ('held', 'b' * 64), ('recent', 'c' * 64), ('old_style', 'd' * 64)):
+        files[kind] = blobs / (f'{etag}.incomplete' if kind == 'old_style' else f'{etag}.1a2b3c4d.incomplete')
+        files[kind].write_bytes(b'half a download')
+        if kind != 'recent':
+            os.utime(files[kind], (old, old))
+    holder = subprocess.Popen(  # a live download of the 'held' blob: another process holds its lock
+        [sys.executable, '-c', 'import sys, time, filelock\n'
+         'with filelock.FileLock(sys.argv[1]):\n    print("locked", flush=True)\n    time.sleep(60)',
+         str(locks / f'{"b" * 64}.lock')], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        m = mtvif_zoo.create_model(NAME, pretrained=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert m.pretrained_source['source'] == 'hf-hub' and m.pretrained_source['verified']
+    assert {k: p.exists() for k, p in files.items()} == {'stale': False, 'held': True, 'recent': True,
+                                                         'old_style': False}
