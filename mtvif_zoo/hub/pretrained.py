@@ -47,6 +47,7 @@ import json
 import logging
 import os
 import uuid
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -232,6 +233,10 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
 
     from . import _net
     what = f'Hugging Face Hub {repo_id}@{revision or "main"}/{filename}'
+    if revision is not None and _is_commit(revision):  # a commit's files never change: no request at all
+        cached = _cached_copy(repo_id, filename, revision, cache_dir)
+        if cached is not None:
+            return cached
     opts = _net.current_options()
     deadline = _net.Deadline(opts.deadline, what)
     head_status = None
@@ -255,6 +260,12 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
                                                             opts.connect_timeout)),
             max(0.05, deadline.left()), what, budget=opts.deadline, on_timeout=call.cancel))
     except _net.NetworkError as e:
+        cached = None if isinstance(e, (_net.ClientError, _net.OversizeError)) else \
+            _cached_copy(repo_id, filename, revision, cache_dir)
+        if cached is not None:  # no answer / 5xx / stopped at the deadline: what huggingface_hub does offline
+            warnings.warn(f'{e}; using the cached copy of commit {_snapshot_commit(cached)} downloaded before '
+                          f'({cached})', UserWarning, stacklevel=2)
+            return cached
         raise _Unavailable(str(e)) from e
     except _hf_errors() as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ''
@@ -271,6 +282,26 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
         if answered is not None:
             msg = f'the server answered {answered}; {msg}'
         raise _Unavailable(f'{what}: {type(e).__name__}: {msg}') from e
+
+
+def _is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in '0123456789abcdef' for c in revision)
+
+
+def _cached_copy(repo_id: str, filename: str, revision: Optional[str], cache_dir) -> Optional[Path]:
+    """The file of ``revision`` (a commit, or the commit a branch pointed to at the last download) in
+    the HF cache, or ``None``. Its sha256 is checked by the caller like a downloaded file's."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+    except Exception:  # noqa: BLE001 - a damaged cache is no copy
+        return None
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def _snapshot_commit(path: Path) -> str:
+    parts = path.parts
+    return parts[parts.index('snapshots') + 1] if 'snapshots' in parts[:-1] else '?'
 
 
 def _http_status(e: BaseException) -> Optional[int]:

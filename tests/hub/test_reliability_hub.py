@@ -578,3 +578,48 @@ def test_stale_incomplete_of_a_killed_hub_download_is_removed(published, loopbac
     assert m.pretrained_source['source'] == 'hf-hub' and m.pretrained_source['verified']
     assert {k: p.exists() for k, p in files.items()} == {'stale': False, 'held': True, 'recent': True,
                                                          'old_style': False}
+
+
+# ----------------------------------------------------------- 10/12. a Hub that is down does not hide the HF cache
+@pytest.mark.parametrize('down', ['silent', '500'])
+def test_cached_pinned_hub_file_loads_while_the_hub_is_down(published, loopback, hub_env, fast_net, monkeypatch, down):
+    """A registered weight pinned to a commit and already in the HF cache loads without any request
+    (a commit's files never change, and its sha256 is checked anyway): a Hub that never answers or
+    answers 500 used to fail the zoo's own HEAD first, so the cached file was never used."""
+    _hub_only(published, loopback)
+    first = mtvif_zoo.create_model(NAME, pretrained=True)
+    assert first.pretrained_source['source'] == 'hf-hub'
+    if down == '500':
+        loopback.fault(status=500, times=-1)
+        box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+    else:
+        with StallServer('silent') as srv:
+            _set_hf(monkeypatch, hub_env['hf_home'], offline=False, endpoint=srv.url)
+            box = _bounded(lambda: mtvif_zoo.create_model(NAME, pretrained=True))
+            assert srv.accepted == 0  # not even a connection
+    assert 'error' not in box, box.get('error')
+    assert box['value'].pretrained_source['source'] == 'hf-hub' and box['elapsed'] < 3
+    a, b = first.state_dict(), box['value'].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize('down', ['silent', '500'])
+def test_cached_hf_hub_branch_is_used_with_a_warning_while_the_hub_is_down(loopback, tiny_folder, hub_env, fast_net,
+                                                                            monkeypatch, down):
+    """``hf-hub:org/name`` (a branch, not a commit) asks the Hub first; when the Hub does not answer or
+    answers 5xx, the copy in the HF cache is used, with a warning naming the commit it is (what
+    huggingface_hub itself does on a connection error)."""
+    loopback.add_repo('test-org/tiny', tiny_folder)
+    first = mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True)
+    if down == '500':
+        loopback.fault(status=500, times=-1)
+    with pytest.warns(UserWarning, match='using the cached copy of commit [0-9a-f]{40}'):
+        if down == '500':
+            box = _bounded(lambda: mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True))
+        else:
+            with StallServer('silent') as srv:
+                _set_hf(monkeypatch, hub_env['hf_home'], offline=False, endpoint=srv.url)
+                box = _bounded(lambda: mtvif_zoo.create_model('hf-hub:test-org/tiny', pretrained=True))
+    assert 'error' not in box, box.get('error')
+    a, b = first.state_dict(), box['value'].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
