@@ -664,3 +664,21 @@ def test_pretrained_weight_errors_name_the_file(tmp_path):
         with pytest.raises(ValueError, match=f"pretrained weights {str(g)!r} do not match") as e:
             create_model('seafusion', pretrained=True, **kw)
         assert gone in str(e.value) and 'extra.weight' in str(e.value)
+
+
+@pytest.mark.parametrize('command', [
+    ['train', '--model', 'seafusion', '--data', 'DATA', '--out', 'OUT'],
+    ['bench', '--model', 'seafusion', '--size', '32x32', '--runs', '1', '--warmup', '0'],
+    ['profile', 'seafusion', '--no-memory'],
+])
+@pytest.mark.parametrize('device,match', [('foo', 'not a device name'), ('cuda:99', 'no such CUDA device'),
+                                          ('meta', 'holds no data')])
+def test_every_command_checks_device(pair_dirs, tmp_path, capsys, command, device, match):
+    """``mtvif train / bench / profile --device`` get fuse's check: ``bench --device foo`` was a torch
+    traceback, ``train --device cuda:3`` on a machine without that GPU went on to the data checks."""
+    vi, _ = pair_dirs
+    argv = [str(vi.parent) if a == 'DATA' else str(tmp_path / 'run') if a == 'OUT' else a for a in command]
+    rc = main([*argv, '--device', device])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err and err[-1].startswith(f'mtvif {command[0]}: error: --device ') and device in err[-1]
+    assert match in err[-1] and 'use cpu' in err[-1] and not (tmp_path / 'run').exists()

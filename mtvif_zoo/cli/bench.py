@@ -37,6 +37,8 @@ def _run(args) -> int:
         if missing:
             raise ValueError(f'--pretrained: no published weights for {", ".join(missing)}; '
                              f'published: {", ".join(sorted(published))}')
+    from ._device import cli_device
+    cli_device(args.device)  # before the roofline is measured or a model built
     dtypes = [d.strip() for d in args.dtype.split(',')]
     bad = [d for d in dtypes if d not in DTYPES and d not in DTYPE_ALIASES]
     if bad:

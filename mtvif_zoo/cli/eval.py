@@ -65,7 +65,7 @@ def _model(args, device):
 
 def run(args) -> int:
     from ..evaluate import evaluate
-    from .fuse import cli_device
+    from ._device import cli_device
 
     if not args.fused and not args.model and not args.references:
         raise ValueError('give --fused folders, --model, --references, or a combination')

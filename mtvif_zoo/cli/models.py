@@ -28,14 +28,16 @@ def _list(args) -> int:
 def _profile(args) -> int:
     from .. import create_model
     from ..profile import profile
+    from ._device import cli_device
+    device = cli_device(args.device) if args.device else None
     kwargs = {}
     if args.in_chans:
         kwargs['in_chans'] = args.in_chans
     if args.head:
         kwargs['head'] = args.head
     model = create_model(args.model, **kwargs)
-    if args.device:
-        model = model.to(args.device)
+    if device is not None:
+        model = model.to(device)
     res = profile(model, size=tuple(args.size), memory=not args.no_memory, name=args.model)
     print(json.dumps(res.as_dict(), indent=2) if args.json else res)
     return 0

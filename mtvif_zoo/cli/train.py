@@ -29,6 +29,9 @@ def _kv(text: str):
 
 def _train(args) -> int:
     from ..train import NonFiniteLossError, TrainConfig, train
+    from ._device import cli_device
+    if args.device:
+        cli_device(args.device)  # an unknown name / absent GPU: one line now, not a traceback after the data check
     cfg = TrainConfig(
         model=args.model, data=args.data, out=args.out, layout=args.layout, splits=args.splits, crop=args.crop,
         batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps,
