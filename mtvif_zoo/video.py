@@ -160,6 +160,15 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _same_path(a: PathLike, b: PathLike) -> bool:
+    """Whether ``a`` and ``b`` name the same existing file or folder (links, ``..`` and hard links
+    resolved: the same device and inode)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet)
+        return False
+
+
 def fuse_video(vis: PathLike, ir: PathLike, output: PathLike, model=None, *, batch_size: int = 8,
                fps: Optional[float] = None, resize_ir: bool = False, codec: Optional[str] = None, crf: int = 18,
                progress: bool = True, **fuse_kwargs) -> dict:
@@ -176,6 +185,10 @@ def fuse_video(vis: PathLike, ir: PathLike, output: PathLike, model=None, *, bat
     from .fusion import _resolve_model, fuse
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    for src, role in ((vis, 'visible'), (ir, 'infrared')):  # never write over an input (issue 18, case 1)
+        if _same_path(output, src):
+            raise ValueError(f'output {str(output)!r} is the {role} input {str(src)!r} (the same file or folder): '
+                             'writing there would destroy it; choose another output path')
     vs, irs = FrameStream(vis, 'visible'), FrameStream(ir, 'infrared')
     if vs.count is not None and irs.count is not None and vs.count != irs.count:
         raise ValueError(f'frame counts differ: {vs.describe()}; {irs.describe()}. Trim the longer one '

@@ -682,3 +682,27 @@ def test_every_command_checks_device(pair_dirs, tmp_path, capsys, command, devic
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err and err[-1].startswith(f'mtvif {command[0]}: error: --device ') and device in err[-1]
     assert match in err[-1] and 'use cpu' in err[-1] and not (tmp_path / 'run').exists()
+
+
+def test_fuse_video_api_never_writes_over_an_input(tmp_path):
+    """``mtvif_zoo.video.fuse_video`` called from Python had no output == input check (only the CLI
+    did): ``fuse_video(vis, ir, vis)`` would replace the visible video, a frame-folder output equal to
+    an input folder would write over its frames."""
+    from mtvif_zoo.video import fuse_video
+    vdir, idir = tmp_path / 'vi_frames', tmp_path / 'ir_frames'
+    for d in (vdir, idir):
+        d.mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(d / '000.png')
+    with pytest.raises(ValueError, match='is the infrared input'):
+        fuse_video(vdir, idir, tmp_path / 'ir_frames' / '..' / 'ir_frames', model='seafusion', progress=False)
+    assert [p.name for p in idir.iterdir()] == ['000.png']
+    vis, ir = tmp_path / 'vis.mp4', tmp_path / 'ir.mp4'
+    vis.write_bytes(b'visible video bytes')
+    ir.write_bytes(b'infrared video bytes')
+    os.link(ir, tmp_path / 'same_as_ir.mp4')
+    outs = ((vis, 'visible'), (tmp_path / 'same_as_ir.mp4', 'infrared'), (tmp_path / '.' / 'vis.mp4', 'visible'))
+    for out, role in outs:
+        with pytest.raises(ValueError, match=f'is the {role} input .* choose another output path'):
+            fuse_video(vis, ir, out, model='seafusion', progress=False)
+    assert vis.read_bytes() == b'visible video bytes' and ir.read_bytes() == b'infrared video bytes'
+    assert [p.name for p in idir.iterdir()] == ['000.png']
