@@ -46,6 +46,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import uuid
 import warnings
 from dataclasses import asdict, dataclass
@@ -240,9 +241,11 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
     opts = _net.current_options()
     deadline = _net.Deadline(opts.deadline, what)
     head_status = None
+    endpoint = constants.ENDPOINT
     try:
         if not _offline():
             from huggingface_hub import hf_hub_url
+            _skip_if_unanswered(endpoint, what)
             try:
                 _, headers = _net.head(hf_hub_url(repo_id, filename, revision=revision), what, opts, deadline)
                 size = _net.announced_size(headers)
@@ -251,6 +254,9 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
                 if size is not None and limit and size > limit:  # huggingface_hub would say 'Install hf_xet'
                     raise _net.OversizeError(f'{what}: the server announces {size:,} bytes, more than any zoo weight '
                                              f'and than a plain HTTP download takes ({limit:,}): not downloaded')
+            except _net.NetTimeout:  # no answer at all: the next files of this load need not wait again
+                _UNANSWERED[endpoint] = time.monotonic()
+                raise
             except _net.ClientError as e:
                 head_status = e  # 401 / 404 ...: hf_hub_download raises the precise error (RepoNotFound ...)
         _net.remove_stale_incomplete(repo_id, cache_dir)  # left by Hub downloads that were killed
@@ -282,6 +288,27 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str], cache_dir
         if answered is not None:
             msg = f'the server answered {answered}; {msg}'
         raise _Unavailable(f'{what}: {type(e).__name__}: {msg}') from e
+
+
+#: Hub endpoint -> when (``time.monotonic()``) it last left a request unanswered
+_UNANSWERED: Dict[str, float] = {}
+#: for this long after a Hub endpoint left a request unanswered, the zoo does not ask it again (the
+#: other files of the same load go straight to the cache or the next source instead of each waiting
+#: out the timeouts and retries once more)
+UNANSWERED_MEMORY_S = 60.0
+
+
+def _skip_if_unanswered(endpoint: str, what: str) -> None:
+    from . import _net
+    since = _UNANSWERED.get(endpoint)
+    if since is None:
+        return
+    age = time.monotonic() - since
+    if age >= UNANSWERED_MEMORY_S:
+        _UNANSWERED.pop(endpoint, None)
+        return
+    raise _net.NetTimeout(f'{what}: not asked: {endpoint} left a request unanswered {age:.0f} s ago (the zoo '
+                          f'asks it again after {UNANSWERED_MEMORY_S:g} s)')
 
 
 def _is_commit(revision: str) -> bool:

@@ -44,6 +44,13 @@ def _set_hf(monkeypatch, home: Path, offline: bool, endpoint: str = None) -> Non
 
 
 @pytest.fixture(autouse=True)
+def _forget_unanswering_endpoints(monkeypatch):
+    """Each test starts without the zoo's memory of Hub endpoints that left a request unanswered."""
+    import mtvif_zoo.hub.pretrained as hp
+    monkeypatch.setattr(hp, '_UNANSWERED', {}, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def hub_env(tmp_path, monkeypatch):
     """Every hub test: private HF_HOME + TORCH_HOME, offline, no MTVIF_WEIGHTS, unreachable endpoint."""
     home = tmp_path / 'hf_home'
