@@ -536,11 +536,16 @@ def test_eight_bit_values_in_a_16_bit_input_warn(tiny, small_pair):
         fuse(torch.from_numpy(vis).permute(2, 0, 1).long(), t_ir, model=tiny)
     with pytest.warns(UserWarning, match=r'uint16\) whose values are all <= 255'):
         fuse(vis.astype(np.uint16), ir, model=tiny)
-    with warnings.catch_warnings():
+    ref = fuse(vis, ir, model=tiny)  # the 8-bit reading
+    with warnings.catch_warnings():  # no warning where nothing is misread; the images equal the 8-bit reading
         warnings.simplefilter('error')
-        fuse(vis.astype(np.uint16) * 257, ir, model=tiny)  # real 16-bit data
-        fuse(vis, ir.astype(np.uint16), model=tiny)  # infrared: per-image min-max, no darkening
-        fuse(vis.astype(np.uint16), ir, model=tiny, vis_range=(0, 255))  # the range given
+        real16 = fuse(vis.astype(np.uint16) * 257, ir, model=tiny)  # real 16-bit data
+        assert real16.dtype == np.uint16
+        np.testing.assert_allclose(real16 / 257, ref, atol=0.5)  # within the 8-bit output's rounding
+        # infrared: per-image min-max, no darkening
+        np.testing.assert_array_equal(fuse(vis, ir.astype(np.uint16), model=tiny), ref)
+        # the range given: read as 8-bit values
+        np.testing.assert_array_equal(fuse(vis.astype(np.uint16), ir, model=tiny, vis_range=(0, 255)), real16)
 
 
 def _short_png(path: Path, channels: int = 3, colour_type: int = 2, fill: int = 200):
