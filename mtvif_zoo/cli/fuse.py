@@ -25,6 +25,7 @@ Images are written to a temporary file and renamed into place, so a full disk le
 partial file. In folder mode a pair that fails (unreadable, too large, model error) is reported
 and skipped, the rest are fused, and the exit code is 1.
 """
+import contextlib
 import glob
 import os
 import sys
@@ -257,6 +258,14 @@ def _plan_outputs(args, pairs):
     return out, single, preview, pre_single, plan, skipped
 
 
+@contextlib.contextmanager
+def _without_swap_warning():
+    """fuse() / segment() without their "inputs look swapped" warning (the CLI names the pair's files)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='the infrared.* look swapped', category=UserWarning)
+        yield
+
+
 def _make_folder(d: Path) -> List[Path]:
     """``mkdir -p d``; -> the folders it made, innermost first (for :func:`_remove_empty`)."""
     made = [q for q in (d, *d.parents) if not (q.exists() or q.is_symlink())]
@@ -292,7 +301,7 @@ def _save_atomic(img, dst: Path) -> None:
 
 def _run_video(args) -> int:
     from ..fusion import check_fuse_args
-    from ..video import fuse_video, is_video
+    from ..video import _same_path, fuse_video, is_video
     if args.preview:
         raise ValueError('--preview is for image pairs; for videos write frames (-o FOLDER/) and preview those')
     check_fuse_args(args.batch_size, args.tile, args.overlap)
@@ -301,15 +310,11 @@ def _run_video(args) -> int:
                           f'{args.output.rstrip("/" + os.sep)!r} for a video file, or a folder name without a '
                           'video suffix for PNG frames')
     out = Path(args.output)
-    real, out_id = _real(out), _file_id(out)
     for src in (args.vis, args.ir):
-        # realpath, and the same device + inode as the image path checks (a hard link, another
-        # spelling on a case-insensitive file system)
+        # the same file or folder (links, '..', a hard link, another spelling on a case-insensitive
+        # file system): the check fuse_video makes, here before --overwrite is considered
         sp = Path(src)
-        hit = real == _real(sp) or (out_id is not None and out_id == _file_id(sp))
-        if out.suffix == '' and not hit:
-            hit = real == _real(sp).parent or (out_id is not None and out_id == _file_id(_real(sp).parent))
-        if hit:
+        if _same_path(out, sp) or (out.suffix == '' and _same_path(out, _real(sp).parent)):
             raise OutputError(f'output {str(out)!r} is the input {str(src)!r} (or its folder); '
                               'refusing to overwrite it')
     if (out.is_file() or (out.is_dir() and any(out.iterdir()))) and not args.overwrite:
@@ -384,8 +389,7 @@ def run(args) -> int:
         raise OutputError(f'cannot create the output folder: {e}') from None
 
     def fuse_pairs(v, i, **kw):  # the pair's own one-line note (check_swapped) replaces fuse()'s warning
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='the infrared.* look swapped', category=UserWarning)
+        with _without_swap_warning():
             return fuse(v, i, **kw, **fuse_kw)
 
     def check_swapped(stem, vp, ip, v, i):
@@ -426,8 +430,7 @@ def run(args) -> int:
                 f8 = _u8(f)
                 pic = None
                 if pdst is not None:
-                    with warnings.catch_warnings():  # a swapped pair was named once already (check_swapped)
-                        warnings.filterwarnings('ignore', message='the infrared.* look swapped', category=UserWarning)
+                    with _without_swap_warning():  # a swapped pair was named once already (check_swapped)
                         classes = segment(v, i, model=model, amp=amp, ir_range=ir_range) if want_seg else None
                     pic = make_preview(_display(v), _display(i), f8, classes, title=stem)
             except Exception as e:  # noqa: BLE001
