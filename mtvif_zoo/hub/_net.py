@@ -523,7 +523,7 @@ def _install_hf_hooks() -> None:
         return
     with _hooks_lock:
         if _CheckedStream is None:
-            import importlib
+            import importlib  # the client's own package: httpx in huggingface_hub 1.x, httpx2 in 2.x
             base = getattr(importlib.import_module(type(client).__module__.split('.')[0]), 'SyncByteStream', None)
             if base is None:
                 return
